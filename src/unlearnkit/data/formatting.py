@@ -1,0 +1,150 @@
+"""Prompt formatting and label masking.
+
+A `PromptFormat` turns a raw question into the text the model sees: the tokenizer's chat
+template where it has one (`chat`), a plain `Question: ...\\nAnswer:` layout (`plain`), a
+user-named template with a `{question}` slot, or nothing at all (`raw`, for passages).
+
+`encode_pair` builds one training/scoring example: prompt tokens get label -100, answer tokens
+and one EOS carry labels. The prompt is tokenised on its own and the target appended as token
+ids, so the label boundary is exact (no merge of tokens across the boundary).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from unlearnkit.errors import DataError
+
+IGNORE = -100
+FormatName = Literal["auto", "chat", "plain", "raw"]
+PLAIN_TEMPLATE = "Question: {question}\nAnswer:"
+
+
+@dataclass(frozen=True)
+class PromptFormat:
+    """How a question becomes a prompt. `template` is used when `name == 'custom'`."""
+
+    name: str = "auto"
+    template: str = PLAIN_TEMPLATE
+    system_prompt: str | None = None
+
+    @classmethod
+    def parse(cls, spec: str | None) -> PromptFormat:
+        """'auto', 'chat', 'plain', 'raw', or a custom template containing '{question}'."""
+        if spec is None or spec == "":
+            return cls()
+        if spec in ("auto", "chat", "plain", "raw"):
+            return cls(name=spec)
+        if "{question}" not in spec:
+            raise DataError(
+                f"prompt format '{spec}': use auto, chat, plain, raw, or a template with '{{question}}'"
+            )
+        return cls(name="custom", template=spec)
+
+    def resolve(self, tokenizer: Any) -> PromptFormat:
+        """Replace `auto` by `chat` when the tokenizer has a chat template, else `plain`."""
+        if self.name != "auto":
+            if self.name == "chat" and not getattr(tokenizer, "chat_template", None):
+                raise DataError("prompt format 'chat': this tokenizer has no chat template")
+            return self
+        has_chat = bool(getattr(tokenizer, "chat_template", None))
+        return PromptFormat("chat" if has_chat else "plain", self.template, self.system_prompt)
+
+    def render(self, question: str, tokenizer: Any) -> str:
+        if self.name == "raw":
+            return question
+        if self.name == "chat":
+            messages = []
+            if self.system_prompt:
+                messages.append({"role": "system", "content": self.system_prompt})
+            messages.append({"role": "user", "content": question})
+            return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        if self.name == "auto":
+            return self.resolve(tokenizer).render(question, tokenizer)
+        return (PLAIN_TEMPLATE if self.name == "plain" else self.template).format(question=question)
+
+    @property
+    def answer_prefix(self) -> str:
+        """Text put between the rendered prompt and the answer (a space after 'Answer:')."""
+        return " " if self.name in ("plain", "custom") else ""
+
+
+def prompt_ids(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of a rendered prompt, with the BOS the tokenizer adds by itself, if any.
+
+    A chat template that already writes the BOS text must not get a second one.
+    """
+    bos = tokenizer.bos_token
+    special = not (bos and text.startswith(bos))
+    return list(tokenizer(text, add_special_tokens=special)["input_ids"])
+
+
+def target_ids(tokenizer: Any, text: str, add_eos: bool = True) -> list[int]:
+    ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    if add_eos and tokenizer.eos_token_id is not None and (not ids or ids[-1] != tokenizer.eos_token_id):
+        ids.append(tokenizer.eos_token_id)
+    return ids
+
+
+@dataclass
+class Encoded:
+    input_ids: list[int]
+    labels: list[int]
+
+    @property
+    def num_target_tokens(self) -> int:
+        return sum(1 for label in self.labels if label != IGNORE)
+
+
+def encode_pair(
+    tokenizer: Any,
+    fmt: PromptFormat,
+    question: str,
+    answer: str,
+    *,
+    add_eos: bool = True,
+    max_length: int | None = None,
+    where: str = "",
+) -> Encoded:
+    """One example: prompt masked with -100, answer (+EOS) labelled."""
+    rendered = fmt.render(question, tokenizer) if question else ""
+    p_ids = prompt_ids(tokenizer, rendered) if rendered else _bos(tokenizer)
+    t_ids = target_ids(tokenizer, fmt.answer_prefix + answer if rendered else answer, add_eos)
+    if not t_ids:
+        raise DataError(f"{where or 'record'}: the target is empty after tokenisation")
+    ids = p_ids + t_ids
+    if max_length is not None and len(ids) > max_length:
+        raise DataError(
+            f"{where or 'record'}: {len(ids)} tokens, over the model's context of {max_length}"
+        )
+    return Encoded(ids, [IGNORE] * len(p_ids) + t_ids)
+
+
+def _bos(tokenizer: Any) -> list[int]:
+    """A passage with no prompt still needs one conditioning token to score its first token."""
+    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    return [bos]
+
+
+def collate(examples: list[Encoded], pad_id: int, *, left: bool = False) -> dict[str, Any]:
+    """Pad a batch: input_ids with `pad_id`, labels with -100, attention_mask 0 on padding."""
+    import torch
+
+    width = max(len(e.input_ids) for e in examples)
+    ids, labels, mask = [], [], []
+    for e in examples:
+        pad = width - len(e.input_ids)
+        if left:
+            ids.append([pad_id] * pad + e.input_ids)
+            labels.append([IGNORE] * pad + e.labels)
+            mask.append([0] * pad + [1] * len(e.input_ids))
+        else:
+            ids.append(e.input_ids + [pad_id] * pad)
+            labels.append(e.labels + [IGNORE] * pad)
+            mask.append([1] * len(e.input_ids) + [0] * pad)
+    return {
+        "input_ids": torch.tensor(ids, dtype=torch.long),
+        "labels": torch.tensor(labels, dtype=torch.long),
+        "attention_mask": torch.tensor(mask, dtype=torch.long),
+    }

