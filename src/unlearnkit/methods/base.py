@@ -1,0 +1,127 @@
+"""What every unlearning method is: typed hyperparameters and `unlearn(subject, request, context)`.
+
+- `Method`: the interface; weight arithmetic and inference-time wrappers implement `unlearn`.
+- `LossMethod`: a training-based method supplies only `loss` (and optionally extra example parts
+  or reference values to cache); the shared loop in `engine.loop` does the rest.
+
+Register a method with `@register_method("name")` in any module of `unlearnkit.methods`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from unlearnkit.data.schema import ForgetRequest, Record
+from unlearnkit.engine.loop import Batch, Example, TrainConfig, TrainStats, train
+from unlearnkit.errors import UnlearnkitError, did_you_mean
+from unlearnkit.models.subject import Subject
+from unlearnkit.registry import Registry
+
+Need = Literal["retain", "reference", "idk"]
+
+
+@dataclass
+class UnlearnContext:
+    """What a method may use besides the request: retain data, a ledger, and run settings."""
+
+    retain: list[Record] = field(default_factory=list)
+    seed: int = 0
+    lora: dict[str, Any] | None = None  # LoRA settings; None means full-parameter
+    merge_lora: bool = True
+    ledger: Any = None
+    extras: dict[str, Any] = field(default_factory=dict)
+    stats: TrainStats | None = None  # filled by training-based methods
+
+
+class Method(BaseModel):
+    """Base of all methods. Subclasses declare hyperparameters as typed pydantic fields."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    family: ClassVar[str] = "other"
+    needs: ClassVar[tuple[Need, ...]] = ()
+    description: ClassVar[str] = ""
+
+    def unlearn(self, subject: Subject, request: ForgetRequest, context: UnlearnContext) -> Subject:
+        raise NotImplementedError
+
+    @classmethod
+    def from_settings(cls, settings: dict[str, Any] | None = None) -> Method:
+        """Build from `key=value` settings, with one clear line for an unknown or bad key."""
+        settings = dict(settings or {})
+        fields = list(cls.model_fields)
+        for key in settings:
+            if key not in cls.model_fields:
+                raise UnlearnkitError(
+                    f"method '{cls.registry_name}': unknown hyperparameter '{key}'{did_you_mean(key, fields)}; "
+                    f"valid: {', '.join(fields)}"
+                )
+        try:
+            return cls(**settings)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise UnlearnkitError(f"method '{cls.registry_name}': hyperparameter '{first['loc'][0]}': {first['msg']}") from None
+
+    registry_name: ClassVar[str] = "?"
+
+
+METHODS: Registry[type[Method]] = Registry("method", "unlearnkit.methods")
+register_method = METHODS.register
+
+
+def get_method(name: str, settings: dict[str, Any] | None = None) -> Method:
+    return METHODS.get(name).from_settings(settings)
+
+
+class LossMethod(Method, TrainConfig):
+    """A training-based method: its loss over a forget batch and a retain batch, nothing else."""
+
+    family: ClassVar[str] = "gradient"
+
+    @property
+    def needs_retain(self) -> bool:
+        return "retain" in self.needs
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(**{k: getattr(self, k) for k in TrainConfig.model_fields})
+
+    # -- hooks a method may override ---------------------------------------------------------
+    def forget_example(self, subject: Subject, record: Record, index: int) -> Example:
+        """The parts of one forget example; `"x"` is the record as (prompt, target)."""
+        return {"x": encode_record(subject, record, f"forget record {record.id or index}")}
+
+    def prepare(self, subject: Subject, forget: list[Example], retain: list[Example]) -> None:
+        """Called once before training with the frozen starting model (cache reference values)."""
+
+    def loss(self, model: Any, forget: Batch, retain: Batch | None) -> tuple[torch.Tensor, dict[str, float]]:
+        raise NotImplementedError
+
+    # -- the shared driver -------------------------------------------------------------------
+    def unlearn(self, subject: Subject, request: ForgetRequest, context: UnlearnContext) -> Subject:
+        forget = [self.forget_example(subject, r, i) for i, r in enumerate(request.records)]
+        retain = [{"x": encode_record(subject, r, f"retain record {r.id or i}")} for i, r in enumerate(context.retain)]
+        if self.needs_retain and not retain:
+            raise UnlearnkitError(f"method '{self.registry_name}': needs a retain set (--retain FILE)")
+        working = subject
+        if context.lora is not None:
+            from unlearnkit.models.loading import wrap_lora
+
+            working = subject.with_model(wrap_lora(subject.model, **context.lora))
+        self.prepare(working, forget, retain)
+        context.stats = train(
+            working, forget, self, self.train_config(), retain if self.needs_retain else None,
+            description=f"{self.registry_name} on {request.id}",
+        )
+        if context.lora is not None and context.merge_lora:
+            return subject.with_model(working.model.merge_and_unload())
+        return working
+
+
+def encode_record(subject: Subject, record: Record, where: str) -> Any:
+    """A record as one example: QA through the prompt format, passages as raw text."""
+    prompt, target = record.as_pair()
+    return subject.encode(prompt, target, template=record.kind != "passage", add_eos=record.kind != "passage", where=where)

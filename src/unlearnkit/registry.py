@@ -1,0 +1,61 @@
+"""Name → class registries: adding a method (or metric, attack) is one file and one decorator.
+
+A registry knows the package its entries live in and imports every module of that package the
+first time it is asked for a name, so a new file is found without editing any list.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+from unlearnkit.errors import UnlearnkitError, did_you_mean
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    def __init__(self, kind: str, package: str) -> None:
+        self.kind = kind
+        self.package = package
+        self._entries: dict[str, T] = {}
+        self._loaded = False
+
+    def register(self, name: str) -> Callable[[T], T]:
+        def decorate(entry: T) -> T:
+            if name in self._entries and self._entries[name] is not entry:
+                raise ValueError(f"{self.kind} '{name}' is registered twice")
+            self._entries[name] = entry
+            setattr(entry, "registry_name", name)
+            return entry
+
+        return decorate
+
+    def _load(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True
+        package = importlib.import_module(self.package)
+        for module in pkgutil.iter_modules(package.__path__):
+            if not module.name.startswith("_"):
+                importlib.import_module(f"{self.package}.{module.name}")
+
+    def get(self, name: str) -> T:
+        self._load()
+        try:
+            return self._entries[name]
+        except KeyError:
+            valid = ", ".join(sorted(self._entries))
+            raise UnlearnkitError(
+                f"unknown {self.kind} '{name}'{did_you_mean(name, self._entries)}; valid: {valid}"
+            ) from None
+
+    def names(self) -> list[str]:
+        self._load()
+        return sorted(self._entries)
+
+    def items(self) -> list[tuple[str, T]]:
+        self._load()
+        return sorted(self._entries.items())
