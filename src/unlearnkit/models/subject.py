@@ -40,13 +40,16 @@ class ScoreResult:
 
     `token_mu` / `token_sigma` (only with `stats=True`) are the mean and standard deviation of
     log p(v) under the model's own next-token distribution at each target position, which
-    Min-K%++ needs.
+    Min-K%++ needs. `token_is_top` (bool per target position) says whether the teacher-forced
+    argmax is the target token (exact memorisation, extraction strength); None when a wrapper
+    that overrides `score` does not provide it.
     """
 
     token_logprobs: list[torch.Tensor]
     token_mu: list[torch.Tensor] | None = None
     token_sigma: list[torch.Tensor] | None = None
     token_ids: list[list[int]] = field(default_factory=list)
+    token_is_top: list[torch.Tensor] | None = None
 
     @property
     def num_tokens(self) -> torch.Tensor:
@@ -138,6 +141,7 @@ class Subject:
         out_lp: list[torch.Tensor | None] = [None] * len(examples)
         out_mu: list[torch.Tensor | None] = [None] * len(examples)
         out_sd: list[torch.Tensor | None] = [None] * len(examples)
+        out_top: list[torch.Tensor | None] = [None] * len(examples)
         was_training = self.model.training
         self.model.eval()
         for batch in track(batches, progress or "scoring") if progress else batches:
@@ -148,6 +152,7 @@ class Subject:
             labels = enc["labels"][:, 1:]
             mask = labels != IGNORE
             picked = logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+            is_top = logp.argmax(-1) == labels
             if stats:
                 probs = logp.exp()
                 mu = (probs * logp).sum(-1)
@@ -155,6 +160,7 @@ class Subject:
             for row, index in enumerate(batch):
                 keep = mask[row]
                 out_lp[index] = picked[row][keep].cpu()
+                out_top[index] = is_top[row][keep].cpu()
                 if stats:
                     out_mu[index] = mu[row][keep].cpu()
                     out_sd[index] = sigma[row][keep].cpu()
@@ -164,6 +170,7 @@ class Subject:
             token_mu=[t for t in out_mu if t is not None] if stats else None,
             token_sigma=[t for t in out_sd if t is not None] if stats else None,
             token_ids=[[x for x in e.labels if x != IGNORE] for e in examples],
+            token_is_top=[t for t in out_top if t is not None],
         )
 
     # -- verb 2: generate ------------------------------------------------------------------
