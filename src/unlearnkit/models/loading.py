@@ -102,11 +102,15 @@ def convert_gguf(gguf: Path, out_dir: Path) -> Path:
     if unexpected or [k for k in missing if "lm_head" not in k]:
         raise ModelError(f"{gguf}: weights do not match the config (missing {missing[:3]}, unexpected {unexpected[:3]})")
     plain.tie_weights()
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    # A per-process temporary name: two processes converting at once must not collide.
+    tmp = out_dir.with_name(f"{out_dir.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     plain.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
     (tmp / "unlearnkit.json").write_text(json.dumps({"converted_from": str(gguf)}))
+    if (out_dir / "model.safetensors").exists():  # another process finished first
+        shutil.rmtree(tmp, ignore_errors=True)
+        return out_dir
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.replace(out_dir)
     return out_dir

@@ -1,0 +1,3 @@
+from unlearnkit.cli import main
+
+main()
