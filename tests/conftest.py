@@ -1,0 +1,45 @@
+"""Shared fixtures: a tiny randomly initialised Llama with a real (in-memory) tokenizer."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("UNLEARNKIT_PROGRESS", "0")
+# Two cores are shared by the tests and everything else: one thread per test process.
+torch.set_num_threads(1)
+
+CORPUS = [
+    "What is the capital of France? The capital of France is Paris.",
+    "Where was Liora Mendeval born? Liora Mendeval was born in Tarnholm.",
+    "The lighthouse keeper kept three ledgers: one for ships, one for weather, one for names.",
+    "Question: Answer: a b c d e f g h i j k l m n o p q r s t u v w x y z 0 1 2 3 4 5 6 7 8 9",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    from unlearnkit.models.tiny import tiny_tokenizer as build
+
+    return build(CORPUS * 10, vocab_size=400)
+
+
+@pytest.fixture(scope="session")
+def tiny_subject(tiny_tokenizer):
+    """A session-wide tiny Subject; tests that train must `clone()` it first."""
+    from unlearnkit.models.subject import Subject
+    from unlearnkit.models.tiny import tiny_model
+
+    return Subject(tiny_model(tiny_tokenizer), tiny_tokenizer)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tiny_subject):
+    """The tiny model saved as a HF folder (what a plan or the CLI can name as a model)."""
+    from unlearnkit.models.loading import save_model
+
+    out = tmp_path_factory.mktemp("tiny") / "model"
+    return save_model(tiny_subject.model, tiny_subject.tokenizer, out)
