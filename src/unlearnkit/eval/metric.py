@@ -1,0 +1,104 @@
+"""The Metric contract and its registry.
+
+A metric is one class in one module of `unlearnkit.eval.metrics`, decorated with
+`@register_metric("name")`; the registry imports every module of that package on first use,
+so adding a metric edits nothing else.
+
+`compute(subject, data, reference=None) -> MetricResult`:
+- `data` is a `MetricInput` (the measured records, plus non-members for membership inference and
+  in-context examples for KnowMem) or a plain list of records;
+- `reference` is what a metric compares against: the oracle as a Subject, or its precomputed
+  `MetricResult` (forget quality, PrivLeak), or a reference model (the reference-model attack).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from unlearnkit.data.schema import Record
+from unlearnkit.models.subject import Subject
+from unlearnkit.registry import Registry
+
+
+@dataclass
+class MetricResult:
+    """`value` is the aggregate (None when no item applied); `per_item` maps item ids to values."""
+
+    value: float | None
+    per_item: dict[str, float] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"value": _finite(self.value), "per_item": {k: _finite(v) for k, v in self.per_item.items()}, "details": self.details}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> MetricResult:
+        return cls(data.get("value"), dict(data.get("per_item", {})), dict(data.get("details", {})))
+
+
+def _finite(value: float | None) -> float | None:
+    """JSON has no NaN/inf: they become null."""
+    if value is None or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+@dataclass
+class MetricInput:
+    records: list[Record]
+    nonmembers: list[Record] = field(default_factory=list)  # membership inference: never trained
+    shots: list[Record] = field(default_factory=list)  # KnowMem in-context examples
+    scope: str = ""
+
+    @classmethod
+    def of(cls, data: MetricInput | list[Record]) -> MetricInput:
+        return data if isinstance(data, MetricInput) else cls(records=list(data))
+
+
+Reference = Subject | MetricResult | float | list[float] | None
+
+
+class Metric:
+    """Base class. Subclasses set `kinds` (record kinds they measure) and implement `compute`."""
+
+    registry_name: ClassVar[str]
+    kinds: ClassVar[tuple[str, ...]] = ("qa",)
+    higher_is_better: ClassVar[bool | None] = None  # on retained content; None = "closest to 0/ref"
+    needs_reference: ClassVar[bool] = False
+    needs_nonmembers: ClassVar[bool] = False
+
+    def __init__(self, **params: Any) -> None:
+        self.params = params
+
+    @property
+    def name(self) -> str:
+        return self.registry_name
+
+    def settings(self) -> dict[str, Any]:
+        return dict(self.params)
+
+    def items(self, data: MetricInput | list[Record]) -> list[Record]:
+        return [r for r in MetricInput.of(data).records if r.kind in self.kinds]
+
+    def applies(self, data: MetricInput | list[Record]) -> bool:
+        data = MetricInput.of(data)
+        if not self.items(data):
+            return False
+        return not self.needs_nonmembers or bool(self.items(MetricInput(data.nonmembers)))
+
+    def compute(self, subject: Subject, data: MetricInput | list[Record], reference: Reference = None) -> MetricResult:
+        raise NotImplementedError
+
+
+def item_id(record: Record, index: int) -> str:
+    return record.id if record.id is not None else f"#{index}"
+
+
+metric_registry: Registry[type[Metric]] = Registry("metric", "unlearnkit.eval.metrics")
+register_metric = metric_registry.register
+
+
+def get_metric(name: str, **params: Any) -> Metric:
+    return metric_registry.get(name)(**params)

@@ -1,0 +1,63 @@
+"""Exact memorisation and extraction strength from the teacher-forced argmax (metrics.md §4.1-4.2).
+
+Both read the same forward pass as `probability` (QA) or the MIA passage scores: the argmax flags
+come with `score`. All scored tokens count, EOS included for QA (OU drops the last one, §7.7).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from unlearnkit.data.schema import Record
+from unlearnkit.errors import UnlearnkitError
+from unlearnkit.eval import primitives as P
+from unlearnkit.eval.metric import Metric, MetricInput, MetricResult, Reference, item_id, register_metric
+from unlearnkit.eval.metrics._common import Pair, score_pairs, split_passage
+from unlearnkit.models.subject import Subject
+
+
+class _ArgmaxMetric(Metric):
+    """QA: answer given question. Passage: continuation given prefix (MUSE verbmem items).
+    `kind`: "qa", "passage" or "all"."""
+
+    kinds = ("qa", "passage")
+    higher_is_better = True
+    formula: Callable[[Any], float]
+
+    def __init__(self, kind: str = "qa", **params: Any) -> None:
+        if kind not in ("qa", "passage", "all"):
+            raise UnlearnkitError(f"{type(self).__name__}: kind '{kind}' (use qa, passage or all)")
+        super().__init__(kind=kind, **params)
+
+    def items(self, data: MetricInput | list[Record]) -> list[Record]:
+        kind = self.params["kind"]
+        return [r for r in super().items(data) if kind == "all" or r.kind == kind]
+
+    def compute(self, subject: Subject, data: MetricInput | list[Record], reference: Reference = None) -> MetricResult:
+        records = self.items(data)
+        pairs = []
+        for r in records:
+            if r.kind == "qa":
+                pairs.append(Pair(r.question or "", r.answer or "", True, True))
+            else:
+                prefix, rest = split_passage(r)
+                pairs.append(Pair(prefix, rest, False, False))
+        per_item = {}
+        for i, (r, scored) in enumerate(zip(records, score_pairs(subject, pairs))):
+            if scored.is_top is None:
+                raise UnlearnkitError(f"{self.name}: this Subject's score() gives no argmax flags")
+            per_item[item_id(r, i)] = type(self).formula(scored.is_top.tolist())
+        return MetricResult(float(np.mean(list(per_item.values()))), per_item)
+
+
+@register_metric("exact_memorization")
+class ExactMemorization(_ArgmaxMetric):
+    formula = staticmethod(P.exact_memorization)
+
+
+@register_metric("extraction_strength")
+class ExtractionStrength(_ArgmaxMetric):
+    formula = staticmethod(P.extraction_strength)

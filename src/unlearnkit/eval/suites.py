@@ -1,0 +1,209 @@
+"""Named suites of metrics and `evaluate`, which runs one with shared forward passes.
+
+A suite entry says which metric runs on which scope:
+- `forget`: each request's records (non-members: the holdout set; KnowMem shots: retain QA);
+- `probes`: each request's held-out probes (2-hop questions);
+- `retain`, `neighbours`, `real_facts`, `general_text`: those record sets.
+`utility` lists the rows whose harmonic mean is the suite's model utility (scope "utility").
+Entries that compare with the oracle (`oracle=True`) run only when an oracle is given.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from unlearnkit.errors import UnlearnkitError, did_you_mean
+from unlearnkit.eval import primitives as P
+from unlearnkit.eval.data import EvalData
+from unlearnkit.eval.metric import MetricInput, MetricResult, Reference, get_metric
+from unlearnkit.eval.passes import sharing
+from unlearnkit.eval.result import Row, SuiteResult
+from unlearnkit.models.subject import Subject
+
+SCOPES = ("forget", "probes", "retain", "neighbours", "real_facts", "general_text")
+
+
+@dataclass(frozen=True)
+class Entry:
+    metric: str
+    scope: str
+    params: dict[str, Any] = field(default_factory=dict)
+    label: str | None = None  # the row name; default the metric name
+    oracle: str | None = None  # the oracle's row this compares with, if the oracle is precomputed
+
+    @property
+    def row_name(self) -> str:
+        return self.label or self.metric
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    description: str
+    entries: tuple[Entry, ...]
+    utility: tuple[tuple[str, str], ...] = ()  # (scope, row name) components of model utility
+    per_set: int | None = None  # records per kind and set (None: all)
+
+
+def _e(metric: str, scope: str, label: str | None = None, oracle: str | None = None, **params: Any) -> Entry:
+    return Entry(metric, scope, params, label, oracle)
+
+
+ORACLE_ENTRIES = (
+    _e("forget_quality", "forget", oracle="truth_ratio"),
+    _e("privleak", "forget", kind="qa", oracle="mia_min_k"),
+)
+TOFU = (
+    _e("probability", "forget"),
+    _e("rouge", "forget"),
+    _e("truth_ratio", "forget", aggregation="forget"),
+    _e("extraction_strength", "forget"),
+    _e("exact_memorization", "forget"),
+    _e("mia_min_k", "forget", kind="qa"),
+    *ORACLE_ENTRIES,
+    _e("probability", "retain"),
+    _e("rouge", "retain"),
+    _e("truth_ratio", "retain", aggregation="retain"),
+    _e("probability_options", "real_facts"),
+    _e("rouge", "real_facts"),
+    _e("truth_ratio", "real_facts", aggregation="retain", correct="answer"),
+)
+TOFU_UTILITY = tuple(
+    (scope, name)
+    for scope in ("retain", "real_facts")
+    for name in ("probability" if scope == "retain" else "probability_options", "rouge", "truth_ratio")
+)
+MUSE = (
+    _e("verbmem", "forget"),
+    _e("knowmem", "forget"),
+    _e("mia_min_k", "forget", label="mia_min_k/passage", kind="passage"),
+    _e("privleak", "forget", label="privleak/passage", kind="passage", oracle="mia_min_k/passage"),
+    _e("extraction_strength", "forget", label="extraction_strength/passage", kind="passage"),
+    _e("knowmem", "retain"),
+)
+MIA = tuple(
+    _e(f"mia_{attack}", "forget", label=f"mia_{attack}/{kind}", kind=kind)
+    for kind in ("qa", "passage")
+    for attack in ("loss", "zlib", "min_k", "min_k_pp", "gradnorm")
+) + tuple(
+    _e(metric, "forget", label=f"{metric}/{kind}", kind=kind, oracle=oracle)
+    for kind in ("qa", "passage")
+    for metric, oracle in (("mia_reference", None), ("privleak", f"mia_min_k/{kind}"))
+)
+QUICK = (
+    _e("probability", "forget"),
+    _e("truth_ratio", "forget", aggregation="forget"),
+    _e("extraction_strength", "forget"),
+    _e("mia_min_k", "forget", kind="qa"),
+    *ORACLE_ENTRIES,
+    _e("probability", "retain"),
+    _e("truth_ratio", "retain", aggregation="retain"),
+    _e("option_accuracy", "real_facts"),
+    _e("mc_accuracy", "real_facts"),
+    _e("perplexity", "general_text"),
+)
+EXTRA = (
+    _e("probability", "probes"),
+    _e("rouge", "probes"),
+    _e("rouge", "forget", label="rouge/paraphrased", question="paraphrased"),
+    _e("probability", "neighbours"),
+    _e("rouge", "neighbours"),
+    _e("truth_ratio", "neighbours", aggregation="retain"),
+    _e("verbmem", "neighbours"),
+    _e("option_accuracy", "real_facts"),
+    _e("mc_accuracy", "real_facts"),
+    _e("perplexity", "general_text"),
+)
+
+
+def _union(*groups: tuple[Entry, ...]) -> tuple[Entry, ...]:
+    """Entries of several suites; the same metric with the same settings on a scope runs once
+    (under the first suite's row name)."""
+    seen: dict[tuple[str, str, str], Entry] = {}
+    for entry in (e for group in groups for e in group):
+        seen.setdefault((entry.scope, entry.metric, repr(sorted(entry.params.items()))), entry)
+    return tuple(seen.values())
+
+
+SUITES: dict[str, Suite] = {
+    "quick": Suite(
+        "quick",
+        "after every sequential step: forward passes only, at most 8 records per kind and set",
+        QUICK,
+        utility=(("retain", "probability"), ("retain", "truth_ratio"), ("real_facts", "option_accuracy")),
+        per_set=8,
+    ),
+    "tofu": Suite("tofu", "TOFU: probability, ROUGE-L recall, truth ratio, forget quality, model utility", TOFU, TOFU_UTILITY),
+    "muse": Suite("muse", "MUSE: VerbMem, KnowMem (forget and retain), PrivLeak", MUSE, (("retain", "knowmem"),)),
+    "mia": Suite("mia", "membership inference: six attacks on QA and passages, PrivLeak", MIA),
+    "full": Suite("full", "everything: tofu + muse + mia + probes, neighbours, utility sets", _union(TOFU, MUSE, MIA, EXTRA), TOFU_UTILITY),
+}
+
+
+def get_suite(name: str) -> Suite:
+    if name not in SUITES:
+        raise UnlearnkitError(f"unknown suite '{name}'{did_you_mean(name, SUITES)}; valid: {', '.join(SUITES)}")
+    return SUITES[name]
+
+
+def scope_inputs(scope: str, data: EvalData) -> list[MetricInput]:
+    """The MetricInputs a suite scope expands to (one per request for forget/probes)."""
+    shots = [r for r in data.retain if r.kind == "qa"]
+    if scope == "forget":
+        return [MetricInput(r.records, data.holdout, shots, r.id) for r in data.requests]
+    if scope == "probes":
+        return [MetricInput(r.probes, data.holdout, shots, f"{r.id}/probes") for r in data.requests if r.probes]
+    if scope in SCOPES:
+        return [MetricInput(getattr(data, scope), data.holdout, shots, scope)]
+    raise UnlearnkitError(f"unknown scope '{scope}'{did_you_mean(scope, SCOPES)}")
+
+
+Oracle = Subject | SuiteResult | None
+
+
+def _reference(entry: Entry, scope: str, oracle: Oracle) -> Reference:
+    if isinstance(oracle, SuiteResult):
+        return oracle.result(scope, entry.oracle) if entry.oracle else None
+    return oracle
+
+
+def evaluate(suite: str | Suite, subject: Subject, data: EvalData, oracle: Oracle = None) -> SuiteResult:
+    """Run a suite on `subject`; each distinct forward pass and generation runs once.
+
+    `oracle`: the retrain oracle as a Subject (its passes are shared too), or its SuiteResult of
+    the same suite (precomputed); oracle comparisons are skipped without it.
+    """
+    suite = get_suite(suite) if isinstance(suite, str) else suite
+    data = data.limited(suite.per_set)
+    result = SuiteResult(suite.name, subject.name, settings={"per_set": suite.per_set, "sizes": data.sizes(), "metrics": {}})
+    started = time.perf_counter()
+    with sharing() as counts:
+        for entry in suite.entries:
+            metric = get_metric(entry.metric, **entry.params)
+            result.settings["metrics"][f"{entry.scope}:{entry.row_name}"] = {"metric": entry.metric, **metric.settings()}
+            spent = 0.0
+            for inputs in scope_inputs(entry.scope, data):
+                reference = _reference(entry, inputs.scope, oracle) if metric.needs_reference or entry.oracle else None
+                if not metric.applies(inputs) or (metric.needs_reference and reference is None):
+                    continue
+                tick = time.perf_counter()
+                outcome = metric.compute(subject, inputs, reference)
+                seconds = time.perf_counter() - tick
+                spent += seconds
+                result.add(Row(inputs.scope, entry.row_name, outcome.value, len(outcome.per_item), seconds), outcome)
+            result.timings[f"{entry.scope}:{entry.row_name}"] = spent
+        _add_utility(result, suite)
+        result.passes = counts.as_dict()
+    result.timings["total"] = time.perf_counter() - started
+    return result
+
+
+def _add_utility(result: SuiteResult, suite: Suite) -> None:
+    components = {f"{scope}:{name}": result.value(scope, name) for scope, name in suite.utility}
+    present = {k: v for k, v in components.items() if v is not None}
+    if present:
+        value = P.model_utility([max(0.0, v) for v in present.values()])
+        outcome = MetricResult(value, {}, {"components": present, "missing": sorted(set(components) - set(present))})
+        result.add(Row("utility", "model_utility", value, len(present), 0.0), outcome)
