@@ -38,3 +38,16 @@ def test_second_load_uses_converted_checkpoint(default_subject) -> None:
     Subject.load("default", device="cpu")
     # Reported, not asserted as a limit: the bench measures speed.
     print(f"second load of default: {time.perf_counter() - start:.1f}s")
+
+
+def test_gguf_file_source(tmp_path, monkeypatch, default_subject) -> None:
+    """A `.gguf` path is dequantized into the cache once and loads like a HF folder."""
+    from unlearnkit.models.loading import load_model
+
+    monkeypatch.setenv("UNLEARNKIT_CACHE", str(tmp_path))
+    model, tokenizer = load_model(default_gguf_path(), device="cpu")
+    assert not getattr(model, "is_quantized", False)
+    assert list(tmp_path.glob("models/gguf-*/model.safetensors"))
+    from unlearnkit.models.subject import Subject
+
+    assert "Paris" in Subject(model, tokenizer).greedy(["What is the capital of France?"], 16)[0]

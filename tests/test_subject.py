@@ -133,3 +133,10 @@ def test_atomic_save_replaces_existing(tmp_path: Path, tiny_subject: Subject) ->
     save_model(tiny_subject.model, tiny_subject.tokenizer, out, meta={"step": 2})
     assert '"step": 2' in (out / "unlearnkit.json").read_text()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+
+
+def test_unreachable_hub_id_is_one_line(monkeypatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelError, match=r"model 'nobody-here/no-such-model': cannot load") as info:
+        load_model("nobody-here/no-such-model")
+    assert "\n" not in str(info.value)
