@@ -119,3 +119,158 @@ def test_exact_memorization_and_extraction_strength():
 
 def test_perplexity():
     assert P.perplexity(3 * math.log(2.0), 3) == pytest.approx(2.0)
+
+
+# -- metrics on a model -----------------------------------------------------------------------
+from types import SimpleNamespace  # noqa: E402
+
+import torch  # noqa: E402
+
+from unlearnkit.data.schema import Record  # noqa: E402
+from unlearnkit.eval.metric import MetricInput, get_metric, metric_registry  # noqa: E402
+from unlearnkit.eval.passes import sharing  # noqa: E402
+from unlearnkit.models.subject import Subject  # noqa: E402
+
+QA = [
+    Record(id="q1", question="Where was Liora Mendeval born?", answer="In Tarnholm.", paraphrased_answer="Tarnholm.", perturbed_answers=["In Paris.", "In Osterfal.", "In a b c."]),
+    Record(id="q2", question="What is the capital of France?", answer="The capital of France is Paris.", perturbed_answers=["It is Tarnholm.", "It is Lyon."]),
+    Record(id="q3", question="Hi", answer="a b c d e f g", perturbed_answers=["h i j"]),
+]
+PASSAGES = [
+    Record(id="p1", prompt="The lighthouse keeper kept", continuation=" three ledgers: one for ships."),
+    Record(id="p2", text="one for weather, one for names, and the capital of France is Paris."),
+]
+HOLDOUT = [
+    Record(id="h1", question="Where was Anselm born?", answer="In Dorrowgate.", perturbed_answers=["In Pellward."]),
+    Record(id="h2", question="What is x?", answer="x is a letter.", perturbed_answers=["x is a number."]),
+    Record(id="h3", text="Question: Answer: a b c d e f g h i j k l m n o"),
+]
+SCORE_METRICS = [
+    ("probability", {}),
+    ("probability_options", {}),
+    ("option_accuracy", {}),
+    ("truth_ratio", {"aggregation": "forget"}),
+    ("exact_memorization", {}),
+    ("extraction_strength", {"kind": "all"}),
+    ("perplexity", {}),
+]
+ATTACKS = ["mia_loss", "mia_zlib", "mia_min_k", "mia_min_k_pp", "mia_gradnorm"]
+
+
+def _small_batches(subject: Subject) -> Subject:
+    twin = subject.with_model(subject.model)
+    twin.batch_size = 1
+    return twin
+
+
+@pytest.mark.parametrize("name,params", SCORE_METRICS)
+def test_batched_evaluation_equals_per_item(tiny_subject, name, params):
+    metric = get_metric(name, **params)
+    records = QA + PASSAGES
+    batched = metric.compute(tiny_subject, records)
+    one_by_one = {}
+    for record in records:
+        if metric.applies([record]):
+            one_by_one |= {record.id: v for v in metric.compute(_small_batches(tiny_subject), [record]).per_item.values()}
+    assert batched.per_item.keys() == one_by_one.keys()
+    for key, value in batched.per_item.items():
+        assert value == pytest.approx(one_by_one[key], rel=1e-4, abs=1e-6)
+
+
+@pytest.mark.parametrize("name", ATTACKS)
+def test_attack_scores_batched_equal_per_item(tiny_subject, name):
+    metric = get_metric(name, kind="qa")
+    batched = metric.compute(tiny_subject, MetricInput(QA, HOLDOUT))
+    assert 0.0 <= batched.value <= 1.0
+    single = get_metric(name, kind="qa").compute(_small_batches(tiny_subject), MetricInput(QA[:1], HOLDOUT[:1]))
+    assert single.per_item["q1"] == pytest.approx(batched.per_item["q1"], rel=1e-4)
+    assert single.per_item["nonmember:h1"] == pytest.approx(batched.per_item["nonmember:h1"], rel=1e-4)
+
+
+def test_truth_ratio_metric_matches_the_formula_on_model_scores(tiny_subject):
+    r = QA[0]
+    result = get_metric("truth_ratio", aggregation="retain").compute(tiny_subject, [r])
+    nll = tiny_subject.score([r.question] * 4, [r.paraphrased_answer, *r.perturbed_answers]).mean_nll.tolist()
+    expected = math.exp(nll[0] - np.mean(nll[1:]))
+    assert result.per_item["q1"] == pytest.approx(expected, rel=1e-4)
+    assert result.value == pytest.approx(max(0.0, 1 - expected), abs=1e-6)
+    with_answer = get_metric("truth_ratio", correct="answer").compute(tiny_subject, [r])
+    assert with_answer.per_item["q1"] != pytest.approx(expected, rel=1e-6)
+
+
+class _PeakedModel(torch.nn.Module):
+    """Puts p = 0.5 on the true next token and 0.25 on two others at every position."""
+
+    def __init__(self, vocab: int) -> None:
+        super().__init__()
+        self.vocab = vocab
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.config = SimpleNamespace(max_position_embeddings=256)
+
+    def forward(self, input_ids, attention_mask=None, **_):
+        batch, length = input_ids.shape
+        logits = torch.full((batch, length, self.vocab), -1e4)
+        nxt = torch.roll(input_ids, -1, dims=1)
+        for off, p in ((0, 0.5), (1, 0.25), (2, 0.25)):
+            logits.scatter_(-1, ((nxt + off) % self.vocab).unsqueeze(-1), math.log(p))
+        return SimpleNamespace(logits=logits)
+
+
+def test_min_k_plus_plus_through_score_on_the_hand_case(tiny_tokenizer):
+    subject = Subject(_PeakedModel(len(tiny_tokenizer)), tiny_tokenizer)
+    result = subject.score(["Hi"], ["a b c"], stats=True)
+    assert torch.allclose(result.token_mu[0], torch.tensor(-1.0397), atol=1e-4)
+    assert torch.allclose(result.token_sigma[0] ** 2, torch.tensor(0.12011), atol=1e-4)
+    assert bool(result.token_is_top[0].all())
+    member = Record(id="m", question="Hi", answer="a b c")
+    outsider = Record(id="o", question="Hi", answer="d e f")
+    scores = get_metric("mia_min_k_pp", kind="qa").compute(subject, MetricInput([member], [outsider]))
+    assert scores.per_item["m"] == pytest.approx(-1.0, abs=1e-3)
+    assert get_metric("exact_memorization").compute(subject, [member]).value == 1.0
+    assert get_metric("extraction_strength").compute(subject, [member]).value == 1.0
+
+
+def test_mc_accuracy_takes_the_likeliest_letter(tiny_subject):
+    mc = Record(id="m1", question="Which is a capital?", choices=["Paris", "Tarnholm", "Lyon"], answer_index=1)
+    from unlearnkit.eval.metrics.utility import mc_prompt
+
+    assert mc_prompt(mc) == "Which is a capital?\nA. Paris\nB. Tarnholm\nC. Lyon\nAnswer:"
+    logliks = [-float(tiny_subject.score([mc_prompt(mc)], [f" {x}"], template=False, add_eos=False).sum_nll[0]) for x in "ABC"]
+    result = get_metric("mc_accuracy").compute(tiny_subject, [mc])
+    assert result.value == float(int(np.argmax(logliks)) == 1)
+
+
+def test_forget_quality_and_privleak_against_oneself(tiny_subject):
+    data = MetricInput(QA, HOLDOUT)
+    assert get_metric("forget_quality").compute(tiny_subject, data, tiny_subject).value == pytest.approx(1.0)
+    assert get_metric("privleak", kind="qa").compute(tiny_subject, data, tiny_subject).value == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(Exception, match="oracle"):
+        get_metric("forget_quality").compute(tiny_subject, data)
+
+
+def test_shared_passes_compute_each_item_once(tiny_subject):
+    with sharing() as counts:
+        for name in ("probability", "exact_memorization", "mia_loss", "mia_min_k"):
+            get_metric(name, **({"kind": "qa"} if name.startswith("mia") else {})).compute(tiny_subject, MetricInput(QA, HOLDOUT))
+    assert counts.score_computed == len(QA) + 2  # QA answers + the two QA holdout items
+    assert counts.score_requested > counts.score_computed
+
+
+def test_registry_finds_every_metric_module():
+    names = metric_registry.names()
+    for expected in ("probability", "rouge", "truth_ratio", "forget_quality", "verbmem", "knowmem", "mia_gradnorm", "privleak", "mc_accuracy", "perplexity"):
+        assert expected in names
+
+
+def test_knowmem_prompt_and_stops():
+    from unlearnkit.eval.metrics.muse import knowmem_prompt
+
+    shots = [Record(question="q1?", answer="a1")]
+    assert knowmem_prompt("q2?", shots) == "Question: q1?\nAnswer: a1\n\nQuestion: q2?\nAnswer: "
+
+
+def test_gradnorm_leaves_the_model_untouched(tiny_subject):
+    before = [p.detach().clone() for p in tiny_subject.model.parameters()]
+    get_metric("mia_gradnorm", kind="qa").compute(tiny_subject, MetricInput(QA[:1], HOLDOUT[:1]))
+    assert all(p.grad is None for p in tiny_subject.model.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(before, tiny_subject.model.parameters()))

@@ -11,7 +11,7 @@ Entries that compare with the oracle (`oracle=True`) run only when an oracle is 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from unlearnkit.errors import UnlearnkitError, did_you_mean
@@ -148,6 +148,19 @@ def get_suite(name: str) -> Suite:
     return SUITES[name]
 
 
+GENERATING_METRICS = ("rouge", "verbmem", "knowmem")
+
+
+def with_max_new_tokens(suite: Suite, max_new_tokens: int) -> Suite:
+    """The same suite with every generation cut to `max_new_tokens` (cheaper; recorded in the
+    result's settings, since it changes ROUGE-based numbers)."""
+    entries = tuple(
+        replace(e, params={**e.params, "max_new_tokens": max_new_tokens}) if e.metric in GENERATING_METRICS else e
+        for e in suite.entries
+    )
+    return replace(suite, entries=entries)
+
+
 def scope_inputs(scope: str, data: EvalData) -> list[MetricInput]:
     """The MetricInputs a suite scope expands to (one per request for forget/probes)."""
     shots = [r for r in data.retain if r.kind == "qa"]
@@ -169,17 +182,18 @@ def _reference(entry: Entry, scope: str, oracle: Oracle) -> Reference:
     return oracle
 
 
-def evaluate(suite: str | Suite, subject: Subject, data: EvalData, oracle: Oracle = None) -> SuiteResult:
+def evaluate(suite: str | Suite, subject: Subject, data: EvalData, oracle: Oracle = None, *, share: bool = True) -> SuiteResult:
     """Run a suite on `subject`; each distinct forward pass and generation runs once.
 
     `oracle`: the retrain oracle as a Subject (its passes are shared too), or its SuiteResult of
     the same suite (precomputed); oracle comparisons are skipped without it.
+    `share=False` computes every metric's passes on its own (the benchmark's baseline).
     """
     suite = get_suite(suite) if isinstance(suite, str) else suite
     data = data.limited(suite.per_set)
     result = SuiteResult(suite.name, subject.name, settings={"per_set": suite.per_set, "sizes": data.sizes(), "metrics": {}})
     started = time.perf_counter()
-    with sharing() as counts:
+    with sharing(share) as counts:
         for entry in suite.entries:
             metric = get_metric(entry.metric, **entry.params)
             result.settings["metrics"][f"{entry.scope}:{entry.row_name}"] = {"metric": entry.metric, **metric.settings()}

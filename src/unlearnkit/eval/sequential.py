@@ -1,0 +1,105 @@
+"""Read-outs over a sequential run, and the scalability protocol.
+
+`results[t]` is the SuiteResult after step t (0-based): request `requests[t]` unlearned and every
+earlier request re-checked. `requests` is the order in which the requests were unlearned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from unlearnkit.data.schema import ForgetRequest, Record
+from unlearnkit.eval.data import EvalData
+from unlearnkit.eval.result import SuiteResult
+from unlearnkit.eval.suites import Oracle, Suite, evaluate
+from unlearnkit.models.subject import Subject
+
+Table = dict[str, list[float | None]]  # row name -> one value per step
+
+
+def forget_table(results: Sequence[SuiteResult], metric: str, requests: Sequence[str]) -> Table:
+    """{request id: [value at step 1, step 2, ...]} for one forget metric; None before the
+    request was unlearned or where the metric did not run."""
+    table: Table = {}
+    for rid in requests:
+        start = unlearned_at(rid, requests)
+        table[rid] = [res.value(rid, metric) if step >= start else None for step, res in enumerate(results)]
+    return table
+
+
+def unlearned_at(request_id: str, order: Sequence[str]) -> int:
+    """The step index (0-based) at which a request is unlearned: its place in the order."""
+    return list(order).index(request_id)
+
+
+def utility_curve(results: Sequence[SuiteResult], metric: str = "model_utility", scope: str = "utility") -> list[float | None]:
+    """One utility value per step (sustainability: does general ability hold as requests pile up)."""
+    return [res.value(scope, metric) for res in results]
+
+
+@dataclass(frozen=True)
+class Relapse:
+    request: str
+    metric: str
+    step: int  # 0-based step at which the value climbed back
+    value: float
+    baseline: float  # the value right after the request's own step
+
+
+def relapse_flags(
+    results: Sequence[SuiteResult],
+    metric: str,
+    requests: Sequence[str],
+    threshold: float,
+    *,
+    higher_means_remembered: bool = True,
+) -> list[Relapse]:
+    """Flag every later step where an earlier request's metric climbs back over `threshold`
+    after its own step had brought it at or under it (e.g. probability or ROUGE on the forget set
+    rising again as other requests are unlearned). Set `higher_means_remembered=False` for
+    metrics where a lower value means the content is back."""
+    sign = 1.0 if higher_means_remembered else -1.0
+    flags = []
+    for rid, values in forget_table(results, metric, requests).items():
+        start = unlearned_at(rid, requests)
+        baseline = values[start] if start < len(values) else None
+        if baseline is None or sign * baseline > sign * threshold:
+            continue  # never forgotten at its own step: that is a failure, not a relapse
+        for step in range(start + 1, len(values)):
+            value = values[step]
+            if value is not None and sign * value > sign * threshold:
+                flags.append(Relapse(rid, metric, step, value, baseline))
+    return flags
+
+
+@dataclass(frozen=True)
+class ScalePoint:
+    size: int
+    result: SuiteResult
+
+
+def scalability(
+    unlearn: Callable[[Subject, ForgetRequest], Subject],
+    target: Subject,
+    records: Sequence[Record],
+    sizes: Sequence[int],
+    suite: str | Suite,
+    data: EvalData,
+    oracle: Callable[[int], Oracle] | None = None,
+) -> list[ScalePoint]:
+    """MUSE's scalability protocol (§2.6): nested forget sets records[:size] for each size, each
+    unlearned independently from the same target, each evaluated with the suite (the forget
+    scope is the nested set itself, id `scale-<size>`). `oracle(size)` may supply the oracle.
+    Plot `utility_curve([p.result for p in points])` against the sizes."""
+    if list(sizes) != sorted(set(sizes)) or not sizes or sizes[0] < 1 or sizes[-1] > len(records):
+        raise ValueError(f"scalability: sizes must increase within 1..{len(records)}, got {list(sizes)}")
+    points = []
+    for size in sizes:
+        request = ForgetRequest(id=f"scale-{size}", kind="scalability", records=list(records[:size]))
+        model = unlearn(target.clone(), request)
+        scoped = EvalData(
+            [request], data.retain, data.neighbours, data.holdout, data.real_facts, data.general_text
+        )
+        points.append(ScalePoint(size, evaluate(suite, model, scoped, oracle(size) if oracle else None)))
+    return points
