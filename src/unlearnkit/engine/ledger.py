@@ -1,0 +1,236 @@
+"""The run's ledger: one SQLite file recording requests, steps and metrics (schema: docs/ledger.md).
+
+SQLite in WAL mode with one transaction per change, so a process killed at any moment leaves
+either the whole change or none of it. A step counts as done only once its row is committed,
+which the runner does right after the step's checkpoint is renamed into place.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from unlearnkit.errors import UnlearnkitError
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS requests (
+    id          TEXT PRIMARY KEY,
+    position    INTEGER NOT NULL UNIQUE,
+    received_at TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    sha256      TEXT NOT NULL,
+    records     INTEGER NOT NULL,
+    status      TEXT NOT NULL DEFAULT 'pending'
+                CHECK (status IN ('pending', 'applied', 'verified', 'purged')),
+    purged_at   TEXT
+);
+CREATE TABLE IF NOT EXISTS steps (
+    step         INTEGER PRIMARY KEY,
+    request_id   TEXT NOT NULL UNIQUE REFERENCES requests(id),
+    method       TEXT NOT NULL,
+    checkpoint   TEXT NOT NULL,
+    kept         INTEGER NOT NULL DEFAULT 1,
+    started_at   TEXT NOT NULL,
+    finished_at  TEXT NOT NULL,
+    unlearn_s    REAL NOT NULL,
+    checkpoint_s REAL NOT NULL,
+    eval_s       REAL,
+    tokens       INTEGER NOT NULL DEFAULT 0,
+    train_steps  INTEGER NOT NULL DEFAULT 0,
+    evaluated    INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS metrics (
+    step  INTEGER NOT NULL REFERENCES steps(step),
+    scope TEXT NOT NULL,
+    name  TEXT NOT NULL,
+    value REAL,
+    PRIMARY KEY (step, scope, name)
+);
+CREATE TABLE IF NOT EXISTS flags (
+    step       INTEGER NOT NULL REFERENCES steps(step),
+    request_id TEXT NOT NULL REFERENCES requests(id),
+    kind       TEXT NOT NULL,
+    metric     TEXT NOT NULL,
+    value      REAL NOT NULL,
+    threshold  REAL NOT NULL,
+    PRIMARY KEY (step, request_id, kind)
+);
+"""
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class StepRow:
+    step: int
+    request_id: str
+    method: str
+    checkpoint: str
+    kept: bool
+    unlearn_s: float
+    checkpoint_s: float
+    eval_s: float | None
+    tokens: int
+    train_steps: int
+    evaluated: bool
+
+
+class Ledger:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: we open transactions ourselves (BEGIN IMMEDIATE ... COMMIT).
+        self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")  # a committed step survives power loss too
+        self.db.execute("PRAGMA foreign_keys=ON")
+        with self.transaction():
+            for statement in SCHEMA.split(";"):  # not executescript: it would commit mid-transaction
+                if statement.strip():
+                    self.db.execute(statement)
+            self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        version = int(self.meta("schema_version") or 0)
+        if version != SCHEMA_VERSION:
+            raise UnlearnkitError(f"{self.path}: ledger schema version {version}, this unlearnkit reads {SCHEMA_VERSION}")
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- meta --------------------------------------------------------------------------------
+    def meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row["value"]
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.transaction():
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    # -- requests ----------------------------------------------------------------------------
+    def register_requests(self, requests: list[Any]) -> None:
+        """Record the plan's requests in order, or check they match what a previous run recorded.
+
+        A resumed run must apply the same requests in the same order with the same content;
+        anything else would make the ledger lie about what the checkpoints contain.
+        """
+        known = {r["id"]: r for r in self.db.execute("SELECT * FROM requests")}
+        ids = [r.id for r in requests]
+        for stale in set(known) - set(ids):
+            raise UnlearnkitError(f"{self.path}: request '{stale}' is in the ledger but not in the plan (use a new output folder for a different plan)")
+        with self.transaction():
+            for position, request in enumerate(requests, start=1):
+                digest = request.content_hash()
+                row = known.get(request.id)
+                if row is None:
+                    self.db.execute(
+                        "INSERT INTO requests (id, position, received_at, kind, sha256, records) VALUES (?, ?, ?, ?, ?, ?)",
+                        (request.id, position, request.received_at.isoformat(), request.kind, digest, len(request.records)),
+                    )
+                elif row["position"] != position:
+                    raise UnlearnkitError(f"{self.path}: request '{request.id}' was number {row['position']} in this run, the plan now puts it at {position}")
+                elif row["sha256"] != digest:
+                    raise UnlearnkitError(f"{self.path}: request '{request.id}' has changed since it was recorded (SHA-256 differs)")
+
+    def requests(self) -> list[sqlite3.Row]:
+        return list(self.db.execute("SELECT * FROM requests ORDER BY position"))
+
+    def request_status(self, request_id: str) -> str:
+        return self.db.execute("SELECT status FROM requests WHERE id = ?", (request_id,)).fetchone()["status"]
+
+    def set_status(self, request_id: str, status: str) -> None:
+        with self.transaction():
+            purged = now() if status == "purged" else None
+            self.db.execute("UPDATE requests SET status = ?, purged_at = COALESCE(?, purged_at) WHERE id = ?", (status, purged, request_id))
+
+    # -- steps -------------------------------------------------------------------------------
+    def record_step(self, step: int, request_id: str, method: str, checkpoint: str, *, started_at: str,
+                    unlearn_s: float, checkpoint_s: float, tokens: int, train_steps: int) -> None:
+        """The commit that makes a step done (its checkpoint is already in place)."""
+        with self.transaction():
+            self.db.execute(
+                "INSERT INTO steps (step, request_id, method, checkpoint, started_at, finished_at, unlearn_s, checkpoint_s, tokens, train_steps)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (step, request_id, method, checkpoint, started_at, now(), unlearn_s, checkpoint_s, tokens, train_steps),
+            )
+            self.db.execute("UPDATE requests SET status = 'applied' WHERE id = ?", (request_id,))
+
+    def steps(self) -> list[StepRow]:
+        rows = self.db.execute("SELECT * FROM steps ORDER BY step")
+        return [
+            StepRow(r["step"], r["request_id"], r["method"], r["checkpoint"], bool(r["kept"]), r["unlearn_s"],
+                    r["checkpoint_s"], r["eval_s"], r["tokens"], r["train_steps"], bool(r["evaluated"]))
+            for r in rows
+        ]
+
+    def mark_pruned(self, step: int) -> None:
+        with self.transaction():
+            self.db.execute("UPDATE steps SET kept = 0 WHERE step = ?", (step,))
+
+    # -- metrics -----------------------------------------------------------------------------
+    def record_evaluation(self, step: int, metrics: list[tuple[str, str, float | None]], eval_s: float,
+                          flags: list[tuple[str, str, str, float, float]] = ()) -> None:  # type: ignore[assignment]
+        """All metric rows of a step, its flags (request, kind, metric, value, threshold) and its
+        `evaluated` mark, in one transaction.
+
+        Rows of an interrupted earlier attempt cannot exist (that transaction never committed),
+        but a re-evaluation replaces rows rather than failing on them.
+        """
+        with self.transaction():
+            self.db.execute("DELETE FROM metrics WHERE step = ?", (step,))
+            self.db.executemany("INSERT INTO metrics (step, scope, name, value) VALUES (?, ?, ?, ?)", [(step, s, n, v) for s, n, v in metrics])
+            self.db.execute("DELETE FROM flags WHERE step = ?", (step,))
+            self.db.executemany("INSERT INTO flags VALUES (?, ?, ?, ?, ?, ?)", [(step, *f) for f in flags])
+            self.db.execute("UPDATE steps SET evaluated = 1, eval_s = ? WHERE step = ?", (eval_s, step))
+
+    def metrics(self, step: int | None = None) -> list[sqlite3.Row]:
+        if step is None:
+            return list(self.db.execute("SELECT * FROM metrics ORDER BY step, scope, name"))
+        return list(self.db.execute("SELECT * FROM metrics WHERE step = ? ORDER BY scope, name", (step,)))
+
+    def metric(self, step: int, scope: str, name: str) -> float | None:
+        row = self.db.execute("SELECT value FROM metrics WHERE step = ? AND scope = ? AND name = ?", (step, scope, name)).fetchone()
+        return None if row is None else row["value"]
+
+    def flags(self) -> list[sqlite3.Row]:
+        return list(self.db.execute("SELECT * FROM flags ORDER BY step, request_id"))
+
+    # -- integrity ---------------------------------------------------------------------------
+    def check(self) -> list[str]:
+        """Problems that would mean the ledger contradicts itself (empty when sound)."""
+        problems = []
+        if self.db.execute("PRAGMA integrity_check").fetchone()[0] != "ok":
+            problems.append("sqlite integrity_check failed")
+        steps = [s.step for s in self.steps()]
+        if steps != list(range(1, len(steps) + 1)):
+            problems.append(f"steps are not 1..N: {steps}")
+        for row in self.db.execute("SELECT s.step, s.request_id, r.position FROM steps s JOIN requests r ON r.id = s.request_id"):
+            if row["step"] != row["position"]:
+                problems.append(f"step {row['step']} applied request '{row['request_id']}' whose position is {row['position']}")
+        for row in self.db.execute("SELECT id, status FROM requests WHERE status != 'pending' AND id NOT IN (SELECT request_id FROM steps)"):
+            problems.append(f"request '{row['id']}' is {row['status']} but has no step")
+        for row in self.db.execute("SELECT step FROM steps WHERE evaluated = 1 AND step NOT IN (SELECT step FROM metrics)"):
+            problems.append(f"step {row['step']} is marked evaluated but has no metrics")
+        return problems

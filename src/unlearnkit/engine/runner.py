@@ -1,0 +1,318 @@
+"""The sequential runner: `run_plan(plan)` applies removal requests one after another.
+
+One step, for request t (see `run_plan`):
+
+    method(s).unlearn  ->  checkpoint (atomic)  ->  ledger step row (commit = step done)
+    ->  evaluate requests 1..t, retain, utility (+ oracle t)  ->  metric rows (one commit)
+    ->  housekeeping: status, purge of the request text, pruning of old checkpoints
+
+Resume: run the same plan again. Steps with a committed ledger row are skipped; a checkpoint
+without a row (a crash between rename and commit) is deleted and its step redone from the
+previous checkpoint; a step without metrics is evaluated again; housekeeping is idempotent.
+Every step reseeds torch with `seed + step`, so a redone step gives the same weights.
+
+Run folder:
+    plan.yaml  ledger.sqlite  results.json
+    requests/<id>.jsonl        the request text (deleted by `purge`)
+    checkpoints/step-NNN[...]  see engine/checkpoints.py
+    eval/step-NNN.json         the full SuiteResult of each step (per item values included)
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from unlearnkit.data.loaders import load_requests, write_jsonl
+from unlearnkit.data.schema import ForgetRequest
+from unlearnkit.engine.checkpoints import Checkpoints
+from unlearnkit.engine.faults import arm_training_crash, crash_point
+from unlearnkit.engine.ledger import Ledger, now
+from unlearnkit.errors import UnlearnkitError
+from unlearnkit.eval.data import EvalData
+from unlearnkit.methods.base import Method, UnlearnContext, get_method
+from unlearnkit.models.subject import Subject
+from unlearnkit.plan import Plan, PlanError
+from unlearnkit.progress import console
+
+Rows = list[tuple[str, str, float | None]]  # (scope, metric, value)
+
+
+@dataclass
+class Run:
+    """Everything the steps share, loaded once."""
+
+    plan: Plan
+    folder: Path
+    ledger: Ledger
+    checkpoints: Checkpoints
+    requests: list[ForgetRequest]
+    data: EvalData  # retain, holdout and utility sets (requests are added per step)
+    start_model: str  # the plan's model, or the prepared target of a built-in world
+    oracles: dict[int, Path] = field(default_factory=dict)  # step -> retrain oracle
+
+    def say(self, step: int, text: str) -> None:
+        console.print(f"[bold]step {step}/{len(self.requests)}[/bold] {self.requests[step - 1].id}: {text}")
+
+
+def run_plan(plan: Plan) -> Path:
+    """Apply every request of the plan in order (resuming a killed run); returns the run folder."""
+    run = open_run(plan)
+    with _locked(run.folder):
+        done = run.ledger.steps()
+        run.checkpoints.clean({s.step for s in done})
+        subject = load_step(run, len(done))
+        methods = [get_method(m.name, m.settings) for m in plan.method]
+        for row in done:  # a crash after the step's commit: finish what is missing
+            if not row.evaluated:
+                evaluate_step(run, row.step, subject if row.step == len(done) else load_step(run, row.step))
+            finish_step(run, row.step)
+        for step, request in enumerate(run.requests, start=1):
+            if step <= len(done):
+                continue
+            subject = unlearn_step(run, step, request, subject, methods)
+            evaluate_step(run, step, subject)
+            finish_step(run, step)
+        write_results(run)
+    console.print(f"run complete: {len(run.requests)} requests, ledger {run.ledger.path}")
+    return run.folder
+
+
+# -- one step ----------------------------------------------------------------------------------
+def unlearn_step(run: Run, step: int, request: ForgetRequest, subject: Subject, methods: list[Method]) -> Subject:
+    """Methods, then the checkpoint, then the ledger row: the commit that makes the step done."""
+    started, tick = now(), time.perf_counter()
+    torch.manual_seed(run.plan.seed + step)  # LoRA dropout and friends: a redone step repeats exactly
+    context = UnlearnContext(retain=run.data.retain, seed=run.plan.seed + step, lora=run.plan.lora, ledger=run.ledger)
+    tokens = train_steps = 0
+    hook = arm_training_crash(step)
+    for method in methods:
+        run.say(step, f"unlearn ({method.registry_name}, {len(request.records)} records)")
+        subject = method.unlearn(subject, request, context)
+        if context.stats is not None:
+            tokens, train_steps = tokens + context.stats.tokens, train_steps + context.stats.steps
+            context.stats = None
+    if hook is not None:
+        hook.remove()
+    unlearn_s, tick = time.perf_counter() - tick, time.perf_counter()
+    run.say(step, f"checkpoint ({run.checkpoints.keep})")
+    meta = {"step": step, "request": request.id, "method": run.plan.label, "seed": run.plan.seed, "start_model": run.start_model}
+    path = run.checkpoints.write(step, subject, meta, before_rename=lambda: crash_point("checkpoint", step))
+    checkpoint_s = time.perf_counter() - tick
+    crash_point("ledger", step)
+    run.ledger.record_step(step, request.id, run.plan.label, str(path.relative_to(run.folder)), started_at=started,
+                           unlearn_s=unlearn_s, checkpoint_s=checkpoint_s, tokens=tokens, train_steps=train_steps)
+    return subject
+
+
+def evaluate_step(run: Run, step: int, subject: Subject) -> None:
+    """Every request so far, retain, utility (+ oracle); metric rows and flags in one commit."""
+    tick = time.perf_counter()
+    data = replace(run.data, requests=run.requests[:step])
+    oracle = _load(run, str(run.oracles[step])) if step in run.oracles else None
+    run.say(step, f"evaluate ({run.plan.evaluation.suite}: {step} requests, retain, utility{', oracle' if oracle else ''})")
+    result = suite_evaluate(run.plan, subject, data, oracle)
+    rows: Rows = [(r.scope, r.metric, r.value) for r in result.rows]
+    for name in run.plan.attacks:
+        rows += run_attack(name, run.plan, subject, data)
+    crash_point("eval", step)
+    result.save(run.folder / "eval" / f"step-{step:03d}.json")
+    flags = relapses(run, step, rows)
+    for request_id, _, metric, value, threshold in flags:
+        run.say(step, f"[yellow]relapse: {request_id} {metric} = {value:.3f} is above {threshold} again[/yellow]")
+    run.ledger.record_evaluation(step, rows, time.perf_counter() - tick, flags)
+
+
+def finish_step(run: Run, step: int) -> None:
+    """After a verified step: status, purge, pruning. Idempotent, so a crash here is harmless."""
+    crash_point("purge", step)
+    request = run.requests[step - 1]
+    status = run.ledger.request_status(request.id)
+    if run.plan.purge and status != "purged":
+        (run.folder / "requests" / f"{request.id}.jsonl").unlink(missing_ok=True)
+        run.ledger.set_status(request.id, "purged")
+    elif not run.plan.purge and status == "applied":
+        run.ledger.set_status(request.id, "verified")
+    steps = run.ledger.steps()
+    for old in run.checkpoints.to_prune([s.step for s in steps if s.evaluated], run.plan.checkpoints.last):
+        if next(s for s in steps if s.step == old).kept:
+            run.ledger.mark_pruned(old)  # ledger first: a crash leaves a file the ledger disowns
+        run.checkpoints.remove(old)
+
+
+# -- evaluation adaptors (the only code that knows the eval API) --------------------------------
+def suite_evaluate(plan: Plan, subject: Subject, data: EvalData, oracle: Subject | None) -> Any:
+    from unlearnkit.eval.suites import evaluate, get_suite, with_max_new_tokens
+
+    suite = get_suite(plan.evaluation.suite)
+    if plan.evaluation.per_set is not None:
+        suite = replace(suite, per_set=plan.evaluation.per_set)
+    if plan.evaluation.max_new_tokens is not None:
+        suite = with_max_new_tokens(suite, plan.evaluation.max_new_tokens)
+    return evaluate(suite, subject, data, oracle)
+
+
+def run_attack(name: str, plan: Plan, subject: Subject, data: EvalData) -> Rows:
+    """Attack rows, named `attack:<name>:<metric>`; needs `unlearnkit.eval.attacks.run_attack`."""
+    from unlearnkit.eval import attacks
+
+    result = attacks.run_attack(name, subject, data, suite=plan.evaluation.suite)  # type: ignore[attr-defined]
+    return [(r.scope, f"attack:{name}:{r.metric}", r.value) for r in result.rows]
+
+
+def relapses(run: Run, step: int, rows: Rows) -> list[tuple[str, str, str, float, float]]:
+    """Earlier requests whose forget metric is back over the threshold after their own step had
+    brought it under (same rule as `eval.sequential.relapse_flags`)."""
+    spec = run.plan.relapse
+    if spec is None:
+        return []
+    sign = 1.0 if spec.higher_means_remembered else -1.0
+    current = {scope: value for scope, name, value in rows if name == spec.metric}
+    flags = []
+    for own_step, request in enumerate(run.requests[: step - 1], start=1):
+        baseline, value = run.ledger.metric(own_step, request.id, spec.metric), current.get(request.id)
+        if baseline is None or value is None or sign * baseline > sign * spec.threshold:
+            continue  # never forgotten at its own step: a failure, not a relapse
+        if sign * value > sign * spec.threshold:
+            flags.append((request.id, "relapse", spec.metric, value, spec.threshold))
+    return flags
+
+
+# -- opening a run -----------------------------------------------------------------------------
+def open_run(plan: Plan) -> Run:
+    folder = plan.output
+    folder.mkdir(parents=True, exist_ok=True)
+    ledger = Ledger(folder / "ledger.sqlite")
+    fingerprint = json.dumps(plan.model_dump(mode="json", exclude={"source"}), sort_keys=True)
+    recorded = ledger.meta("plan")
+    if recorded is not None and recorded != fingerprint:
+        raise PlanError(f"{plan.source}: the plan changed since run {folder} started; resume needs the same plan (or use a new output folder)")
+    if recorded is None:
+        ledger.set_meta("plan", fingerprint)
+        _write_text(folder / "plan.yaml", yaml.safe_dump(json.loads(fingerprint), sort_keys=False))
+    requests, data, worlds = load_requests_and_data(plan)
+    ledger.register_requests(requests)
+    for request in requests:  # the run's own copy of the text, until purged
+        copy = folder / "requests" / f"{request.id}.jsonl"
+        if ledger.request_status(request.id) != "purged" and not copy.exists():
+            write_jsonl(copy, [request])
+    if plan.attacks:
+        from unlearnkit.eval import attacks
+
+        if not hasattr(attacks, "run_attack"):
+            raise PlanError(f"{plan.source}: attacks: this version of unlearnkit has no attack runner yet (unlearnkit.eval.attacks.run_attack)")
+    start_model, oracles = plan.model, {}
+    if plan.prepare is not None:
+        start_model, oracles = _prepared(plan, worlds[0], requests)
+    checkpoints = Checkpoints(folder / "checkpoints", plan.checkpoints.keep)
+    return Run(plan, folder, ledger, checkpoints, requests, data, start_model, oracles)
+
+
+def load_requests_and_data(plan: Plan) -> tuple[list[ForgetRequest], EvalData, list[Path]]:
+    """The ordered requests, and the sets around them: a world's own, then the plan's files."""
+    requests: list[ForgetRequest] = []
+    data, worlds = EvalData(), []
+    for source in plan.requests:
+        if source.world is not None:
+            world = EvalData.from_world(source.world)
+            requests += world.requests
+            if not worlds:
+                data = replace(world, requests=[])
+            worlds.append(source.world)
+        else:
+            assert source.file is not None
+            requests += load_requests(source.file, source.kind)
+    seen: set[str] = set()
+    for request in requests:
+        if request.id in seen:
+            raise PlanError(f"{plan.source}: requests: request id '{request.id}' appears twice")
+        seen.add(request.id)
+    from unlearnkit.data.loaders import load_records
+
+    for path in plan.retain:
+        data.retain = data.retain + load_records(path)
+    if plan.utility:
+        extra = EvalData.from_files(plan.utility)
+        for role in ("retain", "neighbours", "holdout", "real_facts", "general_text"):
+            setattr(data, role, getattr(data, role) + getattr(extra, role))
+    return requests, data, worlds
+
+
+def _prepared(plan: Plan, world: Path, requests: list[ForgetRequest]) -> tuple[str, dict[int, Path]]:
+    """The world's target (start model) and the oracle of every step whose removed requests are
+    exactly the world's first t requests."""
+    from unlearnkit.engine.prepare import PrepareSettings, prepare_world
+
+    prepared = prepare_world(plan.model, world, PrepareSettings(**(plan.prepare or {})))
+    world_ids = [r.id for r in EvalData.from_world(world).requests]
+    ids = [r.id for r in requests]
+    oracles = {t: path for t, path in prepared.oracles.items() if ids[:t] == world_ids[:t]} if plan.evaluation.oracle else {}
+    return str(prepared.target), oracles
+
+
+def load_step(run: Run, step: int) -> Subject:
+    """The model after `step` (0: the start model)."""
+    if step == 0 or run.checkpoints.deltas:
+        subject = _load(run, run.start_model)
+        if run.checkpoints.deltas:
+            run.checkpoints.set_base(subject.model)
+            if step > 0:
+                run.checkpoints.apply_delta(step, subject.model)
+        return subject
+    return _load(run, str(run.checkpoints.path(step)))
+
+
+def _load(run: Run, source: str) -> Subject:
+    plan = run.plan
+    return Subject.load(source, fmt=plan.format, dtype=plan.dtype, device=plan.device)
+
+
+# -- outputs -----------------------------------------------------------------------------------
+def write_results(run: Run) -> Path:
+    """results.json: the ledger's steps, metrics by step and scope, and flags."""
+    metrics: dict[int, dict[str, dict[str, float | None]]] = {}
+    for row in run.ledger.metrics():
+        metrics.setdefault(row["step"], {}).setdefault(row["scope"], {})[row["name"]] = row["value"]
+    payload = {
+        "plan": json.loads(run.ledger.meta("plan") or "{}"),
+        "requests": [dict(r) for r in run.ledger.requests()],
+        "steps": [s.__dict__ | {"metrics": metrics.get(s.step, {})} for s in run.ledger.steps()],
+        "flags": [dict(f) for f in run.ledger.flags()],
+    }
+    path = run.folder / "results.json"
+    _write_text(path, json.dumps(payload, indent=2, default=str))
+    return path
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+class _locked:
+    """An exclusive lock on the run folder (released by the OS even on SIGKILL)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / ".lock"
+
+    def __enter__(self) -> None:
+        self.handle = self.path.open("w")
+        try:
+            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UnlearnkitError(f"{self.path.parent}: another unlearnkit run is using this folder") from None
+        self.handle.write(str(os.getpid()))
+        self.handle.flush()
+
+    def __exit__(self, *exc: Any) -> None:
+        fcntl.flock(self.handle, fcntl.LOCK_UN)
+        self.handle.close()

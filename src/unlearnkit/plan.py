@@ -1,0 +1,278 @@
+"""A run plan: what `unlearnkit run PLAN` does, as a validated YAML file.
+
+```yaml
+model: default                  # or a model folder, a .gguf file, a hub id
+method: ssu                     # or {name: ssu, settings: {lr: 1e-4}}, or a list to stack
+requests:                       # applied in this order
+  - world: runs/world           # every forget request of a built-in world
+  - examples/requests.jsonl     # or request files
+retain: [examples/retain.jsonl] # a built-in world adds its retain set by itself
+evaluation: {suite: quick, per_set: 8}
+prepare: true                   # start from the world's target, compare with its oracles
+attacks: []
+output: runs/seq
+seed: 0
+checkpoints: {keep: last:2}     # all | last:N | deltas
+purge: false
+relapse: {metric: probability, threshold: 0.5}
+```
+
+Relative paths are resolved against the plan file's folder. Every error is one line that names
+the file and the key: `plan.yaml: method.settings.lr: Input should be greater than 0`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from unlearnkit.errors import UnlearnkitError, did_you_mean
+
+
+class PlanError(UnlearnkitError):
+    """A plan file that cannot be run, with the key that is wrong."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MethodSpec(Strict):
+    name: str
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+
+class RequestSource(Strict):
+    """One entry of `requests`: a request file (or folder), or a built-in world's requests."""
+
+    file: Path | None = None
+    world: Path | None = None
+    kind: str = "free"  # the kind given to a plain records file
+
+    @model_validator(mode="after")
+    def _one_of(self) -> RequestSource:
+        if (self.file is None) == (self.world is None):
+            raise ValueError("give exactly one of 'file' or 'world'")
+        return self
+
+
+class EvalSpec(Strict):
+    suite: str = "quick"
+    per_set: int | None = Field(None, ge=1, description="records per kind and set (default: the suite's own)")
+    max_new_tokens: int | None = Field(None, ge=1, description="cap on generation length in the suite")
+    oracle: bool = True  # compare with the step's retrain oracle where `prepare` provides one
+
+
+class RelapseSpec(Strict):
+    metric: str = "probability"  # a forget-scope row of the suite
+    threshold: float
+    higher_means_remembered: bool = True
+
+
+UTILITY_ROLES = ("retain", "neighbours", "holdout", "real_facts", "general_text")
+KEEP_PATTERN = re.compile(r"^(all|deltas|last:[1-9][0-9]*)$")
+
+
+class CheckpointSpec(Strict):
+    keep: str = "all"
+
+    @field_validator("keep")
+    @classmethod
+    def _keep(cls, value: str) -> str:
+        if not KEEP_PATTERN.match(value):
+            raise ValueError(f"'{value}' is not one of all, last:N (N >= 1), deltas")
+        return value
+
+    @property
+    def last(self) -> int | None:
+        return int(self.keep.split(":")[1]) if self.keep.startswith("last:") else None
+
+
+class Plan(Strict):
+    model: str
+    format: str | None = None  # prompt format: auto, chat, plain, raw or a template
+    dtype: str = "auto"
+    device: str = "auto"
+    method: list[MethodSpec]
+    lora: dict[str, Any] | None = None  # LoRA for training methods (SSU brings its own)
+    requests: list[RequestSource] = Field(min_length=1)
+    retain: list[Path] = Field(default_factory=list)
+    utility: list[str] = Field(default_factory=list)  # ROLE=PATH or a file named after its role (real_facts.jsonl)
+    prepare: dict[str, Any] | None = None  # start from a built-in world's target; oracles per step
+    evaluation: EvalSpec = Field(default_factory=EvalSpec)
+    attacks: list[str] = Field(default_factory=list)
+    output: Path
+    seed: int = 0
+    checkpoints: CheckpointSpec = Field(default_factory=CheckpointSpec)
+    purge: bool = False
+    relapse: RelapseSpec | None = None
+    accelerate_config: Path | None = None
+    source: Path | None = Field(None, exclude=True)  # the YAML file, for error messages
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _methods(cls, value: Any) -> Any:
+        # `method: ssu`, `method: {name: ssu, ...}` and a list of either all mean a list.
+        items = value if isinstance(value, list) else [value]
+        return [{"name": v} if isinstance(v, str) else v for v in items]
+
+    @field_validator("requests", mode="before")
+    @classmethod
+    def _requests(cls, value: Any) -> Any:
+        items = value if isinstance(value, list) else [value]
+        return [{"file": v} if isinstance(v, str) else v for v in items]
+
+    @field_validator("prepare", mode="before")
+    @classmethod
+    def _prepare(cls, value: Any) -> Any:
+        # `prepare: true` means the default prepare settings; false or absent means none.
+        return {} if value is True else None if value is False else value
+
+    @field_validator("retain", "utility", "attacks", mode="before")
+    @classmethod
+    def _listify(cls, value: Any) -> Any:
+        return [] if value is None else value if isinstance(value, list) else [value]
+
+    @field_validator("method")
+    @classmethod
+    def _not_empty(cls, value: list[MethodSpec]) -> list[MethodSpec]:
+        if not value:
+            raise ValueError("name at least one method")
+        return value
+
+    @property
+    def label(self) -> str:
+        return "+".join(m.name for m in self.method)
+
+
+def _loc(parts: tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in parts if p not in ("function-after", "function-before"))
+
+
+def _check_methods(plan: Plan, where: str) -> None:
+    """Each method exists and its settings are valid, reported as `method.settings.KEY`."""
+    from unlearnkit.methods.base import METHODS
+
+    names = METHODS.names()
+    many = len(plan.method) > 1
+    for index, spec in enumerate(plan.method):
+        key = f"method.{index}" if many else "method"
+        if spec.name not in names:
+            raise PlanError(f"{where}: {key}.name: unknown method '{spec.name}'{did_you_mean(spec.name, names)}; valid: {', '.join(names)}")
+        cls = METHODS.get(spec.name)
+        for setting in spec.settings:
+            if setting not in cls.model_fields:
+                hint = did_you_mean(setting, cls.model_fields)
+                raise PlanError(f"{where}: {key}.settings.{setting}: not a hyperparameter of '{spec.name}'{hint}")
+        try:
+            cls(**spec.settings)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise PlanError(f"{where}: {key}.settings.{_loc(first['loc'])}: {first['msg']}") from None
+
+
+def _check_sections(plan: Plan, where: str) -> None:
+    """The suite exists and `prepare` settings are valid (checked now, not after step 1)."""
+    from unlearnkit.eval.suites import SUITES
+
+    if plan.evaluation.suite not in SUITES:
+        names = list(SUITES)
+        raise PlanError(f"{where}: evaluation.suite: unknown suite '{plan.evaluation.suite}'{did_you_mean(plan.evaluation.suite, names)}; valid: {', '.join(names)}")
+    if plan.prepare is not None:
+        from unlearnkit.engine.prepare import PrepareSettings
+
+        try:
+            PrepareSettings(**plan.prepare)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise PlanError(f"{where}: prepare.{_loc(first['loc'])}: {first['msg']}") from None
+
+
+def _resolve(plan: Plan, base: Path) -> Plan:
+    def fix(path: Path | None) -> Path | None:
+        return None if path is None else path if path.expanduser().is_absolute() else base / path
+
+    for source in plan.requests:
+        source.file, source.world = fix(source.file), fix(source.world)
+    plan.retain = [fix(p) for p in plan.retain]  # type: ignore[misc]
+    plan.utility = [_fix_spec(spec, base) for spec in plan.utility]
+    plan.output = fix(plan.output)  # type: ignore[assignment]
+    plan.accelerate_config = fix(plan.accelerate_config)
+    model = Path(plan.model).expanduser()
+    if plan.model != "default" and not model.is_absolute() and (base / model).exists():
+        plan.model = str(base / model)
+    return plan
+
+
+def _fix_spec(spec: str, base: Path) -> str:
+    role, sep, path = spec.rpartition("=")
+    full = Path(path).expanduser()
+    return f"{role}{sep}{full if full.is_absolute() else base / full}"
+
+
+def _check_files(plan: Plan, where: str) -> None:
+    for index, source in enumerate(plan.requests):
+        if source.file is not None and not source.file.exists():
+            raise PlanError(f"{where}: requests.{index}.file: no such file or folder: {source.file}")
+        if source.world is not None and not (source.world / "requests.jsonl").exists():
+            raise PlanError(f"{where}: requests.{index}.world: {source.world} is not a built-in world folder (no requests.jsonl)")
+    for index, path in enumerate(plan.retain):
+        if not path.exists():
+            raise PlanError(f"{where}: retain.{index}: no such file: {path}")
+    for index, spec in enumerate(plan.utility):
+        role, _, path = spec.rpartition("=")
+        role = role or Path(path).stem
+        if role not in UTILITY_ROLES:
+            raise PlanError(f"{where}: utility.{index}: '{role}' is not a record set role; write ROLE=PATH with ROLE one of {', '.join(UTILITY_ROLES)}")
+        if not Path(path).exists():
+            raise PlanError(f"{where}: utility.{index}: no such file: {path}")
+    if plan.prepare is not None and not any(s.world for s in plan.requests):
+        raise PlanError(f"{where}: prepare: needs a built-in world in requests (- world: DIR)")
+    if plan.accelerate_config is not None and not plan.accelerate_config.exists():
+        raise PlanError(f"{where}: accelerate_config: no such file: {plan.accelerate_config}")
+
+
+def parse_plan(data: Any, where: str = "plan", base: Path | None = None, *, check_files: bool = True) -> Plan:
+    """Validate a plan given as a dict; `where` names it in errors, `base` resolves paths."""
+    if not isinstance(data, dict):
+        raise PlanError(f"{where}: expected a mapping of keys (model, method, requests, output, ...)")
+    fields = list(Plan.model_fields)
+    for key in data:
+        if key not in Plan.model_fields or key == "source":
+            raise PlanError(f"{where}: {key}: unknown key{did_you_mean(str(key), fields)}")
+    try:
+        plan = Plan.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = _loc(first["loc"]) or "(top level)"
+        msg = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "missing":
+            msg = "missing (required)"
+        raise PlanError(f"{where}: {loc}: {msg}") from None
+    plan.source = Path(where)
+    if base is not None:
+        plan = _resolve(plan, base)
+    _check_methods(plan, where)
+    _check_sections(plan, where)
+    if check_files:
+        _check_files(plan, where)
+    return plan
+
+
+def load_plan(path: str | Path, *, check_files: bool = True) -> Plan:
+    """Read and validate a YAML plan file."""
+    path = Path(path)
+    if not path.is_file():
+        raise PlanError(f"{path}: no such plan file")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark is not None else ""
+        raise PlanError(f"{path}{line}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    return parse_plan(data, str(path), path.parent.resolve(), check_files=check_files)
+
