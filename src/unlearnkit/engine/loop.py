@@ -193,6 +193,8 @@ def train(
                     raise TrainingError(f"{description}: loss became {loss.item()} at step {step + 1}; weights restored to before this request")
                 accelerator.backward(loss / config.grad_accum)
                 stats.tokens += batch_tokens(forget_batch) + batch_tokens(retain_batch)
+            if hasattr(objective, "before_optimizer_step"):  # optional: edit the accumulated gradients (SSU's saliency mask)
+                objective.before_optimizer_step(model)
             if config.max_grad_norm:
                 accelerator.clip_grad_norm_(params, config.max_grad_norm)
             optimizer.step()
