@@ -1,0 +1,33 @@
+"""Robustness attacks: does forgotten content come back?
+
+One module per attack, registered with `@register_attack("name")`: leak_at_k, quantize,
+relearn, paraphrase, two_hop, mixed, in_context, multi_turn. `run_attacks` is the entry point
+(docs/robustness.md); `AttackResult` is what it returns, JSON round-trippable.
+"""
+
+from unlearnkit.eval.attacks._base import (
+    ATTACKS,
+    Attack,
+    AttackResult,
+    AttackRow,
+    Models,
+    Variant,
+    get_attack,
+    recovered_fraction,
+    register_attack,
+)
+from unlearnkit.eval.attacks._runner import AttackSettings, run_attacks
+
+__all__ = [
+    "ATTACKS",
+    "Attack",
+    "AttackResult",
+    "AttackRow",
+    "AttackSettings",
+    "Models",
+    "Variant",
+    "get_attack",
+    "recovered_fraction",
+    "register_attack",
+    "run_attacks",
+]
