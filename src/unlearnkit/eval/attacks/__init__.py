@@ -16,7 +16,7 @@ from unlearnkit.eval.attacks._base import (
     recovered_fraction,
     register_attack,
 )
-from unlearnkit.eval.attacks._runner import AttackSettings, run_attacks
+from unlearnkit.eval.attacks._runner import AttackSettings, build_attacks, parse_names, run_attacks
 
 __all__ = [
     "ATTACKS",
@@ -24,6 +24,8 @@ __all__ = [
     "AttackResult",
     "AttackRow",
     "AttackSettings",
+    "build_attacks",
+    "parse_names",
     "Models",
     "Variant",
     "get_attack",

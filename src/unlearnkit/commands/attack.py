@@ -1,0 +1,116 @@
+"""`unlearnkit attack`: run robustness attacks on an unlearned model, print a summary table,
+optionally write every result as JSON."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from unlearnkit.errors import UnlearnkitError
+
+console = Console()
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2e}" if value != 0 and abs(value) < 1e-3 else f"{value:.3f}"
+
+
+def parse_settings(pairs: list[str]) -> dict[str, dict[str, Any]]:
+    """['leak_at_k.n=16', 'relearn.sets=[forget_share]'] -> {attack: {key: value}}; values are
+    read as YAML (numbers, lists, booleans), anything else stays a string."""
+    import yaml
+
+    settings: dict[str, dict[str, Any]] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        attack, dot, name = key.partition(".")
+        if not sep or not dot or not attack or not name:
+            raise UnlearnkitError(f"--set '{pair}': use ATTACK.KEY=VALUE (e.g. leak_at_k.n=16)")
+        try:
+            value = yaml.safe_load(raw) if raw else raw
+        except yaml.YAMLError:
+            value = raw
+        settings.setdefault(attack, {})[name] = value
+    return settings
+
+
+def load_model(source: str, fmt: str, device: str, batch_size: int, role: str) -> Any:
+    """A plain model (any source `Subject.load` takes) or a saved wrapped Subject folder."""
+    from unlearnkit.models.subject import Subject
+
+    path = Path(source)
+    if path.is_dir() and (path / "wrapper.json").exists():
+        from unlearnkit.methods.inference_base import load_subject
+
+        subject = load_subject(path, device=device)
+    else:
+        subject = Subject.load(source, fmt=fmt, device=device, batch_size=batch_size)
+    subject.name = f"{role}:{source}" if role != "model" else source
+    return subject
+
+
+def print_results(results: list[Any]) -> None:
+    table = Table(title="robustness attacks (recovered = (after − before) / (target − before))")
+    columns = ("attack", "request", "variant", "metric", "before", "after", "target", "recovered", "oracle before", "oracle after", "oracle recovered")
+    for column in columns:
+        table.add_column(column, justify="left" if column in columns[:4] else "right")
+    for result in results:
+        for row in result.rows:
+            metric = f"{row.metric} (kept)" if row.collateral else row.metric
+            table.add_row(
+                result.attack, result.request, row.variant, metric,
+                *(_fmt(v) for v in (row.before, row.after, row.target, row.recovered, row.oracle_before, row.oracle_after, row.oracle_recovered)),
+            )
+    console.print(table)
+    for result in results:
+        for note in result.notes:
+            console.print(f"{result.attack} {result.request}: {note}", highlight=False)
+
+
+def attack_command(
+    model: Annotated[str, typer.Option("--model", "-m", help="the unlearned model: 'default', a HF folder, a .gguf file, a saved wrapped model")],
+    attack: Annotated[str, typer.Option("--attack", "-a", help="attack name(s), comma-separated: leak_at_k, quantize, relearn, paraphrase, two_hop, mixed, in_context, multi_turn")],
+    data: Annotated[list[str], typer.Option("--data", "-d", help="a WORLD folder, or files as ROLE=PATH (as for `eval`); repeatable")],
+    target: Annotated[str | None, typer.Option("--target", help="the model before unlearning (gives recovered fractions)")] = None,
+    oracle: Annotated[str | None, typer.Option("--oracle", help="the retrain oracle, attacked the same way")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write every result here")] = None,
+    settings: Annotated[list[str] | None, typer.Option("--set", help="ATTACK.KEY=VALUE, e.g. leak_at_k.n=16 (repeatable)")] = None,
+    request: Annotated[list[str] | None, typer.Option("--request", "-r", help="attack only this request id (repeatable)")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="prompt format: auto, chat, plain, raw, or a template with {question}")] = "auto",
+    device: Annotated[str, typer.Option("--device", help="cpu, cuda or auto")] = "auto",
+    batch_size: Annotated[int, typer.Option(help="items per forward pass")] = 8,
+) -> None:
+    """Attack an unlearned model (sampling, quantization, relearning, probes): how much comes back?"""
+    from unlearnkit.cli import write_json
+    from unlearnkit.eval.attacks import build_attacks, parse_names, run_attacks
+    from unlearnkit.eval.data import EvalData
+
+    names = parse_names(attack)
+    parsed = parse_settings(settings or [])
+    build_attacks(names, parsed)  # bad names and settings fail before any model loads
+    specs = [part for item in data for part in item.split(",") if part]
+    eval_data = EvalData.load(specs)
+    if not eval_data.requests:
+        raise UnlearnkitError(f"--data {', '.join(specs)}: no forget requests to attack")
+    subject = load_model(model, fmt, device, batch_size, "model")
+    target_subject = load_model(target, fmt, device, batch_size, "target") if target else None
+    oracle_subject = load_model(oracle, fmt, device, batch_size, "oracle") if oracle else None
+    results = run_attacks(names, subject, eval_data, target_subject, oracle_subject, parsed, requests=request)
+    print_results(results)
+    if json_out:
+        payload = {
+            "model": model, "target": target, "oracle": oracle, "data": specs, "attacks": names,
+            "results": [r.to_json() for r in results],
+        }
+        write_json(json_out, payload)
+        console.print(f"wrote {json_out}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("attack")(attack_command)
