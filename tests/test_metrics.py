@@ -189,13 +189,16 @@ def test_attack_scores_batched_equal_per_item(tiny_subject, name):
 
 def test_truth_ratio_metric_matches_the_formula_on_model_scores(tiny_subject):
     r = QA[0]
-    result = get_metric("truth_ratio", aggregation="retain").compute(tiny_subject, [r])
+    result = get_metric("truth_ratio", aggregation="retain", correct="paraphrased").compute(tiny_subject, [r])
     nll = tiny_subject.score([r.question] * 4, [r.paraphrased_answer, *r.perturbed_answers]).mean_nll.tolist()
     expected = math.exp(nll[0] - np.mean(nll[1:]))
     assert result.per_item["q1"] == pytest.approx(expected, rel=1e-4)
     assert result.value == pytest.approx(max(0.0, 1 - expected), abs=1e-6)
     with_answer = get_metric("truth_ratio", correct="answer").compute(tiny_subject, [r])
     assert with_answer.per_item["q1"] != pytest.approx(expected, rel=1e-6)
+    # "auto" compares like with like: here the 2-word answer is nearer the wrong answers' length.
+    auto = get_metric("truth_ratio", correct="auto").compute(tiny_subject, [r])
+    assert auto.per_item["q1"] == pytest.approx(with_answer.per_item["q1"])
 
 
 class _PeakedModel(torch.nn.Module):

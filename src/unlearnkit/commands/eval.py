@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -48,6 +49,7 @@ def eval_command(
     device: Annotated[str, typer.Option("--device", help="cpu, cuda or auto")] = "auto",
     batch_size: Annotated[int, typer.Option(help="items per forward pass")] = 8,
     max_new_tokens: Annotated[int | None, typer.Option(help="cap every generation (default: each metric's reference length)")] = None,
+    limit: Annotated[int | None, typer.Option(help="records per kind and set (default: the suite's own; quick uses 8)")] = None,
 ) -> None:
     """Evaluate a model with a suite (forget metrics per request, retain, utility, membership)."""
     from unlearnkit.cli import write_json
@@ -59,6 +61,8 @@ def eval_command(
     chosen = get_suite(suite)
     if max_new_tokens is not None:
         chosen = with_max_new_tokens(chosen, max_new_tokens)
+    if limit is not None:
+        chosen = replace(chosen, per_set=limit)
     specs = [part for item in data for part in item.split(",") if part]
     eval_data = EvalData.load(specs)
     if not eval_data.requests and not any(eval_data.sizes().values()):

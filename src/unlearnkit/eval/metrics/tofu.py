@@ -86,22 +86,32 @@ class TruthRatio(_WithOptions):
     """Per item R = wrong/correct (geometric mean over wrong answers); set score by aggregation.
 
     Params: `aggregation` = "forget" (mean min(R, 1/R), the forget set) or "retain"
-    (mean max(0, 1 − R): retain, real authors, world facts); `correct` = "paraphrased" (TOFU
-    forget/retain: the paraphrased answer, falling back to the answer) or "answer" (RA/WF).
+    (mean max(0, 1 − R): retain, real authors, world facts). `correct` = which answer the wrong
+    ones are compared with: "paraphrased" (TOFU forget/retain, whose perturbed answers rewrite
+    the paraphrased answer), "answer" (TOFU RA/WF), or "auto": the paraphrased answer unless the
+    plain answer is closer in word count to the perturbed answers (the built-in world perturbs
+    the short answer, "Kellbridge" vs "Selvanna"; comparing a sentence with single words would
+    measure length, not knowledge). Records without a paraphrased answer use the answer.
     `per_item` holds the raw R_i, which forget quality compares with the oracle's.
+    Both aggregations are "higher is the goal" (→1 on forget, high on retain).
     """
 
-    def __init__(self, aggregation: str = "forget", correct: str = "paraphrased", **params: Any) -> None:
+    def __init__(self, aggregation: str = "forget", correct: str = "auto", **params: Any) -> None:
         if aggregation not in ("forget", "retain"):
             raise UnlearnkitError(f"truth_ratio: aggregation '{aggregation}' (use forget or retain)")
-        if correct not in ("paraphrased", "answer"):
-            raise UnlearnkitError(f"truth_ratio: correct '{correct}' (use paraphrased or answer)")
+        if correct not in ("auto", "paraphrased", "answer"):
+            raise UnlearnkitError(f"truth_ratio: correct '{correct}' (use auto, paraphrased or answer)")
         super().__init__(aggregation=aggregation, correct=correct, **params)
 
     def _correct(self, record: Record) -> str:
-        if self.params["correct"] == "paraphrased" and record.paraphrased_answer:
-            return record.paraphrased_answer
-        return record.answer or ""
+        answer, paraphrased = record.answer or "", record.paraphrased_answer
+        if self.params["correct"] == "answer" or not paraphrased:
+            return answer
+        if self.params["correct"] == "auto":
+            wrong = float(np.mean([len(w.split()) for w in record.perturbed_answers]))
+            if abs(len(answer.split()) - wrong) < abs(len(paraphrased.split()) - wrong):
+                return answer
+        return paraphrased
 
     def ratios(self, subject: Subject, records: list[Record]) -> dict[str, float]:
         return {
@@ -129,7 +139,7 @@ class ForgetQuality(Metric):
         return TruthRatio().items(data)
 
     def compute(self, subject: Subject, data: MetricInput | list[Record], reference: Reference = None) -> MetricResult:
-        truth = TruthRatio(aggregation="forget", correct=self.params.get("correct", "paraphrased"))
+        truth = TruthRatio(aggregation="forget", correct=self.params.get("correct", "auto"))
         ours = truth.compute(subject, data)
         if isinstance(reference, Subject):
             oracle = list(truth.compute(reference, data).per_item.values())
