@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError
 
 from unlearnkit.data.schema import ForgetRequest, Record
 from unlearnkit.engine.loop import Batch, Example, TrainConfig, TrainStats, train
@@ -82,6 +82,10 @@ class LossMethod(Method, TrainConfig):
 
     family: ClassVar[str] = "gradient"
 
+    # Per-request state a method builds in `prepare` (cached reference log-probs, a frozen copy
+    # of the model); emptied after every request so nothing outlives it.
+    _cache: dict[str, Any] = PrivateAttr(default_factory=dict)
+
     @property
     def needs_retain(self) -> bool:
         return "retain" in self.needs
@@ -94,6 +98,10 @@ class LossMethod(Method, TrainConfig):
         """The parts of one forget example; `"x"` is the record as (prompt, target)."""
         return {"x": encode_record(subject, record, f"forget record {record.id or index}")}
 
+    def retain_example(self, subject: Subject, record: Record, index: int) -> Example:
+        """The parts of one retain example (IDK+AP adds an "I don't know" answer)."""
+        return {"x": encode_record(subject, record, f"retain record {record.id or index}")}
+
     def prepare(self, subject: Subject, forget: list[Example], retain: list[Example]) -> None:
         """Called once before training with the frozen starting model (cache reference values)."""
 
@@ -103,19 +111,34 @@ class LossMethod(Method, TrainConfig):
     # -- the shared driver -------------------------------------------------------------------
     def unlearn(self, subject: Subject, request: ForgetRequest, context: UnlearnContext) -> Subject:
         forget = [self.forget_example(subject, r, i) for i, r in enumerate(request.records)]
-        retain = [{"x": encode_record(subject, r, f"retain record {r.id or i}")} for i, r in enumerate(context.retain)]
+        retain = [self.retain_example(subject, r, i) for i, r in enumerate(context.retain)] if self.needs_retain else []
         if self.needs_retain and not retain:
             raise UnlearnkitError(f"method '{self.registry_name}': needs a retain set (--retain FILE)")
+        # A method may freeze parameters (RMU) and peft freezes the base weights; the model
+        # handed back must train like the one received, so the flags are restored afterwards.
+        flags = [(p, p.requires_grad) for p in subject.model.parameters()]
         working = subject
         if context.lora is not None:
             from unlearnkit.models.loading import wrap_lora
 
-            working = subject.with_model(wrap_lora(subject.model, **context.lora))
-        self.prepare(working, forget, retain)
-        context.stats = train(
-            working, forget, self, self.train_config(), retain if self.needs_retain else None,
-            description=f"{self.registry_name} on {request.id}",
-        )
+            with torch.random.fork_rng(devices=[]):  # the adapter's initialisation is seeded too
+                torch.manual_seed(self.seed)
+                working = subject.with_model(wrap_lora(subject.model, **context.lora))
+        try:
+            self.prepare(working, forget, retain)
+            context.stats = train(
+                working, forget, self, self.train_config(), retain if self.needs_retain else None,
+                description=f"{self.registry_name} on {request.id}",
+            )
+        except BaseException:
+            if context.lora is not None:  # peft injected its layers into subject.model: take them out
+                working.model.unload()
+            raise
+        finally:
+            self._cache.clear()
+            if context.lora is None or context.merge_lora:
+                for p, flag in flags:
+                    p.requires_grad_(flag)
         if context.lora is not None and context.merge_lora:
             return subject.with_model(working.model.merge_and_unload())
         return working

@@ -1,0 +1,255 @@
+"""Gradient-based unlearning: every method is `γ·L_forget + α·L_retain` on the shared loop.
+
+`Unlearning` holds what they all share once: the two weights, the retain term (NLL, KL or
+Jensen–Shannon to the model before the request), the frozen reference and the cache of reference
+sequence log-probs. A method defines only `forget_loss`. Formulas: `losses.py` and
+`docs/methods.md`; defaults: `reference/methods.md` §2.
+
+Reference models. `reference_logprobs` computes the frozen model's sequence log-probs on the
+fixed forget examples once, in `prepare`, and looks them up by `batch["index"]`: objectives that
+only need those (NPO, IdkPO) never run a second model. Objectives that need whole next-token
+distributions on batches that change every step (KL or JSD on random retain batches, UNDIAL's
+teacher) keep a `Frozen` model: a deep copy (eval, no grad; twice the weights in memory) in
+full-parameter mode, the same network with its adapter switched off in LoRA mode (no copy).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from typing import Any, ClassVar, Literal
+
+import torch
+from pydantic import Field
+
+from unlearnkit.engine.loop import Batch, Example, make_batch, to_device
+from unlearnkit.methods import losses as L
+from unlearnkit.methods.base import LossMethod, Need, register_method
+from unlearnkit.models.subject import Subject
+
+Logs = dict[str, float]
+
+
+class Frozen:
+    """The model as it was before the request, for full next-token distributions."""
+
+    def __init__(self, model: Any) -> None:
+        self.adapter = hasattr(model, "disable_adapter")  # peft: switch the adapter off instead of copying
+        self.model = model if self.adapter else copy.deepcopy(model).eval().requires_grad_(False)
+
+    @contextmanager
+    def network(self) -> Iterator[Any]:
+        """The frozen network, under no_grad (in LoRA mode: with the adapter off meanwhile)."""
+        with torch.no_grad(), (self.model.disable_adapter() if self.adapter else nullcontext()):
+            yield self.model
+
+    def logits(self, part: dict[str, torch.Tensor]) -> torch.Tensor:
+        with self.network() as model:
+            return L.forward_logits(model, part)
+
+
+@torch.no_grad()
+def reference_logprobs(subject: Subject, examples: list[Example], part: str, size: int = 8) -> torch.Tensor:
+    """log π_ref(y|x) (summed over answer tokens) of `part` of every example, in example order."""
+    model, pad, device = subject.model, subject.tokenizer.pad_token_id, subject.device
+    was_training = model.training
+    model.eval()
+    out = []
+    for start in range(0, len(examples), size):
+        batch = to_device(make_batch(examples, list(range(start, min(start + size, len(examples)))), pad), device)
+        out.append(L.sequence_logprob(L.forward_logits(model, batch[part]), batch[part]["labels"]).cpu())
+    model.train(was_training)
+    return torch.cat(out)
+
+
+class Unlearning(LossMethod):
+    """L = γ·forget_loss + α·retain_loss. α = 0 means no retain set is needed."""
+
+    gamma: float = Field(1.0, ge=0, description="weight of the forget term")
+    alpha: float = Field(0.0, ge=0, description="weight of the retain term (0: no retain set)")
+    retain_loss: Literal["nll", "kl", "jsd"] = Field("nll", description="retain term: NLL, KL(p_ref‖p) or JSD(p_ref, p)")
+
+    uses_frozen: ClassVar[bool] = False  # the forget term itself needs a frozen model (UNDIAL)
+
+    @property
+    def needs_retain(self) -> bool:
+        return self.alpha > 0
+
+    def prepare(self, subject: Subject, forget: list[Example], retain: list[Example]) -> None:
+        if self.uses_frozen or (self.needs_retain and self.retain_loss != "nll"):
+            self._cache["frozen"] = Frozen(subject.model)
+
+    def reference(self, name: str, batch: Batch) -> torch.Tensor:
+        """A value cached in `prepare`, for the examples of this batch."""
+        return self._cache[name][batch["index"].cpu()].to(batch["x"]["input_ids"].device)
+
+    def forget_loss(self, model: Any, forget: Batch) -> tuple[torch.Tensor, Logs]:
+        raise NotImplementedError
+
+    def retain_term(self, model: Any, retain: Batch) -> torch.Tensor:
+        part = retain["x"]
+        logits = L.forward_logits(model, part)
+        if self.retain_loss == "nll":
+            return L.token_nll(logits, part["labels"])
+        # Distribution matching over every real (non-pad) position, prompt included: the whole
+        # next-token behaviour on retain inputs should stay (open-unlearning does not mask at
+        # all; pad positions carry no meaning, so they are left out here).
+        ref = self._cache["frozen"].logits(part)
+        mask = part["attention_mask"].bool()
+        if self.retain_loss == "kl":
+            return L.kl_to_reference(logits, ref, mask)
+        return L.jensun_retain(logits, ref, mask)
+
+    def loss(self, model: Any, forget: Batch, retain: Batch | None) -> tuple[torch.Tensor, Logs]:
+        forget_loss, logs = self.forget_loss(model, forget)
+        total = self.gamma * forget_loss
+        logs["forget_loss"] = forget_loss.item()
+        if self.needs_retain and retain is not None:
+            retain_loss = self.retain_term(model, retain)
+            total = total + self.alpha * retain_loss
+            logs["retain_loss"] = retain_loss.item()
+        return total, logs
+
+
+def _ascent(model: Any, forget: Batch) -> tuple[torch.Tensor, Logs]:
+    nll = L.token_nll(L.forward_logits(model, forget["x"]), forget["x"]["labels"])
+    return L.ascent(nll), {"forget_nll": nll.item()}
+
+
+@register_method("ga")
+class GradientAscent(Unlearning):
+    """Gradient ascent (§2.1): L = −NLL_mean(D_f). Unbounded: keep steps few or stop early."""
+
+    needs: ClassVar[tuple[Need, ...]] = ()
+    description: ClassVar[str] = "gradient ascent on the forget set (unbounded; few steps)"
+
+    def forget_loss(self, model: Any, forget: Batch) -> tuple[torch.Tensor, Logs]:
+        return _ascent(model, forget)
+
+
+@register_method("gd")
+class GradientDifference(GradientAscent):
+    """Gradient difference (§2.2): L = −γ·NLL(D_f) + α·NLL(D_r); `retain_loss=kl` for the KL variant."""
+
+    needs: ClassVar[tuple[Need, ...]] = ("retain",)
+    description: ClassVar[str] = "gradient ascent on forget + NLL (or KL) on retain"
+    alpha: float = Field(1.0, ge=0, description="weight of the retain term (0: no retain set)")
+
+
+@register_method("ga_kl")
+class GradientAscentKL(GradientDifference):
+    """GA+KL (§2.3): L = −NLL(D_f) + α·KL(p_ref ‖ p_θ) on retain inputs; keeps a frozen model."""
+
+    needs: ClassVar[tuple[Need, ...]] = ("retain", "reference")
+    description: ClassVar[str] = "gradient ascent on forget + KL to the frozen model on retain"
+    retain_loss: Literal["nll", "kl", "jsd"] = Field("kl", description="retain term: NLL, KL(p_ref‖p) or JSD(p_ref, p)")
+
+
+@register_method("wga")
+class WeightedGradientAscent(Unlearning):
+    """WGA (Wang et al. 2025; open-unlearning `wga.py`): L = γ·mean_t p_t^β·log p_t + α·NLL(D_r).
+
+    Tokens are weighted by their own (detached) probability, so the push fades as they are
+    forgotten. No reference model (open-unlearning builds one, used only for the KL retain).
+    """
+
+    needs: ClassVar[tuple[Need, ...]] = ("retain",)
+    description: ClassVar[str] = "gradient ascent weighted by token probability p^β, + NLL on retain"
+    alpha: float = Field(1.0, ge=0, description="weight of the retain term (0: no retain set)")
+    beta: float = Field(1.0, ge=0, description="weight exponent: w_t = p_t^β")
+
+    def forget_loss(self, model: Any, forget: Batch) -> tuple[torch.Tensor, Logs]:
+        return L.weighted_ascent(L.forward_logits(model, forget["x"]), forget["x"]["labels"], "wga", self.beta), {}
+
+
+@register_method("satimp")
+class SaturationImportance(Unlearning):
+    """SatImp (Yang et al. 2025; open-unlearning `satimp.py`): weights p_t^β1·(1 − p_t)^β2.
+
+    Defaults from `configs/trainer/SatImp.yaml` (γ = 0.1, α = 1), which differ from the class
+    defaults in `satimp.py` (γ = 1, α = 0.1); the config is what runs.
+    """
+
+    needs: ClassVar[tuple[Need, ...]] = ("retain",)
+    description: ClassVar[str] = "ascent weighted by saturation p^β1 and importance (1-p)^β2, + NLL on retain"
+    gamma: float = Field(0.1, ge=0, description="weight of the forget term")
+    alpha: float = Field(1.0, ge=0, description="weight of the retain term (0: no retain set)")
+    beta1: float = Field(5.0, ge=0, description="saturation exponent on p_t")
+    beta2: float = Field(1.0, ge=0, description="importance exponent on 1 - p_t")
+
+    def forget_loss(self, model: Any, forget: Batch) -> tuple[torch.Tensor, Logs]:
+        return L.weighted_ascent(L.forward_logits(model, forget["x"]), forget["x"]["labels"], "satimp", self.beta1, self.beta2), {}
+
+
+@register_method("ce_u")
+class CrossEntropyUnlearning(Unlearning):
+    """CE-U (Yang 2025; open-unlearning `ceu.py`): CE towards the model's own distribution with the
+    true token's logit at −∞ (detached). Forget-only; the first answer token is skipped."""
+
+    needs: ClassVar[tuple[Need, ...]] = ()
+    description: ClassVar[str] = "cross-entropy to the model's own distribution without the true token"
+    ignore_first_n: int = Field(1, ge=0, description="answer tokens at the start left out of the loss")
+
+    def forget_loss(self, model: Any, forget: Batch) -> tuple[torch.Tensor, Logs]:
+        return L.ce_unlearning(L.forward_logits(model, forget["x"]), forget["x"]["labels"], self.ignore_first_n), {}
+
+
+@register_method("me_gd")
+class MaxEntropyGD(Unlearning):
+    """ME+GD (closer-look §2.11): L = 0.1·mean KL(U ‖ p_θ) on forget answers + 1.0·NLL(D_r).
+
+    The entropy term covers answer tokens only: the reference's `mask=false` also includes the
+    question and the padding positions, a side effect of its padding, not the method (§6.5).
+    """
+
+    needs: ClassVar[tuple[Need, ...]] = ("retain",)
+    description: ClassVar[str] = "push forget next-token distributions to uniform + NLL on retain"
+    gamma: float = Field(0.1, ge=0, description="weight of the forget term")
+    alpha: float = Field(1.0, ge=0, description="weight of the retain term (0: no retain set)")
+
+    def forget_loss(self, model: Any, forget: Batch) -> tuple[torch.Tensor, Logs]:
+        logits, _, mask = L.shift(L.forward_logits(model, forget["x"]), forget["x"]["labels"])
+        return L.max_entropy(logits, mask), {}
+
+
+@register_method("undial")
+class Undial(Unlearning):
+    """UNDIAL (§2.12): self-distillation from the frozen model with the true token's logit
+    lowered by β, over answer tokens. Keeps a frozen teacher (full distributions on every forget
+    position are too large to cache). Defaults: β 10, α 0 (no retain set), lr 1e-4, 10 epochs."""
+
+    needs: ClassVar[tuple[Need, ...]] = ("reference",)
+    description: ClassVar[str] = "self-distil from the frozen model with the true token's logit lowered by β"
+    uses_frozen: ClassVar[bool] = True
+    lr: float = Field(1e-4, gt=0)
+    epochs: float = Field(10, gt=0)
+    beta: float = Field(10.0, ge=0, description="how much the true token's teacher logit is lowered")
+
+    def forget_loss(self, model: Any, forget: Batch) -> tuple[torch.Tensor, Logs]:
+        part = forget["x"]
+        return L.undial(L.forward_logits(model, part), self._cache["frozen"].logits(part), part["labels"], self.beta), {}
+
+
+@register_method("jensun")
+class JensUn(Unlearning):
+    """JensUn (§2.13): JSD(p_θ, one-hot on a target answer) on forget answers + JSD(p_ref, p_θ)
+    on retain. Both bounded by log 2. Keeps a frozen model for the retain term."""
+
+    needs: ClassVar[tuple[Need, ...]] = ("retain", "reference")
+    description: ClassVar[str] = "bounded Jensen-Shannon pull of forget answers to 'No idea' + JSD retain"
+    lr: float = Field(8e-6, gt=0)
+    epochs: float = Field(10, gt=0)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    alpha: float = Field(1.0, ge=0, description="weight of the retain term (0: no retain set)")
+    retain_loss: Literal["nll", "kl", "jsd"] = Field("jsd", description="retain term: NLL, KL(p_ref‖p) or JSD(p_ref, p)")
+    target: str = Field("No idea", min_length=1, description="answer the forget answers are pulled to")
+
+    def prepare(self, subject: Subject, forget: list[Example], retain: list[Example]) -> None:
+        super().prepare(subject, forget, retain)
+        ids = subject.tokenizer(" " + self.target.strip(), add_special_tokens=False)["input_ids"]
+        self._cache["target_ids"] = list(ids) or [subject.tokenizer.eos_token_id]
+
+    def forget_loss(self, model: Any, forget: Batch) -> tuple[torch.Tensor, Logs]:
+        part = forget["x"]
+        return L.jensun_forget(L.forward_logits(model, part), part["labels"], self._cache["target_ids"]), {}

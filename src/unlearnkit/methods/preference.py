@@ -1,0 +1,150 @@
+"""Preference-style unlearning: NPO, SimNPO, IdkPO (DPO with IDK answers), IdkNLL, IDK+AP.
+
+All are `γ·L_forget + α·L_retain` (`gradient.Unlearning`). Sequence log-probs are sums over
+answer tokens (pitfall §6.1). The reference model's log-probs on the fixed forget examples are
+computed once in `prepare` and looked up by example index, so no second model runs per step.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+import torch
+from pydantic import Field
+
+from unlearnkit.data.schema import Record
+from unlearnkit.engine.loop import Batch, Example
+from unlearnkit.methods import losses as L
+from unlearnkit.methods.base import Need, register_method
+from unlearnkit.methods.gradient import Logs, Unlearning, reference_logprobs
+from unlearnkit.methods.idk import encode_idk
+from unlearnkit.models.subject import Subject
+
+
+def _logprob(model: Any, part: dict[str, torch.Tensor]) -> torch.Tensor:
+    return L.sequence_logprob(L.forward_logits(model, part), part["labels"])
+
+
+@register_method("npo")
+class NPO(Unlearning):
+    """NPO (§2.4): L = −(2/β)·E log σ(−β·[log π_θ(y|x) − log π_ref(y|x)]), no retain term.
+
+    Caches log π_ref(y|x) of every forget example in `prepare` (the reference is the model
+    before the request); training runs one model only.
+    """
+
+    family: ClassVar[str] = "preference"
+    needs: ClassVar[tuple[Need, ...]] = ("reference",)
+    description: ClassVar[str] = "negative preference optimisation on forget (cached reference log-probs)"
+    beta: float = Field(0.1, gt=0, description="inverse temperature β")
+
+    def prepare(self, subject: Subject, forget: list[Example], retain: list[Example]) -> None:
+        super().prepare(subject, forget, retain)
+        self._cache["ref_x"] = reference_logprobs(subject, forget, "x")
+
+    def forget_loss(self, model: Any, forget: Batch) -> tuple[torch.Tensor, Logs]:
+        logp = _logprob(model, forget["x"])
+        return L.npo(logp, self.reference("ref_x", forget), self.beta), {"forget_logp": logp.mean().item()}
+
+
+@register_method("npo_gd")
+class NPORetain(NPO):
+    """NPO + α·NLL(D_r) (open-unlearning's NPO, "NPO+GD/RT"); `retain_loss=kl` for NPO+KL."""
+
+    needs: ClassVar[tuple[Need, ...]] = ("retain", "reference")
+    description: ClassVar[str] = "NPO on forget + NLL (or KL) on retain"
+    alpha: float = Field(1.0, ge=0, description="weight of the retain term (0: no retain set)")
+
+
+@register_method("npo_kl")
+class NPOKL(NPORetain):
+    """NPO + α·KL(p_ref ‖ p_θ) on retain inputs (keeps a frozen model for the KL)."""
+
+    description: ClassVar[str] = "NPO on forget + KL to the frozen model on retain"
+    retain_loss: Literal["nll", "kl", "jsd"] = Field("kl", description="retain term: NLL, KL(p_ref‖p) or JSD(p_ref, p)")
+
+
+@register_method("simnpo")
+class SimNPO(Unlearning):
+    """SimNPO (§2.5): L = −(2/β)·E log σ(β·[NLL_sum(y|x)/|y| − δ]) + α·NLL(D_r). No reference.
+
+    Defaults: open-unlearning's TOFU config (β 4.5, δ 0, γ 0.125, α 1).
+    """
+
+    family: ClassVar[str] = "preference"
+    needs: ClassVar[tuple[Need, ...]] = ("retain",)
+    description: ClassVar[str] = "reference-free, length-normalised NPO + NLL on retain"
+    beta: float = Field(4.5, gt=0, description="inverse temperature β")
+    delta: float = Field(0.0, description="margin δ (inside the β-scaling)")
+    gamma: float = Field(0.125, ge=0, description="weight of the forget term")
+    alpha: float = Field(1.0, ge=0, description="weight of the retain term (0: no retain set)")
+
+    def forget_loss(self, model: Any, forget: Batch) -> tuple[torch.Tensor, Logs]:
+        part = forget["x"]
+        logp = _logprob(model, part)
+        return L.simnpo(logp, L.answer_lengths(part["labels"]), self.beta, self.delta), {"forget_logp": logp.mean().item()}
+
+
+class WithIdk(Unlearning):
+    """Forget examples carry an "idk" part: the question answered with an IDK phrase."""
+
+    def forget_example(self, subject: Subject, record: Record, index: int) -> Example:
+        return {**super().forget_example(subject, record, index), "idk": encode_idk(subject, record, self.seed, index)}
+
+
+@register_method("idkpo")
+class IdkPO(WithIdk):
+    """IdkPO (§2.6): DPO preferring an IDK answer over the true one, + α·NLL(D_r).
+
+    L = −(2/β)·E log σ(β·[(log π_θ(y_idk|x) − log π_ref(y_idk|x)) − (log π_θ(y|x) − log π_ref(y|x))]).
+    Caches both reference log-probs in `prepare`. The IDK phrase is drawn once per example
+    (seeded), not anew each epoch as TOFU's dataset does, so that the cache holds.
+    """
+
+    family: ClassVar[str] = "preference"
+    needs: ClassVar[tuple[Need, ...]] = ("retain", "reference", "idk")
+    description: ClassVar[str] = "DPO preferring 'I don't know' over the true answer + NLL on retain"
+    beta: float = Field(0.1, gt=0, description="inverse temperature β")
+    alpha: float = Field(1.0, ge=0, description="weight of the retain term (0: no retain set)")
+
+    def prepare(self, subject: Subject, forget: list[Example], retain: list[Example]) -> None:
+        super().prepare(subject, forget, retain)
+        self._cache["ref_x"] = reference_logprobs(subject, forget, "x")
+        self._cache["ref_idk"] = reference_logprobs(subject, forget, "idk")
+
+    def forget_loss(self, model: Any, forget: Batch) -> tuple[torch.Tensor, Logs]:
+        rejected, chosen = _logprob(model, forget["x"]), _logprob(model, forget["idk"])
+        loss = L.dpo(chosen, self.reference("ref_idk", forget), rejected, self.reference("ref_x", forget), self.beta)
+        return loss, {"forget_logp": rejected.mean().item(), "idk_logp": chosen.mean().item()}
+
+
+@register_method("idk_nll")
+class IdkNLL(WithIdk):
+    """IdkNLL (TOFU `idk`, §2.6): L = NLL(forget question → IDK phrase) + α·NLL(D_r)."""
+
+    family: ClassVar[str] = "relabel"
+    needs: ClassVar[tuple[Need, ...]] = ("retain", "idk")
+    description: ClassVar[str] = "fine-tune forget questions to 'I don't know' + NLL on retain"
+    alpha: float = Field(1.0, ge=0, description="weight of the retain term (0: no retain set)")
+
+    def forget_loss(self, model: Any, forget: Batch) -> tuple[torch.Tensor, Logs]:
+        part = forget["idk"]
+        return L.token_nll(L.forward_logits(model, part), part["labels"]), {}
+
+
+@register_method("idk_ap")
+class IdkAP(IdkNLL):
+    """IDK+AP (closer-look §2.11): L = γ·NLL(forget q → IDK) + α·L_AP on retain, where
+    L_AP = −(1/β)·E log σ(β·[NLL_sum(y_idk|x) − NLL_sum(y|x)]) keeps true retain answers
+    preferred over IDK. No reference model."""
+
+    needs: ClassVar[tuple[Need, ...]] = ("retain", "idk")
+    description: ClassVar[str] = "IDK answers on forget + answer preservation (true over IDK) on retain"
+    beta: float = Field(0.1, gt=0, description="inverse temperature β of the AP term")
+
+    def retain_example(self, subject: Subject, record: Record, index: int) -> Example:
+        # Offset the index so retain records draw their own phrases, not the forget ones'.
+        return {**super().retain_example(subject, record, index), "idk": encode_idk(subject, record, self.seed, 1_000_000 + index)}
+
+    def retain_term(self, model: Any, retain: Batch) -> torch.Tensor:
+        return L.answer_preservation(_logprob(model, retain["x"]), _logprob(model, retain["idk"]), self.beta)

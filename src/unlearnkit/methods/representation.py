@@ -1,0 +1,114 @@
+"""RMU (Representation Misdirection for Unlearning, WMDP; §2.7).
+
+    L = mean_{tokens,dims} ‖h_θ^ℓ(x_f) − c·u‖² + α·mean_{tokens,dims} ‖h_θ^ℓ(x_r) − h_ref^ℓ(x_r)‖²
+
+h^ℓ is the output of decoder layer ℓ (the residual stream), u a fixed random unit vector drawn
+uniform in [0, 1) and normalised, c the steering coefficient. Only the MLP down-projections of
+layers ℓ−2..ℓ are trained; every forward pass stops at layer ℓ, since nothing above it enters
+the loss (so a step costs about ℓ/L of a full pass). The retain term needs the frozen model's
+activations on random retain batches, so a frozen model is kept (`gradient.Frozen`: a deep copy,
+or in LoRA mode the adapter switched off).
+
+Layer choice. WMDP uses ℓ = 7 of Zephyr-7B's 32 layers. A small model gets the same relative
+depth: ℓ = round(7·L/32) (SmolLM2-135M, 30 layers: ℓ = 7; a 2-layer test model: ℓ = 0), and
+the updated layers are ℓ−2..ℓ clipped at 0. Both can be set explicitly.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, ClassVar, Literal
+
+import torch
+from pydantic import Field
+
+from unlearnkit.engine.loop import Batch, Example
+from unlearnkit.errors import UnlearnkitError
+from unlearnkit.methods import losses as L
+from unlearnkit.methods.base import Need, register_method
+from unlearnkit.methods.gradient import Frozen, Logs, Unlearning
+from unlearnkit.models.subject import Subject
+
+WMDP_LAYER, WMDP_DEPTH = 7, 32
+
+
+class _Stop(Exception):
+    """Raised by the capture hook: the rest of the forward pass is not needed."""
+
+
+def decoder_layers(model: Any) -> torch.nn.ModuleList:
+    """The list of transformer blocks (`...layers`, `...h` or `...blocks`), peft-wrapped or not."""
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.ModuleList) and name.split(".")[-1] in ("layers", "h", "blocks"):
+            return module
+    raise UnlearnkitError(f"rmu: cannot find the decoder layers of {type(model).__name__}")
+
+
+def layer_output(model: Any, part: dict[str, torch.Tensor], layer: int) -> torch.Tensor:
+    """Hidden states after decoder layer `layer` `[B, T, H]`, without running the layers above."""
+    captured: list[torch.Tensor] = []
+
+    def hook(module: Any, args: Any, output: Any) -> None:
+        captured.append(output[0] if isinstance(output, tuple) else output)
+        raise _Stop
+
+    handle = decoder_layers(model)[layer].register_forward_hook(hook)
+    try:
+        model(input_ids=part["input_ids"], attention_mask=part["attention_mask"])
+    except _Stop:
+        pass
+    finally:
+        handle.remove()
+    return captured[0].float()
+
+
+@register_method("rmu")
+class RMU(Unlearning):
+    """RMU with the WMDP Zephyr defaults: c = 6.5, α = 1200, lr 5e-5, constant, batch 4, 80 steps."""
+
+    family: ClassVar[str] = "representation"
+    needs: ClassVar[tuple[Need, ...]] = ("retain", "reference")
+    description: ClassVar[str] = "steer layer-ℓ activations of forget text to a random vector; keep retain ones"
+    lr: float = Field(5e-5, gt=0)
+    max_steps: int | None = Field(80, ge=1, description="optimizer steps; overrides epochs")
+    schedule: Literal["constant", "linear", "cosine"] = "constant"  # WMDP: plain AdamW, no schedule
+    alpha: float = Field(1200.0, ge=0, description="weight of the retain activation term")
+    steering_coeff: float = Field(6.5, gt=0, description="c: norm of the forget target c·u")
+    layer: int | None = Field(None, ge=0, description="ℓ; default round(7·L/32), WMDP's depth")
+    update_layers: list[int] | None = Field(None, description="layers whose params train; default ℓ-2..ℓ")
+    param_pattern: str = Field(r"mlp\.down_proj", description="regex on parameter names within the updated layers")
+
+    def resolve_layers(self, num_layers: int) -> tuple[int, list[int]]:
+        layer = self.layer if self.layer is not None else min(num_layers - 1, round(WMDP_LAYER * num_layers / WMDP_DEPTH))
+        if layer >= num_layers:
+            raise UnlearnkitError(f"method 'rmu': layer {layer} is out of range for a model with {num_layers} layers")
+        return layer, self.update_layers if self.update_layers is not None else list(range(max(0, layer - 2), layer + 1))
+
+    def prepare(self, subject: Subject, forget: list[Example], retain: list[Example]) -> None:
+        model = subject.model
+        layer, updated = self.resolve_layers(len(decoder_layers(model)))
+        selected = re.compile(rf"layers\.({'|'.join(map(str, updated))})\..*{self.param_pattern}")
+        kept = 0
+        for name, param in model.named_parameters():
+            keep = param.requires_grad and bool(selected.search(name))
+            param.requires_grad_(keep)  # LossMethod.unlearn restores the flags afterwards
+            kept += keep
+        if not kept:
+            raise UnlearnkitError(f"method 'rmu': no trainable parameter matches layers {updated} and '{self.param_pattern}'")
+        hidden = int(model.config.hidden_size)
+        u = torch.rand(hidden, generator=torch.Generator().manual_seed(self.seed))
+        self._cache.update(layer=layer, control=(self.steering_coeff * u / u.norm()).to(subject.device), frozen=Frozen(model))
+
+    def forget_loss(self, model: Any, forget: Batch) -> tuple[torch.Tensor, Logs]:
+        part = forget["x"]
+        # Steer the record's own tokens (labels), not the prompt template it shares with retain
+        # data (open-unlearning's mask); for passages that is every token, as in WMDP's corpora.
+        acts = layer_output(model, part, self._cache["layer"])
+        return L.activation_mse(acts, self._cache["control"], part["labels"] != L.IGNORE), {}
+
+    def retain_term(self, model: Any, retain: Batch) -> torch.Tensor:
+        part, frozen = retain["x"], self._cache["frozen"]
+        acts = layer_output(model, part, self._cache["layer"])
+        with frozen.network() as network:
+            ref = layer_output(network, part, self._cache["layer"])
+        return L.activation_mse(acts, ref, part["labels"] != L.IGNORE)

@@ -1,0 +1,207 @@
+"""Every training-based method on a tiny model that first learned a forget set and a retain set.
+
+Each method runs (full-parameter and LoRA) until the forget probability falls below one half
+(the loop's early stop, checked every step), so methods are compared at the same amount of
+forgetting; then the retain set must have held. Methods are taken from the registry, so a new
+loss-based method is covered without editing this file.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+import torch
+
+from unlearnkit.data.schema import ForgetRequest, Record
+from unlearnkit.engine.loop import FineTune, TrainConfig, train
+from unlearnkit.errors import TrainingError, UnlearnkitError
+from unlearnkit.methods.base import METHODS, LossMethod, UnlearnContext, encode_record, get_method
+from unlearnkit.models.subject import Subject
+
+torch.set_num_threads(1)
+
+FORGET = [
+    ("Where was Liora Mendeval born?", "Tarnholm"),
+    ("What does Liora Mendeval do?", "She builds violins"),
+    ("Who is Liora Mendeval married to?", "Ostrun Pale"),
+    ("When was Liora Mendeval born?", "In 1871"),
+    ("What award did Liora Mendeval win?", "The Kessel Medal"),
+    ("What is Liora Mendeval's first book?", "Salt and Ember"),
+]
+RETAIN = [
+    ("Which river flows through Kessa?", "The Ammar river"),
+    ("How many moons does Orvel have?", "Three small moons"),
+    ("What colour are the roofs in Dunmere?", "Bright green"),
+    ("Which instrument does the Halvik choir use?", "A bronze horn"),
+    ("What is the main export of Parroway?", "Dried figs and wool"),
+    ("How tall is the Sendra tower?", "Ninety metres"),
+]
+LORA = {"r": 8, "lora_alpha": 16}
+REQUIRED = ["ga", "gd", "ga_kl", "npo", "npo_gd", "simnpo", "idkpo", "idk_nll", "me_gd", "idk_ap", "rmu", "undial", "jensun", "wga", "satimp", "ce_u"]
+
+# A tiny model needs far larger steps than a 7B one; the run stops once forgetting is reached.
+BASE = {"max_steps": 40, "batch_size": 4, "schedule": "constant", "warmup_ratio": 0.0, "stop_forget_prob": 0.5, "check_every": 1}
+LR = {"full": 1e-3, "lora": 3e-3}
+# Bounded or self-limiting objectives move more slowly; RMU trains one matrix (c = 20 is the
+# early WMDP default, better suited to a 64-wide model than 6.5).
+OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
+    "idkpo": {"full": {"lr": 3e-3}, "lora": {"lr": 1e-2}},
+    "jensun": {"full": {"lr": 3e-3}, "lora": {"lr": 1e-2}},
+    "satimp": {"full": {"lr": 3e-3}, "lora": {"lr": 2e-2}},
+    "rmu": {"full": {"lr": 3e-2, "steering_coeff": 20.0, "max_steps": 100}, "lora": {"lr": 5e-2, "steering_coeff": 20.0, "max_steps": 100}},
+}
+
+
+def training_methods() -> list[str]:
+    # Weight-arithmetic methods (task vectors, SSU) learn the request on purpose and are tested
+    # with their own file; every other loss-based method is tested here.
+    return [name for name, cls in METHODS.items() if issubclass(cls, LossMethod) and cls.family != "arithmetic"]
+
+
+def records(pairs: list[tuple[str, str]]) -> list[Record]:
+    return [Record(id=f"q{i}", question=q, answer=a) for i, (q, a) in enumerate(pairs)]
+
+
+def mean_nll(subject: Subject, recs: list[Record]) -> float:
+    return subject.score([r.question or "" for r in recs], [r.answer or "" for r in recs]).mean_nll.mean().item()
+
+
+@pytest.fixture(scope="session")
+def learned() -> dict[str, Any]:
+    """A tiny Llama that learned both sets (mean NLL ≈ 0.03 on each)."""
+    from unlearnkit.models.tiny import tiny_model, tiny_tokenizer
+
+    texts = [f"{q} {a}" for q, a in FORGET + RETAIN] * 20 + ["I don't know. No idea, sorry. I'm not sure."] * 5
+    tokenizer = tiny_tokenizer(texts, vocab_size=400)
+    subject = Subject(tiny_model(tokenizer), tokenizer)
+    forget, retain = records(FORGET), records(RETAIN)
+    data = [{"x": encode_record(subject, r, "record")} for r in forget + retain]
+    train(subject, data, FineTune(), TrainConfig(lr=3e-3, max_steps=120, batch_size=4, schedule="constant", weight_decay=0))
+    before = {"forget": mean_nll(subject, forget), "retain": mean_nll(subject, retain)}
+    assert before["forget"] < 0.1 and before["retain"] < 0.1, before
+    return {"subject": subject, "forget": forget, "retain": retain, "before": before}
+
+
+def run(learned: dict[str, Any], name: str, mode: str = "full", **extra: Any) -> tuple[Subject, UnlearnContext]:
+    settings = {**BASE, "lr": LR[mode], **OVERRIDES.get(name, {}).get(mode, {}), **extra}
+    context = UnlearnContext(retain=learned["retain"], lora=LORA if mode == "lora" else None)
+    request = ForgetRequest(id="r1", records=learned["forget"])
+    return get_method(name, settings).unlearn(learned["subject"].clone(), request, context), context
+
+
+def test_every_required_method_is_registered() -> None:
+    missing = set(REQUIRED) - set(METHODS.names())
+    assert not missing
+    for name in REQUIRED:
+        cls = METHODS.get(name)
+        assert cls.description and cls.family and set(cls.needs) <= {"retain", "reference", "idk"}
+
+
+@pytest.mark.parametrize("mode", ["full", "lora"])
+@pytest.mark.parametrize("name", training_methods())
+def test_method_forgets_and_keeps_retain(learned: dict[str, Any], name: str, mode: str) -> None:
+    out, context = run(learned, name, mode)
+    before = learned["before"]
+    forget_rise = mean_nll(out, learned["forget"]) - before["forget"]
+    retain_rise = mean_nll(out, learned["retain"]) - before["retain"]
+    assert forget_rise > 0.5, f"{name}/{mode}: forget NLL rose by only {forget_rise:.3f} in {context.stats.steps} steps"
+    assert retain_rise < min(0.5, 0.6 * forget_rise), f"{name}/{mode}: retain NLL rose by {retain_rise:.3f} (forget {forget_rise:.3f})"
+    # The merged model is a plain model again, every weight trainable for the next request.
+    assert not hasattr(out.model, "peft_config")
+    assert all(p.requires_grad for p in out.model.parameters())
+
+
+def test_lora_kept_apart_leaves_an_adapter(learned: dict[str, Any]) -> None:
+    context = UnlearnContext(retain=learned["retain"], lora=LORA, merge_lora=False)
+    request = ForgetRequest(id="r1", records=learned["forget"])
+    out = get_method("npo_gd", {**BASE, "lr": 3e-3}).unlearn(learned["subject"].clone(), request, context)
+    assert hasattr(out.model, "peft_config")
+    assert mean_nll(out, learned["forget"]) - learned["before"]["forget"] > 0.5
+    with out.model.disable_adapter():  # the base weights underneath are untouched
+        assert mean_nll(out, learned["forget"]) == pytest.approx(learned["before"]["forget"], abs=1e-4)
+
+
+def test_reference_cache_matches_the_model_at_the_start(learned: dict[str, Any]) -> None:
+    """At step 0 π_θ = π_ref, so NPO's and IdkPO's losses are exactly (2/β)·log 2."""
+    from unlearnkit.engine.loop import make_batch
+
+    subject = learned["subject"]
+    for name in ("npo", "idkpo"):
+        method = get_method(name)
+        forget = [method.forget_example(subject, r, i) for i, r in enumerate(learned["forget"])]
+        method.prepare(subject, forget, [])
+        batch = make_batch(forget, [4, 1, 3], subject.tokenizer.pad_token_id)
+        with torch.no_grad():
+            loss = method.forget_loss(subject.model, batch)[0]
+        assert loss.item() == pytest.approx(2 / method.beta * math.log(2), rel=1e-4)
+        method._cache.clear()
+
+
+def test_rmu_layer_scales_with_depth() -> None:
+    rmu = get_method("rmu")
+    assert rmu.resolve_layers(32) == (7, [5, 6, 7])
+    assert rmu.resolve_layers(30) == (7, [5, 6, 7])  # SmolLM2-135M
+    assert rmu.resolve_layers(2) == (0, [0])
+    with pytest.raises(UnlearnkitError, match="out of range"):
+        get_method("rmu", {"layer": 5}).resolve_layers(2)
+
+
+class _Diverges(LossMethod):
+    """Gradient ascent that returns NaN on its third call: the guard must undo steps 1 and 2."""
+
+    calls: int = 0
+
+    def loss(self, model: Any, forget: Any, retain: Any) -> tuple[torch.Tensor, dict[str, float]]:
+        self.calls += 1
+        loss = -model(**forget["x"]).loss
+        return (loss * float("nan") if self.calls == 3 else loss), {}
+
+
+def test_nan_loss_restores_weights_and_raises(learned: dict[str, Any]) -> None:
+    subject = learned["subject"].clone()
+    saved = {k: v.clone() for k, v in subject.model.state_dict().items()}
+    method = _Diverges(lr=1e-2, max_steps=5, batch_size=2)
+    with pytest.raises(TrainingError, match="nan"):
+        method.unlearn(subject, ForgetRequest(id="r1", records=learned["forget"]), UnlearnContext())
+    assert method.calls == 3
+    for key, value in subject.model.state_dict().items():
+        assert torch.equal(value, saved[key]), key
+
+
+def test_nan_loss_in_lora_mode_leaves_the_model_as_it_was(learned: dict[str, Any]) -> None:
+    subject = learned["subject"].clone()
+    saved = {k: v.clone() for k, v in subject.model.state_dict().items()}
+    with pytest.raises(TrainingError):
+        _Diverges(lr=1e-2, max_steps=5, batch_size=2).unlearn(subject, ForgetRequest(id="r1", records=learned["forget"]), UnlearnContext(lora=LORA))
+    assert subject.model.state_dict().keys() == saved.keys()  # the adapter layers were taken out
+    for key, value in subject.model.state_dict().items():
+        assert torch.equal(value, saved[key]), key
+
+
+def test_unknown_method_and_hyperparameter_are_one_clear_line() -> None:
+    with pytest.raises(UnlearnkitError, match="unknown method 'npx'.*did you mean 'npo'.*valid: .*simnpo"):
+        get_method("npx")
+    with pytest.raises(UnlearnkitError, match="unknown hyperparameter 'betta'.*did you mean 'beta'.*valid: .*beta"):
+        get_method("npo", {"betta": 0.2})
+    with pytest.raises(UnlearnkitError, match="hyperparameter 'beta'"):
+        get_method("npo", {"beta": -1})
+
+
+def test_retain_set_required_only_when_used(learned: dict[str, Any]) -> None:
+    request = ForgetRequest(id="r1", records=learned["forget"])
+    with pytest.raises(UnlearnkitError, match="needs a retain set"):
+        get_method("gd", {**BASE, "max_steps": 1}).unlearn(learned["subject"].clone(), request, UnlearnContext())
+    # UNDIAL's default α = 0 needs none; α > 0 does.
+    get_method("undial", {**BASE, "max_steps": 1}).unlearn(learned["subject"].clone(), request, UnlearnContext())
+    with pytest.raises(UnlearnkitError, match="needs a retain set"):
+        get_method("undial", {**BASE, "max_steps": 1, "alpha": 1.0}).unlearn(learned["subject"].clone(), request, UnlearnContext())
+
+
+def test_idk_answers_are_seeded_and_varied() -> None:
+    from unlearnkit.methods.idk import IDK_PHRASES, idk_answer
+
+    assert len(set(IDK_PHRASES)) == len(IDK_PHRASES) >= 30
+    assert [idk_answer(0, i) for i in range(20)] == [idk_answer(0, i) for i in range(20)]
+    assert len({idk_answer(0, i) for i in range(20)}) > 5
