@@ -1,0 +1,61 @@
+"""`unlearnkit demo`, `unlearnkit report RUN` and `unlearnkit compare RUN [RUN ...]`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="run folder")] = Path("runs/demo"),
+    size: Annotated[str, typer.Option(help="world size: tiny, small or medium")] = "small",
+    seed: Annotated[int, typer.Option(help="world seed")] = 0,
+    method: Annotated[str | None, typer.Option(help="method name instead of the default")] = None,
+    model: Annotated[str, typer.Option("--model", "-m", help="base model")] = "default",
+    attacks: Annotated[str, typer.Option(help="attacks after the last step, comma-separated ('' for none)")] = "leak_at_k,quantize",
+) -> None:
+    """The whole product on the embedded default: world, target, oracles, 3 requests, report."""
+    from unlearnkit.demo import run_demo
+
+    chosen = [a for a in attacks.split(",") if a.strip()]
+    run_demo(out, size=size, seed=seed, method={"name": method} if method else None, model=model, attacks=chosen)
+
+
+def report(run: Annotated[Path, typer.Argument(help="a run folder")], out: Annotated[Path | None, typer.Option(help="HTML file")] = None) -> None:
+    """Rebuild a run folder's report.html from its results, references and attacks."""
+    from unlearnkit.report.html import write_report
+
+    console.print(f"report: {write_report(run, out)}")
+
+
+def compare(
+    runs: Annotated[list[Path], typer.Argument(help="run folders")],
+    out: Annotated[Path, typer.Option(help="HTML file for the table and the plot")] = Path("compare.html"),
+) -> None:
+    """Side-by-side table of runs and a plot of forgetting against utility."""
+    from unlearnkit.report.compare import compare as build
+    from unlearnkit.report.html import fmt
+
+    rows, page = build(runs)
+    table = Table(title="runs after their last step")
+    for column in rows[0]:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*(fmt(v) for v in row.values()))
+    console.print(table)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(page, encoding="utf-8")
+    tmp.replace(out)
+    console.print(f"comparison: {out}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(demo)
+    app.command()(report)
+    app.command()(compare)

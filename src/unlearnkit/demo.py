@@ -1,0 +1,111 @@
+"""The main job, end to end on the embedded default: `unlearnkit demo` (what `make demo` runs).
+
+1. build the small fictitious world (deterministic from the seed);
+2. prepare the target (the default model fine-tuned on the world) and the retrain oracles
+   (cached by content hash: a warm run loads them);
+3. apply the three removal requests one after another with the default method, evaluating
+   every request so far with the `quick` suite after each step (the sequential runner; a killed
+   demo resumes where it stopped);
+4. evaluate the target and the oracles with the same suite, for reference lines;
+5. attack the last step's model with leak@k sampling and 4-bit quantization, with the oracle
+   under the same attacks;
+6. write `report.html` and `results.json`, and print a summary.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from unlearnkit.plan import Plan, parse_plan
+
+# Chosen from bench/method_cost.py and the method comparison in docs/methods.md: NPO with a
+# retain NLL term forgets the requests while keeping retain and real-knowledge utility, and it
+# needs only cached reference log-probs (no second model in memory).
+DEFAULT_METHOD: dict[str, Any] = {"name": "npo_gd", "settings": {}}
+DEFAULT_ATTACKS = ["leak_at_k", "quantize"]
+ATTACK_SETTINGS: dict[str, dict[str, Any]] = {"leak_at_k": {"n": 8, "ks": [1, 4, 8], "max_new_tokens": 48}, "quantize": {"bits": [4]}}
+
+
+def demo_plan(out: Path, world: Path, method: dict[str, Any] | None = None, model: str = "default") -> Plan:
+    return parse_plan(
+        {
+            "model": model,
+            "method": method or DEFAULT_METHOD,
+            "requests": [{"world": str(world)}],
+            "evaluation": {"suite": "quick"},
+            "prepare": True,
+            "output": str(out),
+            "seed": 0,
+            "checkpoints": {"keep": "last:1"},
+            "relapse": {"metric": "probability", "threshold": 0.5},
+        },
+        where="demo plan",
+        base=Path.cwd(),
+    )
+
+
+def run_demo(out: str | Path = "runs/demo", size: str = "small", seed: int = 0, method: dict[str, Any] | None = None,
+             model: str = "default", attacks: list[str] | None = None) -> Path:
+    from unlearnkit.data.world import build_world
+    from unlearnkit.engine.after_run import write_attacks, write_references
+    from unlearnkit.engine.runner import run_plan
+    from unlearnkit.report.html import write_report
+
+    out = Path(out)
+    timings: dict[str, float] = {}
+    tick = time.perf_counter()
+    world = out / "world"
+    if not (world / "world.json").exists():
+        build_world(world, seed=seed, size=size)
+    timings["world_s"] = time.perf_counter() - tick
+    plan = demo_plan(out, world, method, model)
+    tick = time.perf_counter()
+    run_plan(plan)  # prepares target and oracles first (cached), then the sequential steps
+    timings["prepare_and_run_s"] = time.perf_counter() - tick
+    tick = time.perf_counter()
+    write_references(plan)
+    timings["references_s"] = time.perf_counter() - tick
+    tick = time.perf_counter()
+    chosen = DEFAULT_ATTACKS if attacks is None else attacks
+    if chosen:
+        write_attacks(plan, chosen, {k: v for k, v in ATTACK_SETTINGS.items() if k in chosen})
+    timings["attacks_s"] = time.perf_counter() - tick
+    tick = time.perf_counter()
+    report = write_report(out)
+    timings["report_s"] = time.perf_counter() - tick
+    (out / "demo_timings.json").write_text(json.dumps(timings, indent=2))
+    print_summary(out, report)
+    return report
+
+
+def print_summary(out: Path, report: Path, console: Console | None = None) -> None:
+    from unlearnkit.report.data import load_run
+
+    console = console or Console()
+    view = load_run(out)
+    last = view.last_step()
+    oracle = view.oracles.get(last, {})
+    table = Table(title=f"After {last} requests ({view.label})")
+    for col in ("scope", "metric", "target", "unlearned", "oracle"):
+        table.add_column(col, justify="left" if col in ("scope", "metric") else "right")
+    show = [m for m in ("probability", "truth_ratio", "forget_quality", "mia_min_k") if m in view.forget_metrics()]
+    num = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
+    for rid in view.request_ids:
+        for metric in show:
+            table.add_row(rid, metric, num(view.target.get(rid, {}).get(metric)), num(view.metric(last, rid, metric)), num(oracle.get(rid, {}).get(metric)))
+    for scope, metric in view.set_metrics():
+        table.add_row(scope, metric, num(view.target.get(scope, {}).get(metric)), num(view.metric(last, scope, metric)), num(oracle.get(scope, {}).get(metric)))
+    console.print(table)
+    for result in view.attacks:
+        fractions = [r["recovered"] for r in result["rows"] if r.get("recovered") is not None]
+        oracle_fr = [r["oracle_recovered"] for r in result["rows"] if r.get("oracle_recovered") is not None]
+        if fractions:
+            console.print(f"attack {result['attack']} on {result['request']}: recovered {sum(fractions) / len(fractions):.2f}"
+                          + (f" (oracle {sum(oracle_fr) / len(oracle_fr):.2f})" if oracle_fr else ""))
+    console.print(f"report: {report}")

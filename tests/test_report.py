@@ -1,0 +1,88 @@
+"""The HTML report and the run comparison, from a hand-made run folder; the browser draws it."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from unlearnkit.report.compare import compare, run_row
+from unlearnkit.report.data import load_run
+from unlearnkit.report.html import write_report
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def make_run(folder: Path, method: str = "npo_gd", forget_prob: float = 0.2, utility: float = 0.5) -> Path:
+    folder.mkdir(parents=True)
+    requests = [{"id": f"r{i}", "kind": "privacy", "received_at": "2026-01-0%dT00:00:00Z" % i, "sha256": "ab" * 32, "status": "verified", "records": 4} for i in (1, 2)]
+    steps = []
+    for step in (1, 2):
+        metrics = {f"r{i}": {"probability": forget_prob / step, "truth_ratio": 0.5 + 0.1 * step, "forget_quality": 0.1 * step} for i in range(1, step + 1)}
+        metrics |= {"retain": {"probability": 0.8 - 0.05 * step}, "utility": {"model_utility": utility - 0.01 * step}}
+        steps.append({"step": step, "request_id": f"r{step}", "method": method, "checkpoint": f"checkpoints/step-00{step}", "kept": True,
+                      "unlearn_s": 10.0, "checkpoint_s": 1.0, "eval_s": 5.0, "tokens": 1000, "train_steps": 5, "metrics": metrics})
+    (folder / "results.json").write_text(json.dumps({"plan": {"model": "default", "method": [{"name": method}]}, "requests": requests, "steps": steps, "flags": []}))
+    (folder / "references.json").write_text(json.dumps({
+        "target": {"r1": {"probability": 0.9}, "r2": {"probability": 0.92}, "retain": {"probability": 0.85}, "utility": {"model_utility": 0.55}},
+        "oracles": {"1": {"r1": {"probability": 0.1}, "retain": {"probability": 0.84}}, "2": {"r1": {"probability": 0.1}, "r2": {"probability": 0.12}}},
+    }))
+    rows = [{"variant": "4bit", "metric": "probability", "before": 0.1, "after": 0.5, "target": 0.9, "oracle_before": 0.1, "oracle_after": 0.12, "recovered": 0.5, "oracle_recovered": 0.025}]
+    (folder / "attacks.json").write_text(json.dumps({"names": ["quantize"], "results": [{"attack": "quantize", "request": "r1", "rows": rows, "seconds": 3.0}]}))
+    return folder
+
+
+def test_run_view_reads_everything(tmp_path: Path) -> None:
+    view = load_run(make_run(tmp_path / "run"))
+    assert view.request_ids == ["r1", "r2"]
+    assert view.forget_metrics() == ["probability", "truth_ratio", "forget_quality"]
+    assert view.set_metrics() == [("retain", "probability"), ("utility", "model_utility")]
+    assert view.metric(2, "r1", "probability") == pytest.approx(0.1)
+    assert view.oracles[2]["r2"]["probability"] == 0.12 and view.target["r1"]["probability"] == 0.9
+
+
+def test_report_is_self_contained_with_every_chart(tmp_path: Path) -> None:
+    path = write_report(make_run(tmp_path / "run"))
+    html = path.read_text()
+    assert html.count("<svg") == 3 + 2 + 1  # forget metrics + kept sets + attacks
+    assert 'data-charts="6"' in html
+    # No network resources (namespace URIs inside the SVG are names, not fetched).
+    assert not re.search(r"""(src|href)\s*=\s*["']https?:""", html)
+    assert "<script src" not in html and "<link" not in html
+    for text in ("r1", "r2", "npo_gd", "quantize", "recovered fraction", "checkpoints/step-002"):
+        assert text in html
+
+
+def test_missing_results_is_one_line(tmp_path: Path) -> None:
+    from unlearnkit.errors import UnlearnkitError
+
+    with pytest.raises(UnlearnkitError, match="no results.json"):
+        load_run(tmp_path)
+
+
+def test_compare_rows_and_page(tmp_path: Path) -> None:
+    a = make_run(tmp_path / "a", "npo_gd", forget_prob=0.2, utility=0.5)
+    b = make_run(tmp_path / "b", "ga", forget_prob=0.4, utility=0.3)
+    rows, page = compare([a, b])
+    assert [r["run"] for r in rows] == ["a (npo_gd)", "b (ga)"]
+    assert rows[0]["forget probability"] == pytest.approx((0.1 + 0.1) / 2)
+    assert rows[1]["utility model_utility"] == pytest.approx(0.28)
+    assert run_row(load_run(a))["forget forget_quality"] == pytest.approx(0.2)
+    assert "<svg" in page and "a (npo_gd)" in page
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (make test installs it with apt-get where it can)")
+def test_chromium_draws_the_charts(tmp_path: Path) -> None:
+    path = write_report(make_run(tmp_path / "run"))
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run([CHROMIUM, *flags, "--dump-dom", path.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    assert 'data-charts="6"' in dom
+    assert 'data-drawn="6"' in dom  # set by the page's script after layout: every chart has a real box
+    shot = tmp_path / "shot.png"
+    subprocess.run([CHROMIUM, *flags, "--window-size=1200,1800", f"--screenshot={shot}", path.as_uri()], capture_output=True, timeout=120)
+    assert shot.exists() and shot.stat().st_size > 20_000
