@@ -39,6 +39,21 @@ def print_result(result: object) -> None:
     )
 
 
+def load_any_subject(source: str, fmt: str, device: str, batch_size: int) -> object:
+    """A model, or a saved Subject folder (a checkpoint of an inference-time method, with its
+    wrapper.json), so that unlearned checkpoints of every kind are evaluated the same way."""
+    from unlearnkit.models.subject import Subject
+
+    path = Path(source)
+    if (path / "wrapper.json").exists() or (path / "unlearnkit_subject.json").exists():
+        from unlearnkit.methods.inference_base import load_subject
+
+        subject = load_subject(path, device=device)
+        subject.batch_size = batch_size
+        return subject
+    return Subject.load(source, fmt=fmt, device=device, batch_size=batch_size)
+
+
 def eval_command(
     data: Annotated[list[str], typer.Option("--data", "-d", help="a WORLD folder, or files as ROLE=PATH (roles: requests, retain, neighbours, holdout, real_facts, general_text); repeatable")],
     model: Annotated[str, typer.Option("--model", "-m", help="'default', a HF folder, a .gguf file or a hub id")] = "default",
@@ -67,7 +82,8 @@ def eval_command(
     eval_data = EvalData.load(specs)
     if not eval_data.requests and not any(eval_data.sizes().values()):
         raise UnlearnkitError("--data: no records to evaluate")
-    subject = Subject.load(model, fmt=fmt, device=device, batch_size=batch_size)
+    subject = load_any_subject(model, fmt, device, batch_size)
+    assert isinstance(subject, Subject)
     reference: Oracle = None
     if oracle is not None:
         if oracle.endswith(".json"):
@@ -75,7 +91,7 @@ def eval_command(
             if reference.suite != chosen.name:
                 raise UnlearnkitError(f"--oracle {oracle}: results of suite '{reference.suite}', not '{chosen.name}'")
         else:
-            reference = Subject.load(oracle, fmt=fmt, device=device, batch_size=batch_size)
+            reference = load_any_subject(oracle, fmt, device, batch_size)  # type: ignore[assignment]
     result = evaluate(chosen, subject, eval_data, oracle=reference)
     result.settings |= {"model": model, "oracle": oracle, "data": specs, "format": subject.fmt.name, "batch_size": batch_size}
     print_result(result)
