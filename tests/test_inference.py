@@ -202,3 +202,16 @@ def test_offset_goes_under_an_existing_guard(learned: Subject) -> None:
 def test_inference_methods_are_registered() -> None:
     families = {name: cls.family for name, cls in METHODS.items()}
     assert {families[n] for n in ("guardrail", "icul", "logit_offset")} == {"inference"}
+
+
+def test_weight_method_before_and_after_a_guard(learned: Subject) -> None:
+    """NPO-then-guard style: a training-based method on a stack trains the real weights, keeps the guard."""
+    ascent = get_method("test_offset_ga", {"lr": 1e-3, "max_steps": 3, "batch_size": 2})
+    trained = ascent.unlearn(learned.clone(), FORGET, UnlearnContext())
+    guarded = guard_method().unlearn(trained, FORGET, UnlearnContext(retain=RETAIN))
+    before = [p.detach().clone() for p in guarded.model.parameters()]
+    second = ForgetRequest(id="r2", records=facts(3))
+    again = ascent.unlearn(guarded, second, UnlearnContext())
+    assert isinstance(again, GuardedSubject) and again.model is trained.model
+    assert any(not torch.equal(a, b) for a, b in zip(before, again.model.parameters()))
+    assert again.greedy([FORGET.records[0].question]) == [REFUSAL]

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import Field
@@ -58,10 +58,11 @@ def query_text(record: Record) -> str:
     return parts[1] if len(parts) > 1 else parts[0]
 
 
-def held_out_positives(request: ForgetRequest) -> list[str]:
-    """Other phrasings of the removed content: probes and paraphrased questions (not stored)."""
-    texts = [query_text(p) for p in request.probes]
-    texts += [q for r in request.records for q in r.paraphrased_questions]
+def held_out_positives(request: ForgetRequest, source: str = "both") -> list[str]:
+    """Other phrasings of the removed content: probes and/or paraphrased questions (not stored)."""
+    texts = [query_text(p) for p in request.probes] if source in ("probes", "both") else []
+    if source in ("paraphrases", "both"):
+        texts += [q for r in request.records for q in r.paraphrased_questions]
     return [t for t in dict.fromkeys(texts) if t]
 
 
@@ -219,6 +220,7 @@ class Guardrail(Method):
     epsilon: float = Field(1e-6, gt=0, lt=0.5, description="mass a refused prompt's score leaves to the inner model")
     embedder: str = DEFAULT_EMBEDDER
     max_negatives: int = Field(2000, ge=0, description="retain/utility prompts used for calibration")
+    calibrate_on: Literal["probes", "paraphrases", "both"] = Field("both", description="held-out positives for calibration")
 
     def unlearn(self, subject: Subject, request: ForgetRequest, context: UnlearnContext) -> Subject:
         guard = find_wrapper(subject, GuardedSubject)
@@ -232,7 +234,7 @@ class Guardrail(Method):
         threshold, info = self.threshold, {"fixed": self.threshold is not None}
         if threshold is None:
             # Only this request's rows take part, so calibration cost does not grow with the index.
-            positives = held_out_positives(request)
+            positives = held_out_positives(request, self.calibrate_on)
             negatives = negative_prompts(context, self.max_negatives)
             pos = best_similarity(embedder, positives, block)
             neg = best_similarity(embedder, negatives, block)

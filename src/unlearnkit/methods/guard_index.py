@@ -21,6 +21,7 @@ import torch
 
 DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+_ROLE = re.compile(r"^(user|assistant|human|system|q|a|question|answer)\s*:\s*", re.IGNORECASE)
 
 
 class Embedder:
@@ -91,7 +92,9 @@ def segments(text: str, limit: int = 16) -> list[str]:
     text = text.strip()
     if not text:
         return []
-    parts = [p.strip() for p in _SENTENCE_END.split(text) if p and p.strip()]
+    # A turn's role label ("User: ...") is not content; it would only dilute the match.
+    parts = [_ROLE.sub("", p.strip()) for p in _SENTENCE_END.split(text) if p and p.strip()]
+    parts = [p for p in parts if p]
     return list(dict.fromkeys([text, *parts]))[:limit]
 
 
