@@ -33,9 +33,9 @@ def arm_training_crash(step: int) -> Any:
     """Install the `train` crash for this step; returns a handle to remove it (or None)."""
     if not armed("train", step):
         return None
-    import torch
+    from torch.optim.optimizer import register_optimizer_step_post_hook
 
     def kill(optimizer: Any, args: Any, kwargs: Any) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
-    return torch.optim.Optimizer.register_optimizer_step_post_hook(kill)
+    return register_optimizer_step_post_hook(kill)
