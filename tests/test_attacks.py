@@ -337,3 +337,19 @@ def test_attack_command_on_a_tiny_model_folder(tiny_model_dir: Path, world: Eval
     assert bad.stderr.strip().splitlines() == [
         "error: unknown attack 'quantise' (did you mean 'quantize'?); valid: in_context, leak_at_k, mixed, multi_turn, paraphrase, quantize, relearn, two_hop"
     ]
+
+
+def test_run_attack_gives_flat_rows_for_a_ledger(tiny_tokenizer: Any, world: EvalData) -> None:
+    from dataclasses import replace
+
+    from unlearnkit.eval.attacks import run_attack
+
+    request = world.requests[0].model_copy(update={"records": world.requests[0].records[:2]})
+    unlearned = Scripted({}, False, tiny_tokenizer)
+    target = Scripted({}, True, tiny_tokenizer)
+    flat = run_attack("paraphrase", unlearned, replace(world, requests=[request]), target=target, settings={"max_new_tokens": 4})
+    rows = {(r.scope, r.metric): r.value for r in flat.rows}
+    assert rows[("r1", "paraphrased/probability")] == pytest.approx(math.exp(-5))
+    assert rows[("r1", "paraphrased/probability/before")] == pytest.approx(math.exp(-5))
+    assert rows[("r1", "paraphrased/probability/recovered")] == pytest.approx(0.0)
+    assert ("r1", "paraphrased/leak/oracle_recovered") not in rows  # no oracle given

@@ -2,7 +2,8 @@
 
 One module per attack, registered with `@register_attack("name")`: leak_at_k, quantize,
 relearn, paraphrase, two_hop, mixed, in_context, multi_turn. `run_attacks` is the entry point
-(docs/robustness.md); `AttackResult` is what it returns, JSON round-trippable.
+(docs/robustness.md); `AttackResult` is what it returns, JSON round-trippable. `run_attack` gives
+one attack as flat (scope, metric, value) rows for a per-step metrics table.
 """
 
 from unlearnkit.eval.attacks._base import (
@@ -16,7 +17,7 @@ from unlearnkit.eval.attacks._base import (
     recovered_fraction,
     register_attack,
 )
-from unlearnkit.eval.attacks._runner import AttackSettings, build_attacks, parse_names, run_attacks
+from unlearnkit.eval.attacks._runner import AttackSettings, FlatResult, FlatRow, build_attacks, parse_names, run_attack, run_attacks
 
 __all__ = [
     "ATTACKS",
@@ -31,5 +32,8 @@ __all__ = [
     "get_attack",
     "recovered_fraction",
     "register_attack",
+    "run_attack",
     "run_attacks",
+    "FlatResult",
+    "FlatRow",
 ]

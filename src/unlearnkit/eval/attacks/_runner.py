@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from unlearnkit.errors import UnlearnkitError, did_you_mean
@@ -69,3 +70,45 @@ def run_attacks(
         for attack, request in track(jobs, "attacks"):
             results.append(attack.run(models, request, data))
     return results
+
+
+@dataclass(frozen=True)
+class FlatRow:
+    scope: str  # the request id
+    metric: str  # "<variant>/<metric>" (the attacked value), ".../before", ".../recovered"
+    value: float | None
+
+
+@dataclass
+class FlatResult:
+    attack: str
+    rows: list[FlatRow] = field(default_factory=list)
+    results: list[AttackResult] = field(default_factory=list)
+
+
+def run_attack(
+    name: str,
+    subject: Subject,
+    data: EvalData,
+    *,
+    target: Subject | None = None,
+    oracle: Subject | None = None,
+    settings: dict[str, Any] | None = None,
+    suite: str | None = None,
+) -> FlatResult:
+    """One attack as flat (scope, metric, value) rows, for a per-step metrics table (a ledger).
+
+    `settings` are this attack's own; `suite` is accepted and unused (each attack runs its own
+    forget metrics). Rows per request and variant: the attacked value, the value before, and
+    the recovered fraction when a target is given (and the oracle's, with an oracle)."""
+    results = run_attacks([name], subject, data, target, oracle, {name: settings} if settings else None)
+    flat = FlatResult(name, results=results)
+    for result in results:
+        for row in result.rows:
+            key = f"{row.variant}/{row.metric}"
+            flat.rows += [FlatRow(result.request, key, row.after), FlatRow(result.request, f"{key}/before", row.before)]
+            if target is not None and not row.collateral:
+                flat.rows.append(FlatRow(result.request, f"{key}/recovered", row.recovered))
+                if oracle is not None:
+                    flat.rows.append(FlatRow(result.request, f"{key}/oracle_recovered", row.oracle_recovered))
+    return flat
