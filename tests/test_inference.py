@@ -215,3 +215,11 @@ def test_weight_method_before_and_after_a_guard(learned: Subject) -> None:
     assert isinstance(again, GuardedSubject) and again.model is trained.model
     assert any(not torch.equal(a, b) for a, b in zip(before, again.model.parameters()))
     assert again.greedy([FORGET.records[0].question]) == [REFUSAL]
+
+
+def test_guard_refuses_a_verbatim_passage_prefix(learned: Subject) -> None:
+    bio = Record(text=f"{PEOPLE[0][0]} grew up in {PEOPLE[0][1]} by the sea. She baked bread for the whole harbour every morning.")
+    request = ForgetRequest(id="bio", records=[bio])
+    guarded = guard_method().unlearn(learned, request, UnlearnContext(retain=RETAIN, extras={"utility": [UNRELATED]}))
+    assert guarded.refused([f"{PEOPLE[0][0]} grew up in {PEOPLE[0][1]} by the sea.", "The capital of France is"]) == [True, False]
+    assert guarded.generate([f"{PEOPLE[0][0]} grew up in {PEOPLE[0][1]} by the sea."], template=False) == [[REFUSAL]]
