@@ -49,9 +49,13 @@ LR = {"full": 1e-3, "lora": 3e-3}
 OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
     "idkpo": {"full": {"lr": 3e-3}, "lora": {"lr": 1e-2}},
     "jensun": {"full": {"lr": 3e-3}, "lora": {"lr": 1e-2}},
-    "satimp": {"full": {"lr": 3e-3}, "lora": {"lr": 2e-2}},
+    "satimp": {"full": {"lr": 3e-3}, "lora": {"lr": 1e-2, "gamma": 1.0}},
     "rmu": {"full": {"lr": 3e-2, "steering_coeff": 20.0, "max_steps": 100}, "lora": {"lr": 5e-2, "steering_coeff": 20.0, "max_steps": 100}},
 }
+# IDK+AP's retain term keeps the true answer *preferred over* "I don't know"; it does not hold
+# the likelihood itself, so on this tiny model the IDK answers spread and retain NLL moves more.
+# Its test checks the preference instead, with a wider likelihood bound.
+RETAIN_BOUND: dict[str, tuple[float, float]] = {"idk_ap": (1.0, 1.0)}  # (absolute, relative to forget rise)
 
 
 def training_methods() -> list[str]:
@@ -107,7 +111,13 @@ def test_method_forgets_and_keeps_retain(learned: dict[str, Any], name: str, mod
     forget_rise = mean_nll(out, learned["forget"]) - before["forget"]
     retain_rise = mean_nll(out, learned["retain"]) - before["retain"]
     assert forget_rise > 0.5, f"{name}/{mode}: forget NLL rose by only {forget_rise:.3f} in {context.stats.steps} steps"
-    assert retain_rise < min(0.5, 0.6 * forget_rise), f"{name}/{mode}: retain NLL rose by {retain_rise:.3f} (forget {forget_rise:.3f})"
+    bound, relative = RETAIN_BOUND.get(name, (0.5, 0.6))
+    assert retain_rise < min(bound, relative * forget_rise), f"{name}/{mode}: retain NLL rose by {retain_rise:.3f} (forget {forget_rise:.3f})"
+    if name == "idk_ap":
+        retain = learned["retain"]
+        true = out.score([r.question or "" for r in retain], [r.answer or "" for r in retain]).sum_nll
+        idk = out.score([r.question or "" for r in retain], ["I don't know."] * len(retain)).sum_nll
+        assert (true < idk).all(), "IDK+AP: a retain question now prefers 'I don't know'"
     # The merged model is a plain model again, every weight trainable for the next request.
     assert not hasattr(out.model, "peft_config")
     assert all(p.requires_grad for p in out.model.parameters())
@@ -205,3 +215,66 @@ def test_idk_answers_are_seeded_and_varied() -> None:
     assert len(set(IDK_PHRASES)) == len(IDK_PHRASES) >= 30
     assert [idk_answer(0, i) for i in range(20)] == [idk_answer(0, i) for i in range(20)]
     assert len({idk_answer(0, i) for i in range(20)}) > 5
+
+
+# -- CLI: `unlearnkit methods` and `unlearnkit unlearn` ------------------------------------------
+@pytest.fixture(scope="module")
+def cli() -> Any:
+    import typer
+    from typer.testing import CliRunner
+
+    from unlearnkit.commands.methods import register
+
+    app = typer.Typer()
+    register(app)
+    return app, CliRunner()
+
+
+def test_cli_methods_lists_every_method(cli: Any) -> None:
+    import json
+
+    app, runner = cli
+    result = runner.invoke(app, ["methods", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {row["name"]: row for row in json.loads(result.output)}
+    assert set(REQUIRED) <= set(rows)
+    assert rows["npo"]["settings"]["beta"] == 0.1 and rows["npo"]["needs"] == ["reference"]
+    table = runner.invoke(app, ["methods"])
+    assert table.exit_code == 0 and "jensun" in table.output
+
+
+def test_cli_unlearn_saves_model_and_record(cli: Any, learned: dict[str, Any], tmp_path: Any) -> None:
+    import json
+
+    from unlearnkit.data.loaders import write_jsonl
+    from unlearnkit.models.loading import save_model
+
+    app, runner = cli
+    model_dir = save_model(learned["subject"].model, learned["subject"].tokenizer, tmp_path / "model")
+    write_jsonl(tmp_path / "forget.jsonl", learned["forget"])
+    write_jsonl(tmp_path / "retain.jsonl", learned["retain"])
+    args = ["unlearn", "--model", str(model_dir), "--method", "npo_gd", "--forget", str(tmp_path / "forget.jsonl"),
+            "--retain", str(tmp_path / "retain.jsonl"), "--out", str(tmp_path / "out"), "--device", "cpu",
+            "--set", "max_steps=3", "--set", "lr=1e-3", "--set", "beta=0.2"]
+    for extra in ([], ["--lora"]):
+        out = tmp_path / "out"
+        result = runner.invoke(app, args + extra)
+        assert result.exit_code == 0, result.output
+        record = json.loads((out / "unlearnkit.json").read_text())
+        assert record["method"] == "npo_gd" and record["settings"]["beta"] == 0.2 and record["steps"] == 3
+        assert len(record["losses"]) == 3 and record["timings"]["tokens_per_second"] > 0
+        assert record["lora"] == ({"r": 8, "lora_alpha": 16} if extra else None)
+        assert (out / "model.safetensors").exists()
+        reloaded = Subject.load(str(out), device="cpu")
+        assert mean_nll(reloaded, learned["forget"]) > learned["before"]["forget"]
+
+
+def test_cli_unlearn_errors_are_one_line(cli: Any, tmp_path: Any) -> None:
+    app, runner = cli
+    base = ["unlearn", "--forget", str(tmp_path / "f.jsonl"), "--out", str(tmp_path / "o")]
+    result = runner.invoke(app, [*base, "--method", "nope"])
+    assert isinstance(result.exception, UnlearnkitError) and "valid: " in str(result.exception)
+    result = runner.invoke(app, [*base, "--method", "ga", "--set", "bta=1"])
+    assert isinstance(result.exception, UnlearnkitError) and "unknown hyperparameter 'bta'" in str(result.exception)
+    result = runner.invoke(app, [*base, "--method", "ga", "--set", "noequals"])
+    assert isinstance(result.exception, UnlearnkitError) and "key=value" in str(result.exception)

@@ -124,8 +124,10 @@ def kl_to_reference(logits: torch.Tensor, ref_logits: torch.Tensor, mask: torch.
 def js_divergence(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
     """JSD(p, q) = ½KL(p‖m) + ½KL(q‖m), m = ½(p + q), per position (last axis is the vocabulary).
 
-    Bounded by log 2. Computed in log space (log m by logsumexp) so zeros in q are exact.
+    Bounded by log 2. Computed in log space; log-probs are floored at −1e4 so that an exact
+    zero probability contributes 0·finite = 0 rather than 0·(−∞) = NaN.
     """
+    log_p, log_q = log_p.clamp(min=-1e4), log_q.clamp(min=-1e4)
     log_m = torch.logaddexp(log_p, log_q) - math.log(2.0)
     kl_pm = (log_p.exp() * (log_p - log_m)).sum(-1)
     kl_qm = (log_q.exp() * (log_q - log_m)).sum(-1)
