@@ -1,0 +1,287 @@
+"""`unlearnkit prepare`: the target model and the retrain oracles of a built-in world.
+
+The **target** is the base model fine-tuned on every trained person's QA and biography
+(requests + neighbours + retain). **Oracle t** is the same base model fine-tuned the same way
+on the world without requests 1..t, so oracle K is the retrain-from-scratch reference for the
+whole sequence. Each model is cached under `$UNLEARNKIT_CACHE/prepared/<hash>`, the hash
+covering the base model, the exact training examples, the prompt format and the training
+settings; a second call loads instead of training. `save_model` writes atomically, so an
+interrupted prepare leaves either a finished model or nothing that a later call would trust,
+and a rerun resumes with the models still missing.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from unlearnkit.data.formatting import IGNORE
+from unlearnkit.data.schema import Record
+from unlearnkit.data.world import World, load_world
+from unlearnkit.engine.loop import Batch, Example, TrainConfig, TrainStats, train
+from unlearnkit.models.loading import cache_dir, save_model, wrap_lora
+from unlearnkit.models.subject import Subject
+from unlearnkit.progress import console
+
+CACHE_VERSION = 1  # bump when the training recipe changes in a way the settings do not show
+
+OracleChoice = Literal["all", "final", "none"]
+
+
+def default_train_config() -> TrainConfig:
+    """Settings measured to fit the small world's target and oracles in 20 minutes on 2 cores
+    (docs/benchmark.md)."""
+    return TrainConfig(lr=1e-4, epochs=4, batch_size=8, schedule="linear", warmup_ratio=0.05, weight_decay=0.0, seed=0)
+
+
+class PrepareSettings(BaseModel):
+    """What `prepare` trains, besides the world and base model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    train: TrainConfig = Field(default_factory=default_train_config)
+    lora: dict[str, Any] | None = None  # None: full fine-tuning; else `wrap_lora` settings
+    oracles: OracleChoice = "all"
+
+
+@dataclass
+class PreparedModel:
+    name: str  # "target", "oracle-1", ...
+    path: Path
+    removed: list[str]  # ids of the requests whose records it never saw
+    trained_now: bool
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PreparedWorld:
+    world: Path
+    base: str
+    target: Path
+    oracles: dict[int, Path]  # t -> oracle trained without requests 1..t
+    models: list[PreparedModel]
+
+    @property
+    def trained_any(self) -> bool:
+        return any(m.trained_now for m in self.models)
+
+
+class LengthGroupedFineTune:
+    """Next-token NLL where every record weighs the same, computed per length group.
+
+    Why not the loop's `FineTune`: a batch mixes ~45-token QA pairs with ~220-token biographies.
+    Padded together, every QA row would cost a biography's compute (about 3x the work on CPU),
+    and a token-mean loss would let the one long biography drown the short answers. Rows are
+    therefore run in groups of similar length (trimmed to the group's longest), and the loss is
+    the mean over records of each record's mean token NLL.
+    """
+
+    needs_retain = False
+    max_ratio = 1.5  # a group's longest row is at most this many times its shortest
+
+    def loss(self, model: Any, forget: Batch, retain: Batch | None) -> tuple[torch.Tensor, dict[str, float]]:
+        part = forget["x"]
+        lengths = part["attention_mask"].sum(1)
+        per_record = []
+        for rows in _length_groups(lengths.tolist(), self.max_ratio):
+            index = torch.tensor(rows, device=lengths.device)
+            width = int(lengths[index].max())
+            ids, mask, labels = (part[k][index, :width] for k in ("input_ids", "attention_mask", "labels"))
+            logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+            targets = labels[:, 1:]
+            nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, ignore_index=IGNORE, reduction="none")
+            counts = (targets != IGNORE).sum(1).clamp(min=1)
+            per_record.append(nll.sum(1) / counts)
+        loss = torch.cat(per_record).mean()
+        return loss, {"nll": loss.item()}
+
+
+def _length_groups(lengths: list[int], max_ratio: float) -> list[list[int]]:
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    groups: list[list[int]] = []
+    for i in order:
+        if groups and lengths[i] <= max_ratio * lengths[groups[-1][0]]:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
+
+
+def encode_records(subject: Subject, records: list[Record]) -> list[Example]:
+    """Training examples: QA pairs in the prompt format; passages as raw text (as they are scored)."""
+    examples = []
+    for record in records:
+        if record.kind == "passage":
+            enc = subject.encode("", record.passage_text, template=False, add_eos=False, where=f"record '{record.id}'")
+        else:
+            question, answer = record.as_pair()
+            enc = subject.encode(question, answer, where=f"record '{record.id}'")
+        examples.append({"x": enc})
+    return examples
+
+
+def _base_fingerprint(source: str) -> dict[str, Any]:
+    """Identifies the base model without hashing its weights: the name, and for a local folder
+    or file the names, sizes and modification times of its files."""
+    path = Path(source).expanduser()
+    if source == "default":
+        from unlearnkit.models.loading import DEFAULT_DESCRIPTION
+
+        return {"source": "default", "description": DEFAULT_DESCRIPTION}
+    if path.exists():
+        files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+        return {"source": str(path.resolve()), "files": [(p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in files]}
+    return {"source": source}
+
+
+def model_key(base: dict[str, Any], examples: list[Example], fmt: str, settings: PrepareSettings) -> str:
+    digest = hashlib.sha256()
+    # `oracles` is left out: it says which models to make, not how one is made.
+    header = {"version": CACHE_VERSION, "base": base, "format": fmt, "train": settings.train.model_dump(), "lora": settings.lora}
+    digest.update(json.dumps(header, sort_keys=True, default=str).encode())
+    for example in examples:
+        digest.update(json.dumps([example["x"].input_ids, example["x"].labels]).encode())
+    return digest.hexdigest()[:24]
+
+
+def _plan(world: World, oracles: OracleChoice) -> list[tuple[str, int]]:
+    """(name, number of leading requests removed) of every model to prepare."""
+    k = len(world.requests)
+    steps = {"all": list(range(1, k + 1)), "final": [k], "none": []}[oracles]
+    return [("target", 0), *[(f"oracle-{t}", t) for t in steps]]
+
+
+def prepare_world(
+    model_source: str,
+    world_dir: str | Path,
+    settings: PrepareSettings | None = None,
+    *,
+    subject: Subject | None = None,
+    cache: Path | None = None,
+    fmt: str | None = None,
+    device: str = "auto",
+) -> PreparedWorld:
+    """Train (or find in the cache) the target and the oracles of the world at `world_dir`.
+
+    `subject` may hand in an already loaded base model (tests pass a tiny one); it is never
+    modified: each model trains on its own copy.
+    """
+    settings = settings or PrepareSettings()
+    world = load_world(world_dir)
+    base = subject or Subject.load(model_source, fmt=fmt, device=device)
+    root = (cache or cache_dir()) / "prepared"
+    fingerprint = _base_fingerprint(model_source)
+    models: list[PreparedModel] = []
+    for name, removed in _plan(world, settings.oracles):
+        examples = encode_records(base, world.trained(without=removed))
+        key = model_key(fingerprint, examples, base.fmt.name, settings)
+        out = root / key
+        removed_ids = [r.id for r in world.requests[:removed]]
+        if (out / "unlearnkit.json").exists():
+            stats = json.loads((out / "unlearnkit.json").read_text()).get("stats", {})
+            models.append(PreparedModel(name, out, removed_ids, trained_now=False, stats=stats))
+            console.print(f"{name}: cached at {out}")
+            continue
+        stats = _train_one(base, examples, settings, description=f"prepare {name}")
+        meta = {
+            "kind": "unlearnkit-prepared",
+            "name": name,
+            "base": fingerprint,
+            "world": str(Path(world_dir).resolve()),
+            "world_meta": {k: world.meta.get(k) for k in ("seed", "size", "num_requests")},
+            "removed_requests": removed_ids,
+            "examples": len(examples),
+            "format": base.fmt.name,
+            "settings": settings.model_dump(),
+            "stats": stats,
+        }
+        save_model(stats.pop("_model"), base.tokenizer, out, meta=meta)
+        models.append(PreparedModel(name, out, removed_ids, trained_now=True, stats=stats))
+        console.print(f"{name}: trained {stats['steps']} steps in {stats['seconds']:.0f} s, final loss {stats['final_loss']:.3f} -> {out}")
+    return PreparedWorld(
+        world=Path(world_dir),
+        base=model_source,
+        target=models[0].path,
+        oracles={len(m.removed): m.path for m in models[1:]},
+        models=models,
+    )
+
+
+def _train_one(base: Subject, examples: list[Example], settings: PrepareSettings, description: str) -> dict[str, Any]:
+    model = copy.deepcopy(base.model)
+    if settings.lora is not None:
+        model = wrap_lora(model, **settings.lora)
+    subject = base.with_model(model)
+    torch.manual_seed(settings.train.seed)
+    started = time.perf_counter()
+    result: TrainStats = train(subject, examples, LengthGroupedFineTune(), settings.train, description=description)
+    losses = [h["loss"] for h in result.history]
+    window = max(1, len(losses) // 10)
+    return {
+        "_model": subject.model,
+        "steps": result.steps,
+        "tokens": result.tokens,
+        "seconds": time.perf_counter() - started,
+        "first_loss": sum(losses[:window]) / window,
+        "final_loss": sum(losses[-window:]) / window,
+    }
+
+
+# -- quality check (the figures of docs/benchmark.md) --------------------------------------
+
+
+def _facts(records: list[Record]) -> list[Record]:
+    return [r for r in records if r.kind == "qa" and r.meta.get("type", "fact") == "fact"]
+
+
+def greedy_accuracy(subject: Subject, records: list[Record], max_new_tokens: int = 16) -> float:
+    """Share of questions whose greedy answer contains the true answer (case-insensitive)."""
+    if not records:
+        return float("nan")
+    answers = subject.greedy([r.question or "" for r in records], max_new_tokens=max_new_tokens)
+    return sum((r.answer or "").lower() in a.lower() for r, a in zip(records, answers)) / len(records)
+
+
+def _mean_nll(subject: Subject, records: list[Record]) -> list[float]:
+    scored = subject.score([r.question or "" for r in records], [r.answer or "" for r in records])
+    return scored.mean_nll.tolist()
+
+
+def check_quality(prepared: PreparedWorld, world: World, base: Subject) -> dict[str, Any]:
+    """The issue's quality bar: target accuracy on trained facts, loss-based membership AUC
+    (trained vs holdout), real-fact accuracy against the base model, and each oracle's accuracy
+    on the people it never saw (which should sit at the holdout level)."""
+    from sklearn.metrics import roc_auc_score
+
+    target = base.with_model(Subject.load(str(prepared.target), device=str(base.device)).model, name="target")
+    trained, holdout = _facts(world.trained()), _facts(world.holdout)
+    member_nll, holdout_nll = _mean_nll(target, trained), _mean_nll(target, holdout)
+    labels = [1] * len(member_nll) + [0] * len(holdout_nll)
+    report: dict[str, Any] = {
+        "target": {
+            "trained_fact_accuracy": greedy_accuracy(target, trained),
+            "holdout_fact_accuracy": greedy_accuracy(target, holdout),
+            "membership_auc_loss": float(roc_auc_score(labels, [-x for x in member_nll + holdout_nll])),
+            "real_fact_accuracy": greedy_accuracy(target, world.real_facts),
+        },
+        "base": {"real_fact_accuracy": greedy_accuracy(base, world.real_facts)},
+        "oracles": {},
+    }
+    for t, path in sorted(prepared.oracles.items()):
+        oracle = base.with_model(Subject.load(str(path), device=str(base.device)).model, name=f"oracle-{t}")
+        removed = _facts([r for q in world.requests[:t] for r in q.records])
+        kept = _facts([r for q in world.requests[t:] for r in q.records] + world.retain)
+        report["oracles"][t] = {
+            "removed_fact_accuracy": greedy_accuracy(oracle, removed),
+            "kept_fact_accuracy": greedy_accuracy(oracle, kept),
+            "holdout_fact_accuracy": greedy_accuracy(oracle, holdout),
+        }
+    return report

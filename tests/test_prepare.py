@@ -1,0 +1,102 @@
+"""`prepare` on a tiny model: the target learns its data, oracles skip removed requests, the cache holds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from unlearnkit.data.schema import Record
+from unlearnkit.data.world import World, build_world, load_world
+from unlearnkit.engine.loop import TrainConfig, make_batch
+from unlearnkit.engine.prepare import LengthGroupedFineTune, PreparedWorld, PrepareSettings, encode_records, prepare_world
+from unlearnkit.models.subject import Subject
+from unlearnkit.models.tiny import tiny_model, tiny_tokenizer
+
+SETTINGS = PrepareSettings(train=TrainConfig(lr=3e-3, epochs=10, batch_size=8, schedule="linear", seed=0), oracles="all")
+
+
+@pytest.fixture(scope="module")
+def world_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_world(tmp_path_factory.mktemp("tiny"), seed=1, size="tiny", num_requests=2)
+
+
+@pytest.fixture(scope="module")
+def world(world_dir: Path) -> World:
+    return load_world(world_dir)
+
+
+@pytest.fixture(scope="module")
+def subject(world: World) -> Subject:
+    records = [*world.trained(), *world.holdout]
+    corpus = [r.passage_text if r.kind == "passage" else f"{r.question} {r.answer}" for r in records]
+    tokenizer = tiny_tokenizer(corpus, vocab_size=2000)
+    return Subject(tiny_model(tokenizer, max_positions=512), tokenizer, name="tiny")
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def prepared(world_dir: Path, subject: Subject, cache: Path) -> PreparedWorld:
+    return prepare_world("tiny-test", world_dir, SETTINGS, subject=subject, cache=cache)
+
+
+def _nll(path: Path, records: list[Record]) -> float:
+    qa = [r for r in records if r.kind == "qa"]
+    scored = Subject.load(str(path), device="cpu").score([r.question for r in qa], [r.answer for r in qa])
+    return float(scored.mean_nll.mean())
+
+
+def test_grouped_loss_is_the_mean_of_per_record_nll(world: World, subject: Subject) -> None:
+    records = world.trained()[:6] + [r for r in world.retain if r.kind == "passage"]
+    examples = encode_records(subject, records)
+    batch = make_batch(examples, list(range(len(examples))), subject.tokenizer.pad_token_id)
+    loss, _ = LengthGroupedFineTune().loss(subject.model, batch, None)
+    expected = []
+    with torch.no_grad():
+        for example in examples:
+            ids, labels = torch.tensor([example["x"].input_ids]), torch.tensor([example["x"].labels])
+            expected.append(subject.model(input_ids=ids, labels=labels).loss)
+    assert abs(loss.item() - torch.stack(expected).mean().item()) < 1e-4
+
+
+def test_prepare_trains_the_target_and_one_oracle_per_request(prepared: PreparedWorld, world: World) -> None:
+    assert [m.name for m in prepared.models] == ["target", "oracle-1", "oracle-2"]
+    assert all(m.trained_now for m in prepared.models)
+    assert [m.removed for m in prepared.models] == [[], ["r1"], ["r1", "r2"]]
+    assert sorted(prepared.oracles) == [1, 2] and len({prepared.target, *prepared.oracles.values()}) == 3
+    for model in prepared.models:
+        assert model.stats["final_loss"] < 0.6 * model.stats["first_loss"], (model.name, model.stats)
+    assert prepared.models[0].stats["steps"] > prepared.models[2].stats["steps"]  # oracle 2 saw less
+
+
+def test_the_target_knows_what_the_final_oracle_never_saw(prepared: PreparedWorld, world: World) -> None:
+    forgotten = [r for q in world.requests for r in q.records]
+    target_nll, oracle_nll = _nll(prepared.target, forgotten), _nll(prepared.oracles[2], forgotten)
+    assert target_nll < oracle_nll - 0.5, (target_nll, oracle_nll)
+    assert _nll(prepared.oracles[2], world.retain) < oracle_nll - 0.5
+
+
+def test_a_second_call_loads_from_the_cache(prepared: PreparedWorld, world_dir: Path, subject: Subject, cache: Path) -> None:
+    before = {k: v.clone() for k, v in subject.model.state_dict().items()}
+    again = prepare_world("tiny-test", world_dir, SETTINGS, subject=subject, cache=cache)
+    assert not again.trained_any
+    assert again.target == prepared.target and again.oracles == prepared.oracles
+    final_only = prepare_world("tiny-test", world_dir, SETTINGS.model_copy(update={"oracles": "final"}), subject=subject, cache=cache)
+    assert not final_only.trained_any and list(final_only.oracles) == [2]
+    # The base subject is untouched: every model trained on its own copy.
+    assert all(torch.equal(before[k], v) for k, v in subject.model.state_dict().items())
+
+
+def test_other_settings_or_an_unfinished_save_retrain(tmp_path: Path, world_dir: Path, subject: Subject) -> None:
+    quick = PrepareSettings(train=TrainConfig(lr=1e-3, max_steps=2, batch_size=8), oracles="none")
+    first = prepare_world("tiny-test", world_dir, quick, subject=subject, cache=tmp_path)
+    other = prepare_world("tiny-test", world_dir, quick.model_copy(update={"train": TrainConfig(lr=2e-3, max_steps=2)}), subject=subject, cache=tmp_path)
+    assert other.trained_any and other.target != first.target
+    (first.target / "unlearnkit.json").unlink()  # as if the process died before its metadata landed
+    again = prepare_world("tiny-test", world_dir, quick, subject=subject, cache=tmp_path)
+    assert again.trained_any and (again.target / "unlearnkit.json").exists()
