@@ -140,6 +140,19 @@ def test_three_step_run_evaluates_every_earlier_request(tmp_path: Path) -> None:
     results = json.loads((run / "results.json").read_text())
     assert [s["step"] for s in results["steps"]] == [1, 2, 3]
     assert set(results["steps"][2]["metrics"]) >= {"r1", "r2", "r3", "retain"}
+    # `unlearnkit ledger RUN` prints the history.
+    import typer
+    from typer.testing import CliRunner
+
+    from unlearnkit.commands.run import register
+
+    app = typer.Typer()
+    register(app)
+    shown = CliRunner().invoke(app, ["ledger", str(run), "--long"], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0, shown.output
+    assert "ga+task_vector" in shown.output and "probability per scope" in shown.output and "ledger problem" not in shown.output
+    missing = CliRunner().invoke(app, ["ledger", str(tmp_path / "nowhere")])
+    assert missing.exit_code != 0
 
 
 def test_purge_deletes_request_text_and_keeps_hash_and_metrics(tmp_path: Path) -> None:

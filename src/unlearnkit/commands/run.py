@@ -11,9 +11,6 @@ from rich.table import Table
 
 from unlearnkit.errors import UnlearnkitError
 
-console = Console()
-
-
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.3e}" if value != 0 and abs(value) < 1e-3 else f"{value:.4f}"
 
@@ -39,6 +36,7 @@ def ledger_command(
 def print_ledger(run: Path, metric: str = "probability", long: bool = False) -> None:
     from unlearnkit.engine.ledger import Ledger
 
+    console = Console()  # made per call, so the terminal width (COLUMNS) is read now
     path = run if run.suffix == ".sqlite" else run / "ledger.sqlite"
     if not path.exists():
         raise UnlearnkitError(f"{run}: no ledger.sqlite here (not a run folder)")
