@@ -156,3 +156,19 @@ def test_negmerge_settings_are_checked() -> None:
         NegMerge(variants=[{"lrr": 1}, {"lr": 1e-3}])
     with pytest.raises(UnlearnkitError, match="hyperparameter 'variants'"):
         get_method("negmerge", {"variants": [{"lr": 1e-3}]})
+
+
+def test_random_labels_pair_each_prompt_with_k_answers_of_the_request(tiny_subject) -> None:
+    records = requests(1)[0].records[:2]  # two QA records
+    for faithful in (False, True):
+        method = SSU(random_pairs=2, faithful=faithful)
+        method._state.update(subject=tiny_subject, records=records, answers=[r.answer for r in records], rng=torch.Generator().manual_seed(0))
+        batch = method._random_labels([0, 1], torch.device("cpu"))
+        assert batch["input_ids"].shape[0] == 4  # B prompts × K answers
+        row, labels = batch["input_ids"][0], batch["labels"][0]
+        width = int(batch["attention_mask"][0].sum())
+        if faithful:  # the reference's quirk: the loss starts at token 2, prompt included
+            assert (labels[:2] == -100).all() and torch.equal(labels[2:width], row[2:width])
+        else:  # answer tokens only
+            prompt = len(tiny_subject.encode(records[0].question, "x").input_ids) - 2
+            assert (labels[:prompt] == -100).all() and (labels[prompt:width] != -100).any()

@@ -68,7 +68,10 @@ def run_plan(plan: Plan) -> Path:
     run = open_run(plan)
     with _locked(run.folder):
         done = run.ledger.steps()
-        run.checkpoints.clean({s.step for s in done})
+        removed = run.checkpoints.clean({s.step for s in done})
+        if done or removed:
+            console.print(f"resuming {run.folder}: {len(done)} of {len(run.requests)} steps done"
+                          + (f", removed {len(removed)} unfinished checkpoint(s)" if removed else ""))
         subject = load_step(run, len(done))
         methods = [get_method(m.name, m.settings) for m in plan.method]
         for row in done:  # a crash after the step's commit: finish what is missing
