@@ -247,7 +247,8 @@ class JensUn(Unlearning):
 
     def prepare(self, subject: Subject, forget: list[Example], retain: list[Example]) -> None:
         super().prepare(subject, forget, retain)
-        ids = subject.tokenizer(" " + self.target.strip(), add_special_tokens=False)["input_ids"]
+        # Tokenised as an answer is (after the format's answer prefix), so the ids match.
+        ids = subject.tokenizer(subject.fmt.answer_prefix + self.target.strip(), add_special_tokens=False)["input_ids"]
         self._cache["target_ids"] = list(ids) or [subject.tokenizer.eos_token_id]
 
     def forget_loss(self, model: Any, forget: Batch) -> tuple[torch.Tensor, Logs]:

@@ -43,7 +43,8 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """log p(y_t | x, y_<t) per position `[B, T-1]` (0 off the answer) and the answer mask."""
     logits, labels, mask = shift(logits, labels)
-    picked = torch.log_softmax(logits, -1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    # z_y − logsumexp(z): the same as gathering from log_softmax without a second [B, T, V] tensor.
+    picked = logits.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, -1)
     return picked * mask, mask
 
 
