@@ -191,3 +191,16 @@ def test_cli_eval_writes_json(tmp_path, tiny_model_dir, data):
 def test_unknown_suite_is_one_clear_error():
     with pytest.raises(UnlearnkitError, match="unknown suite 'tofo'.*did you mean 'tofu'"):
         get_suite("tofo")
+
+
+def test_quick_suite_on_a_built_in_world(tmp_path, tiny_tokenizer):
+    from unlearnkit.data.world import build_world
+    from unlearnkit.models.subject import Subject
+    from unlearnkit.models.tiny import tiny_model
+
+    data = EvalData.load([str(build_world(tmp_path / "w", seed=0, size="tiny", num_requests=2))])
+    subject = Subject(tiny_model(tiny_tokenizer, max_positions=4096), tiny_tokenizer, name="tiny")
+    result = evaluate("quick", subject, data)
+    for scope, metric in (("r1", "probability"), ("r2", "truth_ratio"), ("retain", "probability"), ("real_facts", "option_accuracy"), ("general_text", "perplexity"), ("utility", "model_utility")):
+        assert result.value(scope, metric) is not None, (scope, metric)
+    assert result.passes["score_computed"] <= 300  # cheap enough for every sequential step

@@ -31,14 +31,14 @@ class MetricResult:
     details: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {"value": _finite(self.value), "per_item": {k: _finite(v) for k, v in self.per_item.items()}, "details": self.details}
+        return {"value": finite(self.value), "per_item": {k: finite(v) for k, v in self.per_item.items()}, "details": self.details}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> MetricResult:
         return cls(data.get("value"), dict(data.get("per_item", {})), dict(data.get("details", {})))
 
 
-def _finite(value: float | None) -> float | None:
+def finite(value: float | None) -> float | None:
     """JSON has no NaN/inf: they become null."""
     if value is None or not math.isfinite(value):
         return None

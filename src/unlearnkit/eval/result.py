@@ -4,12 +4,11 @@ used and timings; round-trips through JSON so an oracle's results can be precomp
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from unlearnkit.eval.metric import MetricResult
+from unlearnkit.eval.metric import MetricResult, finite
 
 
 @dataclass
@@ -53,7 +52,7 @@ class SuiteResult:
         """{scope: {metric: value}}, the headline numbers."""
         table: dict[str, dict[str, float | None]] = {}
         for row in self.rows:
-            table.setdefault(row.scope, {})[row.metric] = _finite(row.value)
+            table.setdefault(row.scope, {})[row.metric] = finite(row.value)
         return table
 
     def to_json(self) -> dict[str, Any]:
@@ -61,7 +60,7 @@ class SuiteResult:
             "suite": self.suite,
             "subject": self.subject,
             "aggregates": self.aggregates(),
-            "rows": [asdict(r) | {"value": _finite(r.value)} for r in self.rows],
+            "rows": [asdict(r) | {"value": finite(r.value)} for r in self.rows],
             "per_item": {k: v.to_json() for k, v in self.results.items()},
             "settings": self.settings,
             "timings": self.timings,
@@ -92,7 +91,3 @@ class SuiteResult:
     @classmethod
     def load(cls, path: str | Path) -> SuiteResult:
         return cls.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
-
-
-def _finite(value: float | None) -> float | None:
-    return None if value is None or not math.isfinite(value) else float(value)
