@@ -14,7 +14,7 @@ from unlearnkit.engine.prepare import LengthGroupedFineTune, PreparedWorld, Prep
 from unlearnkit.models.subject import Subject
 from unlearnkit.models.tiny import tiny_model, tiny_tokenizer
 
-SETTINGS = PrepareSettings(train=TrainConfig(lr=3e-3, epochs=10, batch_size=8, schedule="linear", seed=0), oracles="all")
+SETTINGS = PrepareSettings(train=TrainConfig(lr=3e-3, epochs=10, batch_size=8, schedule="linear", seed=0), oracles="all", precision="float32")
 
 
 @pytest.fixture(scope="module")
