@@ -65,8 +65,9 @@ class Run:
 
 def run_plan(plan: Plan) -> Path:
     """Apply every request of the plan in order (resuming a killed run); returns the run folder."""
-    run = open_run(plan)
-    with _locked(run.folder):
+    plan.output.mkdir(parents=True, exist_ok=True)
+    with _locked(plan.output):
+        run = open_run(plan)
         done = run.ledger.steps()
         removed = run.checkpoints.clean({s.step for s in done})
         if done or removed:
@@ -85,6 +86,7 @@ def run_plan(plan: Plan) -> Path:
             evaluate_step(run, step, subject)
             finish_step(run, step)
         write_results(run)
+        run.ledger.close()
     console.print(f"run complete: {len(run.requests)} requests, ledger {run.ledger.path}")
     return run.folder
 
@@ -192,7 +194,6 @@ def relapses(run: Run, step: int, rows: Rows) -> list[tuple[str, str, str, float
 # -- opening a run -----------------------------------------------------------------------------
 def open_run(plan: Plan) -> Run:
     folder = plan.output
-    folder.mkdir(parents=True, exist_ok=True)
     ledger = Ledger(folder / "ledger.sqlite")
     fingerprint = json.dumps(plan.model_dump(mode="json", exclude={"source"}), sort_keys=True)
     recorded = ledger.meta("plan")
