@@ -209,8 +209,8 @@ class MaxEntropyGD(Unlearning):
     alpha: float = Field(1.0, ge=0, description="weight of the retain term (0: no retain set)")
 
     def forget_loss(self, model: Any, forget: Batch) -> tuple[torch.Tensor, Logs]:
-        logits, _, mask = L.shift(L.forward_logits(model, forget["x"]), forget["x"]["labels"])
-        return L.max_entropy(logits, mask), {}
+        logits, _, _ = L.answer_positions(L.forward_logits(model, forget["x"]), forget["x"]["labels"])
+        return L.max_entropy(logits), {}
 
 
 @register_method("undial")

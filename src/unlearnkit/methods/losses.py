@@ -40,12 +40,22 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (values * mask).sum() / mask.sum().clamp(min=1)
 
 
+def answer_positions(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(logits `[N, V]`, labels `[N]`, mask `[B, T-1]`) at the N answer positions only.
+
+    Vocabulary-sized work (softmax, entropy, distillation targets) is then done for answer tokens
+    only, not for prompt and padding positions that are masked out anyway.
+    """
+    logits, labels, mask = shift(logits, labels)
+    return logits[mask], labels[mask], mask
+
+
 def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """log p(y_t | x, y_<t) per position `[B, T-1]` (0 off the answer) and the answer mask."""
-    logits, labels, mask = shift(logits, labels)
-    # z_y − logsumexp(z): the same as gathering from log_softmax without a second [B, T, V] tensor.
-    picked = logits.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, -1)
-    return picked * mask, mask
+    z, y, mask = answer_positions(logits, labels)
+    # z_y − logsumexp(z): the same as gathering from log_softmax without a second [N, V] tensor.
+    picked = z.gather(-1, y.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(z, -1)
+    return torch.zeros(mask.shape, dtype=picked.dtype, device=picked.device).masked_scatter(mask, picked), mask
 
 
 def sequence_logprob(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -78,10 +88,11 @@ def weighted_ascent(logits: torch.Tensor, labels: torch.Tensor, weights: str = "
     w_t = p_t^β · (1 − p_t)^β2 (`beta` is SatImp's β1). Tokens the model still predicts well
     get the weight, so the loss fades as they are forgotten instead of diverging like GA.
     """
-    lp, mask = token_logprobs(logits, labels)
+    z, y, _ = answer_positions(logits, labels)
+    lp = z.gather(-1, y.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(z, -1)
     p = lp.detach().exp()
     w = p**beta if weights == "wga" else p**beta * (1 - p) ** beta2
-    return masked_mean(w * lp, mask)
+    return (w * lp).sum() / max(1, lp.numel())
 
 
 def npo(logp: torch.Tensor, ref_logp: torch.Tensor, beta: float) -> torch.Tensor:
@@ -141,12 +152,12 @@ def jensun_forget(logits: torch.Tensor, labels: torch.Tensor, target_ids: list[i
     t is a one-hot (clamped at `eps`) on the target sequence (e.g. the tokens of "No idea"),
     cycling through it along the answer: the k-th answer token's target is target_ids[k mod n].
     """
-    logits, labels, mask = shift(logits, labels)
-    k = (mask.cumsum(-1) - 1).clamp(min=0) % len(target_ids)  # position within the answer
-    targets = torch.tensor(target_ids, device=logits.device)[k]
-    t = F.one_hot(targets, logits.shape[-1]).to(logits.dtype).clamp(min=eps)
+    z, _, mask = answer_positions(logits, labels)
+    k = (mask.cumsum(-1) - 1) % len(target_ids)  # position within the answer
+    targets = torch.tensor(target_ids, device=logits.device)[k[mask]]
+    t = F.one_hot(targets, z.shape[-1]).to(z.dtype).clamp(min=eps)
     log_t = torch.log(t / t.sum(-1, keepdim=True))
-    return masked_mean(js_divergence(torch.log_softmax(logits, -1), log_t), mask)
+    return js_divergence(torch.log_softmax(z, -1), log_t).mean() if len(z) else z.sum()
 
 
 def jensun_retain(logits: torch.Tensor, ref_logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -154,14 +165,14 @@ def jensun_retain(logits: torch.Tensor, ref_logits: torch.Tensor, mask: torch.Te
     return masked_mean(js_divergence(torch.log_softmax(ref_logits, -1), torch.log_softmax(logits, -1)), mask)
 
 
-def max_entropy(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def max_entropy(logits: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """ME (closer-look): mean over `mask` of KL(U ‖ p_θ) = Σ_v (1/V)(log(1/V) − log p_θ(v)).
 
     Zero exactly when the next-token distribution is uniform.
     """
     log_p = torch.log_softmax(logits, -1)
     kl = -math.log(logits.shape[-1]) - log_p.mean(-1)
-    return masked_mean(kl, mask)
+    return kl.mean() if mask is None else masked_mean(kl, mask)
 
 
 def entropy(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -170,9 +181,10 @@ def entropy(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return masked_mean(-(log_p.exp() * log_p).sum(-1), mask)
 
 
-def soft_cross_entropy(logits: torch.Tensor, target_probs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """CE(q, p_θ) = −Σ_v q(v) log p_θ(v), mean over positions in `mask`."""
-    return masked_mean(-(target_probs * torch.log_softmax(logits, -1)).sum(-1), mask)
+def soft_cross_entropy(logits: torch.Tensor, target_probs: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """CE(q, p_θ) = −Σ_v q(v) log p_θ(v), mean over positions in `mask` (default: all)."""
+    ce = -(target_probs * torch.log_softmax(logits, -1)).sum(-1)
+    return ce.mean() if mask is None else masked_mean(ce, mask)
 
 
 def undial(logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, beta: float) -> torch.Tensor:
@@ -181,9 +193,9 @@ def undial(logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Ten
     The teacher's logit of the true next token is lowered by β; the student distils the rest.
     Only answer tokens count (the port's −100 indexing bug is not reproduced, §2.12).
     """
-    logits, labels, mask = shift(logits, labels)
-    teacher = teacher_logits[:, :-1] - beta * F.one_hot(labels.clamp(min=0), logits.shape[-1]).to(logits.dtype)
-    return soft_cross_entropy(logits, torch.softmax(teacher, -1).detach(), mask)
+    z, y, mask = answer_positions(logits, labels)
+    teacher = teacher_logits[:, :-1][mask] - beta * F.one_hot(y, z.shape[-1]).to(z.dtype)
+    return soft_cross_entropy(z, torch.softmax(teacher, -1).detach()) if len(z) else z.sum()
 
 
 def ce_unlearning(logits: torch.Tensor, labels: torch.Tensor, skip_first: int = 1) -> torch.Tensor:
@@ -194,8 +206,9 @@ def ce_unlearning(logits: torch.Tensor, labels: torch.Tensor, skip_first: int = 
     """
     logits, labels, mask = shift(logits, labels)
     mask = mask & (mask.cumsum(-1) > skip_first)
-    target = logits.detach().scatter(-1, labels.clamp(min=0).unsqueeze(-1), float("-inf"))
-    return soft_cross_entropy(logits, torch.softmax(target, -1), mask)
+    z, y = logits[mask], labels[mask]
+    target = z.detach().scatter(-1, y.unsqueeze(-1), float("-inf"))
+    return soft_cross_entropy(z, torch.softmax(target, -1)) if len(z) else z.sum()
 
 
 def activation_mse(acts: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
