@@ -34,8 +34,13 @@ def fact_pool(source: Source, record: Record, request: ForgetRequest, data: Eval
         return [r for r in request.records if r.kind == "qa" and r.meta.get("person") == person]
     if source == "related":
         related = {p.meta.get("via") for p in request.probes if p.meta.get("person") == person} - {None}
-        return [r for r in data.neighbours + data.retain if r.kind == "qa" and r.meta.get("person") in related]
+        return unique([r for r in data.neighbours + data.retain if r.kind == "qa" and r.meta.get("person") in related])
     return [r for r in data.retain if r.kind == "qa"]
+
+
+def unique(records: list[Record]) -> list[Record]:
+    """Records once each (by id; a set may be passed as both neighbours and retain)."""
+    return list({r.id or str(i): r for i, r in enumerate(records)}.values())
 
 
 def in_context_probe(record: Record, pool: list[Record], shots: int, template: str, offset: int = 0) -> Probe | None:

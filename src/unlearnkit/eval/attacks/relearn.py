@@ -62,6 +62,7 @@ def related_records(request: ForgetRequest, data: EvalData) -> list[Record]:
     people = {r.meta.get("person") for r in request.records} - {None}
     related = {p.meta["via"] for p in request.probes if p.meta.get("person") in people and "via" in p.meta}
     pool = [r for r in data.neighbours + data.retain if r.meta.get("person") in related] if related else list(data.neighbours)
+    pool = list({r.id or str(i): r for i, r in enumerate(pool)}.values())  # a set may be passed twice
     relations = {p.meta.get("relation") for p in request.probes} - {None}
     qa = [r for r in request.records if r.kind == "qa" and r.answer]
     removed = [r.answer or "" for r in qa if r.meta.get("attribute") not in relations]
