@@ -50,7 +50,7 @@ def learned_model_dir(num_requests: int = 5) -> Path:
 
     torch.set_num_threads(1)
     tokenizer = tiny_tokenizer(corpus(), vocab_size=400)
-    subject = Subject(tiny_model(tokenizer, hidden_size=64, num_layers=2), tokenizer)
+    subject = Subject(tiny_model(tokenizer, hidden_size=64, num_layers=2, max_positions=1024), tokenizer)
     data = [r for q in requests(num_requests) for r in q.records] + retain()
     examples = [{"x": encode_record(subject, r, r.id or "")} for r in data]
     for p in subject.model.parameters():

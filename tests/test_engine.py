@@ -254,3 +254,30 @@ def test_delta_checkpoint_round_trip(tmp_path: Path, tiny_subject) -> None:
     ckpt.apply_delta(1, restored.model)
     for (name, a), (_, b) in zip(subject.model.named_parameters(), restored.model.named_parameters()):
         assert torch.allclose(a, b, atol=1e-6), name
+
+
+def test_built_in_world_with_prepared_target_and_oracles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from unlearnkit.data.world import build_world
+
+    monkeypatch.setenv("UNLEARNKIT_CACHE", str(tmp_path / "cache"))
+    torch.set_num_threads(1)
+    world = build_world(tmp_path / "world", seed=0, size="tiny", num_requests=2)
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(
+        f"model: {learned_model_dir()}\nmethod: {{name: task_vector, settings: {{max_steps: 1}}}}\nrequests: [{{world: {world}}}]\n"
+        "prepare: {train: {epochs: 1, lr: 1.0e-3, batch_size: 16}, oracles: all}\n"
+        "evaluation: {suite: quick, per_set: 2}\noutput: run\ncheckpoints: {keep: deltas}\n"
+    )
+    run = run_plan(load_plan(plan))
+    ledger = assert_sound(run, "deltas", num_steps=2)
+    from safetensors import safe_open
+
+    with safe_open(str(run / "checkpoints" / "step-001.delta.safetensors"), "pt") as delta:
+        assert "prepared" in delta.metadata()["start_model"]  # the run started from the world's target
+    for step in (1, 2):
+        names = {(row["scope"], row["name"]) for row in ledger.metrics(step)}
+        # the step's oracle is there: forget quality compares with it, for every request so far
+        assert {(f"r{i}", "forget_quality") for i in range(1, step + 1)} <= names
+        assert ("retain", "probability") in names and ("real_facts", "option_accuracy") in names
+    plan_json = json.loads(ledger.meta("plan") or "{}")
+    assert plan_json["prepare"]["oracles"] == "all"
