@@ -100,3 +100,23 @@ def test_other_settings_or_an_unfinished_save_retrain(tmp_path: Path, world_dir:
     (first.target / "unlearnkit.json").unlink()  # as if the process died before its metadata landed
     again = prepare_world("tiny-test", world_dir, quick, subject=subject, cache=tmp_path)
     assert again.trained_any and (again.target / "unlearnkit.json").exists()
+
+
+def test_prepare_command_on_a_model_folder(tmp_path: Path, world_dir: Path, subject: Subject, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from unlearnkit.cli import app
+    from unlearnkit.models.loading import save_model
+
+    monkeypatch.setenv("UNLEARNKIT_CACHE", str(tmp_path / "cache"))
+    base = save_model(subject.model, subject.tokenizer, tmp_path / "base")
+    args = ["prepare", "--model", str(base), "--world", str(world_dir), "--epochs", "1", "--oracles", "final", "--device", "cpu", "--json", str(tmp_path / "out.json")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    payload = json.loads((tmp_path / "out.json").read_text())
+    assert list(payload["oracles"]) == ["2"] and Path(payload["target"]).is_relative_to(tmp_path / "cache")
+    assert (Path(payload["target"]) / "model.safetensors").exists()
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0 and "cached" in again.output

@@ -147,3 +147,14 @@ def test_load_world_names_the_problem(tmp_path: Path) -> None:
     (world / "retain.jsonl").write_text(lines[0].replace('"answer":', '"answr":') + "\n")
     with pytest.raises(DataError, match="retain.jsonl line 1"):
         load_world(world)
+
+
+def test_world_command_writes_the_folder(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from unlearnkit.cli import app
+
+    result = CliRunner().invoke(app, ["world", "--out", str(tmp_path / "w"), "--size", "tiny", "--requests", "2", "--seed", "5"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "w").iterdir()) == sorted(WORLD_FILES)
+    assert [r.id for r in load_world(tmp_path / "w").requests] == ["r1", "r2"]

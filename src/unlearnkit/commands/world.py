@@ -49,6 +49,7 @@ def prepare_command(
     batch_size: Annotated[int | None, typer.Option(help="records per optimizer step")] = None,
     fmt: Annotated[str, typer.Option("--format", help="prompt format: auto, chat, plain, raw, or a template with {question}")] = "auto",
     device: Annotated[str, typer.Option(help="cpu, cuda or auto")] = "auto",
+    precision: Annotated[str, typer.Option(help="auto (bf16 autocast where the hardware runs it natively), float32 or bfloat16")] = "auto",
     check: Annotated[bool, typer.Option(help="measure the quality bar afterwards (greedy accuracy, membership AUC)")] = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the model paths (and the check) here")] = None,
 ) -> None:
@@ -61,7 +62,10 @@ def prepare_command(
         raise UnlearnkitError(f"--oracles '{oracles}': use all, final or none")
     if lora < 0:
         raise UnlearnkitError(f"--lora {lora}: a rank is at least 1 (or 0 for full fine-tuning)")
-    settings = PrepareSettings(oracles=oracles, lora={"r": lora, "lora_alpha": 2 * lora} if lora else None)  # type: ignore[arg-type]
+    if precision not in ("auto", "float32", "bfloat16"):
+        raise UnlearnkitError(f"--precision '{precision}': use auto, float32 or bfloat16")
+    lora_settings = {"r": lora, "lora_alpha": 2 * lora} if lora else None
+    settings = PrepareSettings(oracles=oracles, lora=lora_settings, precision=precision)  # type: ignore[arg-type]
     for name, value in (("lr", lr), ("epochs", epochs), ("batch_size", batch_size)):
         if value is not None:
             if value <= 0:
