@@ -180,6 +180,29 @@ def test_nan_loss_restores_weights_and_raises(learned: dict[str, Any]) -> None:
         assert torch.equal(value, saved[key]), key
 
 
+class _NaNGradient(LossMethod):
+    """A finite loss whose gradient is NaN (√ at 0) on its second call."""
+
+    calls: int = 0
+
+    def loss(self, model: Any, forget: Any, retain: Any) -> tuple[torch.Tensor, dict[str, float]]:
+        self.calls += 1
+        loss = -model(**forget["x"]).loss
+        if self.calls == 2:
+            weight = next(p for p in model.parameters() if p.requires_grad)
+            loss = loss + torch.sqrt((weight - weight.detach()).pow(2).sum())  # value 0, gradient 0/0
+        return loss, {}
+
+
+def test_nan_gradient_restores_weights_and_raises(learned: dict[str, Any]) -> None:
+    subject = learned["subject"].clone()
+    saved = {k: v.clone() for k, v in subject.model.state_dict().items()}
+    with pytest.raises(TrainingError, match="gradients became NaN"):
+        _NaNGradient(lr=1e-2, max_steps=5, batch_size=2).unlearn(subject, ForgetRequest(id="r1", records=learned["forget"]), UnlearnContext())
+    for key, value in subject.model.state_dict().items():
+        assert torch.equal(value, saved[key]), key
+
+
 def test_nan_loss_in_lora_mode_leaves_the_model_as_it_was(learned: dict[str, Any]) -> None:
     subject = learned["subject"].clone()
     saved = {k: v.clone() for k, v in subject.model.state_dict().items()}
