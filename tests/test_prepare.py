@@ -102,6 +102,15 @@ def test_other_settings_or_an_unfinished_save_retrain(tmp_path: Path, world_dir:
     assert again.trained_any and (again.target / "unlearnkit.json").exists()
 
 
+def test_lora_prepare_saves_a_plain_model(tmp_path: Path, world_dir: Path, subject: Subject) -> None:
+    settings = PrepareSettings(train=TrainConfig(lr=1e-2, max_steps=3, batch_size=8), lora={"r": 4, "lora_alpha": 8}, oracles="none")
+    prepared = prepare_world("tiny-test", world_dir, settings, subject=subject, cache=tmp_path)
+    reloaded = Subject.load(str(prepared.target), device="cpu").model
+    assert not hasattr(reloaded, "peft_config")
+    changed = [k for k, v in reloaded.state_dict().items() if not torch.equal(v, subject.model.state_dict()[k])]
+    assert changed and all("proj" in k for k in changed)  # LoRA touched only the adapted linear layers
+
+
 def test_prepare_command_on_a_model_folder(tmp_path: Path, world_dir: Path, subject: Subject, monkeypatch: pytest.MonkeyPatch) -> None:
     import json
 

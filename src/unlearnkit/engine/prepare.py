@@ -161,7 +161,10 @@ def _base_fingerprint(source: str) -> dict[str, Any]:
 def model_key(base: dict[str, Any], examples: list[Example], fmt: str, settings: PrepareSettings) -> str:
     digest = hashlib.sha256()
     # `oracles` is left out: it says which models to make, not how one is made.
-    header = {"version": CACHE_VERSION, "base": base, "format": fmt, "train": settings.train.model_dump(), "lora": settings.lora}
+    header = {
+        "version": CACHE_VERSION, "base": base, "format": fmt, "train": settings.train.model_dump(),
+        "lora": settings.lora, "precision": settings.precision,
+    }
     digest.update(json.dumps(header, sort_keys=True, default=str).encode())
     for example in examples:
         digest.update(json.dumps([example["x"].input_ids, example["x"].labels]).encode())
@@ -207,7 +210,7 @@ def prepare_world(
             models.append(PreparedModel(name, out, removed_ids, trained_now=False, stats=stats))
             console.print(f"{name}: cached at {out}")
             continue
-        stats = _train_one(base, examples, settings, description=f"prepare {name}")
+        model, stats = _train_one(base, examples, settings, description=f"prepare {name}")
         meta = {
             "kind": "unlearnkit-prepared",
             "name": name,
@@ -220,7 +223,7 @@ def prepare_world(
             "settings": settings.model_dump(),
             "stats": stats,
         }
-        save_model(stats.pop("_model"), base.tokenizer, out, meta=meta)
+        save_model(model, base.tokenizer, out, meta=meta)
         models.append(PreparedModel(name, out, removed_ids, trained_now=True, stats=stats))
         console.print(f"{name}: trained {stats['steps']} steps in {stats['seconds']:.0f} s, final loss {stats['final_loss']:.3f} -> {out}")
     return PreparedWorld(
@@ -232,7 +235,7 @@ def prepare_world(
     )
 
 
-def _train_one(base: Subject, examples: list[Example], settings: PrepareSettings, description: str) -> dict[str, Any]:
+def _train_one(base: Subject, examples: list[Example], settings: PrepareSettings, description: str) -> tuple[Any, dict[str, Any]]:
     model = copy.deepcopy(base.model)
     if settings.lora is not None:
         model = wrap_lora(model, **settings.lora)
@@ -243,8 +246,7 @@ def _train_one(base: Subject, examples: list[Example], settings: PrepareSettings
     result: TrainStats = train(subject, examples, objective, settings.train, description=description)
     losses = [h["loss"] for h in result.history]
     window = max(1, len(losses) // 10)
-    return {
-        "_model": subject.model,
+    return subject.model, {
         "steps": result.steps,
         "tokens": result.tokens,
         "seconds": time.perf_counter() - started,
