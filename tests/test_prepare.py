@@ -129,3 +129,10 @@ def test_prepare_command_on_a_model_folder(tmp_path: Path, world_dir: Path, subj
     assert (Path(payload["target"]) / "model.safetensors").exists()
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 0 and "cached" in again.output
+
+
+def test_settings_accept_flat_training_keys() -> None:
+    settings = PrepareSettings(epochs=3, lr=2e-4, oracles="final")
+    assert settings.train.epochs == 3 and settings.train.lr == 2e-4 and settings.train.batch_size == 8
+    with pytest.raises(ValueError, match="epoch"):
+        PrepareSettings(epoch=3)

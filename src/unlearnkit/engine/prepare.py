@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from unlearnkit.data.formatting import IGNORE
 from unlearnkit.data.schema import Record
@@ -52,6 +52,19 @@ class PrepareSettings(BaseModel):
     oracles: OracleChoice = "all"
     # Mixed precision (fp32 weights, bf16 matmuls): about 1.5x faster steps on this CPU (AVX512-BF16).
     precision: Literal["auto", "float32", "bfloat16"] = "auto"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flat_train_keys(cls, data: Any) -> Any:
+        """A plan may write `prepare: {epochs: 3, lr: 2e-4}`: training keys go into `train`."""
+        if isinstance(data, dict):
+            flat = {k: data[k] for k in data if k in TrainConfig.model_fields}
+            if flat:
+                data = {k: v for k, v in data.items() if k not in flat}
+                base = data.get("train", default_train_config())
+                base = base.model_dump() if isinstance(base, TrainConfig) else dict(base)
+                data["train"] = {**base, **flat}
+        return data
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
