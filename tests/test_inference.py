@@ -223,3 +223,16 @@ def test_guard_refuses_a_verbatim_passage_prefix(learned: Subject) -> None:
     guarded = guard_method().unlearn(learned, request, UnlearnContext(retain=RETAIN, extras={"utility": [UNRELATED]}))
     assert guarded.refused([f"{PEOPLE[0][0]} grew up in {PEOPLE[0][1]} by the sea.", "The capital of France is"]) == [True, False]
     assert guarded.generate([f"{PEOPLE[0][0]} grew up in {PEOPLE[0][1]} by the sea."], template=False) == [[REFUSAL]]
+
+
+def test_clone_owns_its_wrapper_state(learned: Subject) -> None:
+    """A clone (what a runner keeps of the previous step) is not changed by extending the original."""
+    context = UnlearnContext(retain=RETAIN)
+    stacked = guard_method(threshold=0.8).unlearn(get_method("icul").unlearn(learned, FORGET, context), FORGET, context)
+    kept = stacked.clone()
+    second = ForgetRequest(id="r2", records=facts(3))
+    get_method("icul").unlearn(guard_method(threshold=0.8).unlearn(stacked, second, context), second, context)
+    assert len(stacked.index) == 2 and len(kept.index) == 1
+    assert len(stacked.inner.forgotten) == 4 and len(kept.inner.forgotten) == 2
+    assert kept.model is not stacked.model
+    assert kept.greedy([facts(3)[0].question]) != [REFUSAL] and stacked.greedy([facts(3)[0].question]) == [REFUSAL]

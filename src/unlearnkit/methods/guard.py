@@ -101,6 +101,9 @@ class GuardedSubject(WrappedSubject):
         other.calibrations = self.calibrations
         return other
 
+    def own_state(self) -> None:
+        self.index, self.calibrations = self.index.copy(), dict(self.calibrations)
+
     def margins(self, prompts: list[str]) -> torch.Tensor:
         """Per prompt: best (cosine - threshold) over its segments and the index; >= 0 refuses."""
         parts = [segments(p) for p in prompts]

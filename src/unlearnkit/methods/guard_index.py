@@ -116,6 +116,10 @@ class GuardIndex:
         self.rows_written += len(embeddings)
         self._matrix = None  # the query-side concatenation is rebuilt lazily, at query time
 
+    def copy(self) -> GuardIndex:
+        """A new index over the same (never mutated) blocks: appending to it leaves this one alone."""
+        return GuardIndex(list(self.blocks), list(self.thresholds), list(self.request_ids), self.rows_written)
+
     def __len__(self) -> int:
         return len(self.blocks)
 

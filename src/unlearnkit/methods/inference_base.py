@@ -103,7 +103,13 @@ class WrappedSubject(Subject):
         return self.rewrap(self.inner.with_model(model, name))
 
     def clone(self) -> Subject:
-        return self.rewrap(self.inner.clone())
+        """Copies of the weights and of every wrapper's state: extending the clone leaves `self` as it was."""
+        other = self.rewrap(self.inner.clone())
+        other.own_state()
+        return other
+
+    def own_state(self) -> None:
+        """Replace state shared with the wrapper this one was rewrapped from by copies (for `clone`)."""
 
     # -- the two verbs: by default unchanged (subclasses override) --------------------------
     def score(self, prompts: list[str], targets: list[str], **kwargs: Any) -> ScoreResult:  # type: ignore[override]

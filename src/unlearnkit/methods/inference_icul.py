@@ -61,6 +61,9 @@ class InContextSubject(WrappedSubject):
         other.forgotten, other.topics, other.retained = self.forgotten, self.topics, self.retained
         return other
 
+    def own_state(self) -> None:
+        self.forgotten, self.topics, self.retained = list(self.forgotten), list(self.topics), list(self.retained)
+
     def add(self, questions: list[str], topic: str | None = None) -> None:
         self.forgotten.extend(q for q in questions if q)
         if topic:

@@ -125,6 +125,9 @@ class OffsetSubject(WrappedSubject):
     def rewrap(self, inner: Subject) -> OffsetSubject:
         return OffsetSubject(inner, original=self.original, helper=self.helper, weight=self.weight, name=self.name)
 
+    def own_state(self) -> None:
+        self.helper = copy.deepcopy(self.helper)  # the original helper is never trained: shared
+
     def combined(self) -> Subject:
         """A plain Subject around the offset model: the verbs are the base Subject's own code."""
         lm = OffsetLM(self.inner.model, self.original, self.helper, self.weight)
