@@ -156,7 +156,7 @@ def test_three_step_run_evaluates_every_earlier_request(tmp_path: Path) -> None:
 
 
 def test_purge_deletes_request_text_and_keeps_hash_and_metrics(tmp_path: Path) -> None:
-    plan = write_plan(tmp_path, method="{name: task_vector, settings: {max_steps: 1}}", extra="purge: true\n", num_requests=2)
+    plan = write_plan(tmp_path, method="{name: task_vector, settings: {max_steps: 1}}", extra="purge: true\nattacks: [quantize]\n", num_requests=2)
     torch.set_num_threads(1)
     run = run_plan(load_plan(plan))
     assert list((run / "requests").iterdir()) == []
@@ -165,6 +165,8 @@ def test_purge_deletes_request_text_and_keeps_hash_and_metrics(tmp_path: Path) -
         assert row["status"] == "purged" and row["purged_at"]
         assert row["sha256"] == request.content_hash()
     assert ledger.metric(2, "r1", "probability") is not None
+    attack_rows = {(row["scope"], row["name"]) for row in ledger.metrics(2) if row["name"].startswith("attack:quantize:")}
+    assert {scope for scope, _ in attack_rows} == {"r1", "r2"}  # the attack ran on every request so far
     text = requests(1)[0].records[0].answer or ""
     for path in run.rglob("*"):  # nothing in the run folder holds the removed text any more
         if path.is_file() and path.suffix in (".jsonl", ".json", ".yaml"):

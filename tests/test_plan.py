@@ -45,12 +45,12 @@ def test_stacked_methods_world_requests_and_options(folder: Path) -> None:
     (world / "requests.jsonl").write_text((folder / "requests.jsonl").read_text())
     text = GOOD.replace("method: {name: ssu, settings: {lr: 1.0e-4}}", "method: [ga, {name: ssu, settings: {faithful: true}}]")
     text = text.replace("requests: [requests.jsonl]", "requests: [{world: world}, requests.jsonl]")
-    text += "checkpoints: {keep: 'last:2'}\npurge: true\nrelapse: {threshold: 0.4}\nattacks: [leak_at_k]\nprepare: true\n"
+    text += "checkpoints: {keep: 'last:2'}\npurge: true\nrelapse: {threshold: 0.4}\nattacks: [leak_at_k, quantize]\nprepare: true\n"
     plan = load_plan(write(folder, text))
     assert plan.label == "ga+ssu" and plan.method[1].settings == {"faithful": True}
     assert plan.requests[0].world == world and plan.checkpoints.last == 2
     assert plan.relapse is not None and plan.relapse.metric == "probability" and plan.prepare == {}
-    assert plan.attacks == ["leak_at_k"]
+    assert plan.attacks == ["leak_at_k", "quantize"]
 
 
 @pytest.mark.parametrize(
@@ -72,6 +72,7 @@ def test_stacked_methods_world_requests_and_options(folder: Path) -> None:
         (("output: out", "output: out\nprepare: true"), "plan.yaml: prepare: needs a built-in world"),
         (("output: out", "output: out\nrelapse: {metric: probability}"), "plan.yaml: relapse.threshold: missing (required)"),
         (("output: out", "output: out\nseed: [1"), "plan.yaml line "),
+        (("output: out", "output: out\nattacks: [leak_at_kk]"), "plan.yaml: attacks: unknown attack 'leak_at_kk'"),
     ],
 )
 def test_errors_name_the_key(folder: Path, edit: tuple[str, str], message: str) -> None:

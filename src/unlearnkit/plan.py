@@ -182,6 +182,13 @@ def _check_sections(plan: Plan, where: str) -> None:
     if plan.evaluation.suite not in SUITES:
         names = list(SUITES)
         raise PlanError(f"{where}: evaluation.suite: unknown suite '{plan.evaluation.suite}'{did_you_mean(plan.evaluation.suite, names)}; valid: {', '.join(names)}")
+    if plan.attacks:
+        from unlearnkit.eval.attacks import parse_names
+
+        try:
+            plan.attacks = parse_names(plan.attacks)
+        except UnlearnkitError as exc:
+            raise PlanError(f"{where}: attacks: {exc}") from None
     if plan.prepare is not None:
         from unlearnkit.engine.prepare import PrepareSettings
 

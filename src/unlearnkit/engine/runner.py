@@ -58,6 +58,13 @@ class Run:
     data: EvalData  # retain, holdout and utility sets (requests are added per step)
     start_model: str  # the plan's model, or the prepared target of a built-in world
     oracles: dict[int, Path] = field(default_factory=dict)  # step -> retrain oracle
+    _start: Subject | None = None
+
+    def start_subject(self) -> Subject:
+        """The model before any request (what attacks measure recovery against), loaded once."""
+        if self._start is None:
+            self._start = _load(self, self.start_model)
+        return self._start
 
     def say(self, step: int, text: str) -> None:
         console.print(f"[bold]step {step}/{len(self.requests)}[/bold] {self.requests[step - 1].id}: {text}")
@@ -127,7 +134,8 @@ def evaluate_step(run: Run, step: int, subject: Subject) -> None:
     result = suite_evaluate(run.plan, subject, data, oracle)
     rows: Rows = [(r.scope, r.metric, r.value) for r in result.rows]
     for name in run.plan.attacks:
-        rows += run_attack(name, run.plan, subject, data)
+        run.say(step, f"attack ({name})")
+        rows += run_attack(name, subject, data, target=run.start_subject(), oracle=oracle)
     crash_point("eval", step)
     result.save(run.folder / "eval" / f"step-{step:03d}.json")
     flags = relapses(run, step, rows)
@@ -165,11 +173,12 @@ def suite_evaluate(plan: Plan, subject: Subject, data: EvalData, oracle: Subject
     return evaluate(suite, subject, data, oracle)
 
 
-def run_attack(name: str, plan: Plan, subject: Subject, data: EvalData) -> Rows:
-    """Attack rows, named `attack:<name>:<metric>`; needs `unlearnkit.eval.attacks.run_attack`."""
-    from unlearnkit.eval import attacks
+def run_attack(name: str, subject: Subject, data: EvalData, target: Subject | None, oracle: Subject | None) -> Rows:
+    """Attack rows named `attack:<name>:<variant>/<metric>[/before|/recovered]`; the start model
+    is the target the recovered fractions are measured against."""
+    from unlearnkit.eval.attacks import run_attack as attack
 
-    result = attacks.run_attack(name, subject, data, suite=plan.evaluation.suite)  # type: ignore[attr-defined]
+    result = attack(name, subject, data, target=target, oracle=oracle)
     return [(r.scope, f"attack:{name}:{r.metric}", r.value) for r in result.rows]
 
 
@@ -208,11 +217,6 @@ def open_run(plan: Plan) -> Run:
         copy = folder / "requests" / f"{request.id}.jsonl"
         if ledger.request_status(request.id) != "purged" and not copy.exists():
             write_jsonl(copy, [request])
-    if plan.attacks:
-        from unlearnkit.eval import attacks
-
-        if not hasattr(attacks, "run_attack"):
-            raise PlanError(f"{plan.source}: attacks: this version of unlearnkit has no attack runner yet (unlearnkit.eval.attacks.run_attack)")
     start_model, oracles = plan.model, {}
     if plan.prepare is not None:
         start_model, oracles = _prepared(plan, worlds[0], requests)
