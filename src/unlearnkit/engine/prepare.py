@@ -50,7 +50,8 @@ class PrepareSettings(BaseModel):
     train: TrainConfig = Field(default_factory=default_train_config)
     lora: dict[str, Any] | None = None  # None: full fine-tuning; else `wrap_lora` settings
     oracles: OracleChoice = "all"
-    # Mixed precision (fp32 weights, bf16 matmuls): about 1.5x faster steps on this CPU (AVX512-BF16).
+    # Mixed precision (fp32 weights, bf16 matmuls): 0.9-1.55x per step on this CPU (AVX512-BF16),
+    # median ~1.3x, measured under heavy load (docs/benchmark.md).
     precision: Literal["auto", "float32", "bfloat16"] = "auto"
 
     @model_validator(mode="before")
