@@ -35,6 +35,6 @@ class TwoHop(ProbeAttack):
             return []
         links = link_records(probes, request.records)
         if not links:
-            notes.append("probes carry no person/relation meta: before = the request's QA records")
+            notes.append("no forget record states the probes' first hop (person + relation meta): before = the request's QA records")
             links = self.qa(request.records)
         return [Variant("2hop", self.measure([plain_probe(r) for r in links]), self.measure([plain_probe(p) for p in probes]), items=len(probes))]
