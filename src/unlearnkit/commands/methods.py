@@ -89,6 +89,7 @@ def register(app: typer.Typer) -> None:
         """Apply one forget request with a method and save the model with a record of the run."""
         from unlearnkit.data.loaders import load_records
         from unlearnkit.methods.base import UnlearnContext, get_method
+        from unlearnkit.methods.inference_base import MANIFEST, WrappedSubject, load_subject, save_subject
         from unlearnkit.models.loading import save_model
         from unlearnkit.models.subject import Subject
 
@@ -98,7 +99,10 @@ def register(app: typer.Typer) -> None:
         retain_records = load_records(retain) if retain is not None else []
         if getattr(algorithm, "needs_retain", False) and not retain_records:
             raise UnlearnkitError(f"method '{method}': needs a retain set (--retain FILE)")
-        subject = Subject.load(model, fmt=fmt, device=device)
+        if (Path(model) / MANIFEST).exists():  # a saved stack of inference-time wrappers
+            subject = load_subject(model, device=device)
+        else:
+            subject = Subject.load(model, fmt=fmt, device=device)
         loaded = time.perf_counter()
         lora_settings = {"r": lora_r, "lora_alpha": lora_alpha} if lora else None
         context = UnlearnContext(retain=retain_records, seed=getattr(algorithm, "seed", 0), lora=lora_settings)
@@ -126,7 +130,11 @@ def register(app: typer.Typer) -> None:
                 "tokens_per_second": stats.tokens_per_second if stats else None,
             },
         }
-        save_model(result.model, result.tokenizer, out, meta=record)
+        if isinstance(result, WrappedSubject):  # inference-time methods: save the whole stack
+            save_subject(result, out)
+            (out / "unlearnkit.json").write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
+        else:
+            save_model(result.model, result.tokenizer, out, meta=record)
         saved = time.perf_counter()
         record["timings"]["save_seconds"] = saved - trained
         tmp = out / "unlearnkit.json.tmp"  # the record again, now with the save time (atomic rename)

@@ -16,9 +16,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from unlearnkit.engine.runner import Run, load_step, open_run, suite_evaluate
+from unlearnkit.engine.runner import Run, _load, load_step, open_run, suite_evaluate
 from unlearnkit.eval.result import SuiteResult
-from unlearnkit.models.subject import Subject
 from unlearnkit.plan import Plan
 from unlearnkit.progress import console
 
@@ -29,17 +28,13 @@ def _write_json(path: Path, payload: Any) -> None:
     tmp.replace(path)
 
 
-def _load(run: Run, source: str | Path) -> Subject:
-    return Subject.load(str(source), fmt=run.plan.format, dtype=run.plan.dtype, device=run.plan.device)
-
-
 def _cached_eval(run: Run, name: str, source: str | Path, requests_upto: int) -> SuiteResult:
     path = run.folder / "eval" / f"reference-{name}.json"
     if path.exists():
         return SuiteResult.load(path)
     console.print(f"[bold]reference[/bold] {name}: evaluating ({run.plan.evaluation.suite})")
     data = replace(run.data, requests=run.requests[:requests_upto])
-    result = suite_evaluate(run.plan, _load(run, source), data, None)
+    result = suite_evaluate(run.plan, _load(run, str(source)), data, None)
     result.save(path)
     return result
 
@@ -69,7 +64,7 @@ def write_attacks(plan: Plan, names: list[str], settings: dict[str, dict[str, An
     last = steps[-1].step
     unlearned = load_step(run, last)  # handles every checkpoint policy, deltas included
     target = _load(run, run.start_model)
-    oracle = _load(run, run.oracles[last]) if last in run.oracles else None
+    oracle = _load(run, str(run.oracles[last])) if last in run.oracles else None
     data = replace(run.data, requests=run.requests[:last]).limited(plan.evaluation.per_set)
     console.print(f"[bold]attacks[/bold] after step {last}: {', '.join(names)}")
     results = run_attacks(names, unlearned, data, target=target, oracle=oracle, settings=settings)

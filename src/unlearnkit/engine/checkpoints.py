@@ -23,6 +23,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from unlearnkit.errors import UnlearnkitError
+
 PARTIAL = ".partial"
 
 
@@ -65,6 +67,11 @@ class Checkpoints:
         final = self.path(step)
         tmp = final.with_name(final.name + PARTIAL)
         self._remove(tmp)
+        from unlearnkit.methods.inference_base import WrappedSubject, write_stack
+
+        wrapped = isinstance(subject, WrappedSubject)
+        if self.deltas and wrapped:
+            raise UnlearnkitError("checkpoints: keep 'deltas' stores weight differences only and cannot hold an inference-time wrapper (guardrail, icul, logit_offset); use keep: all or last:N")
         if self.deltas:
             if self._base is None:
                 raise RuntimeError("delta checkpoints need set_base() with the base model first")
@@ -72,11 +79,15 @@ class Checkpoints:
             save_file(delta, tmp, metadata={k: str(v) for k, v in meta.items()})
             _fsync(tmp)
         else:
-            subject.model.save_pretrained(tmp, safe_serialization=True)
-            subject.tokenizer.save_pretrained(tmp)
+            if wrapped:  # the whole stack: wrapper state plus the weights underneath
+                write_stack(subject, tmp)
+            else:
+                subject.model.save_pretrained(tmp, safe_serialization=True)
+                subject.tokenizer.save_pretrained(tmp)
             (tmp / "unlearnkit.json").write_text(json.dumps(meta, indent=2, default=str))
-            for f in tmp.iterdir():
-                _fsync(f)
+            for f in tmp.rglob("*"):
+                if f.is_file():
+                    _fsync(f)
             _fsync(tmp)
         if before_rename is not None:
             before_rename()

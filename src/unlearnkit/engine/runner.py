@@ -103,7 +103,9 @@ def unlearn_step(run: Run, step: int, request: ForgetRequest, subject: Subject, 
     """Methods, then the checkpoint, then the ledger row: the commit that makes the step done."""
     started, tick = now(), time.perf_counter()
     torch.manual_seed(run.plan.seed + step)  # LoRA dropout and friends: a redone step repeats exactly
-    context = UnlearnContext(retain=run.data.retain, seed=run.plan.seed + step, lora=run.plan.lora, ledger=run.ledger)
+    # Real-knowledge questions tell a guardrail what it must keep answering (its calibration).
+    context = UnlearnContext(retain=run.data.retain, seed=run.plan.seed + step, lora=run.plan.lora, ledger=run.ledger,
+                             extras={"utility": run.data.real_facts})
     tokens = train_steps = 0
     hook = arm_training_crash(step)
     for method in methods:
@@ -280,6 +282,10 @@ def load_step(run: Run, step: int) -> Subject:
 
 def _load(run: Run, source: str) -> Subject:
     plan = run.plan
+    from unlearnkit.methods.inference_base import MANIFEST, load_subject
+
+    if (Path(source) / MANIFEST).exists():  # a checkpoint of an inference-time wrapper stack
+        return load_subject(source, device=plan.device, dtype=plan.dtype)
     return Subject.load(source, fmt=plan.format, dtype=plan.dtype, device=plan.device)
 
 

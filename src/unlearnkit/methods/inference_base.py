@@ -164,12 +164,13 @@ def replace_base(subject: Subject, new_base: Subject) -> Subject:
 
 
 # -- save / load -----------------------------------------------------------------------------------
-def _write(subject: Subject, folder: Path) -> None:
+def write_stack(subject: Subject, folder: Path) -> None:
+    """Write a plain or wrapped Subject into `folder` (not atomic: callers rename)."""
     folder.mkdir(parents=True, exist_ok=True)
     if isinstance(subject, WrappedSubject):
         manifest = {"kind": subject.kind, "name": subject.name, "config": subject.config()}
         subject.save_files(folder)
-        _write(subject.inner, folder / "inner")
+        write_stack(subject.inner, folder / "inner")
         (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
         return
     subject.model.save_pretrained(folder, safe_serialization=True)
@@ -184,7 +185,7 @@ def save_subject(subject: Subject, out_dir: str | Path) -> Path:
     out = Path(out_dir)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    _write(subject, tmp)
+    write_stack(subject, tmp)
     shutil.rmtree(out, ignore_errors=True)
     tmp.replace(out)
     return out

@@ -1,0 +1,71 @@
+"""Weight-based and inference-time methods stacked in one run: the checkpoint keeps the whole
+stack, a resumed or reloaded step still refuses, and `unlearn` saves a wrapper stack whole."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sequential_helpers import learned_model_dir, mean_prob, requests, write_data
+from unlearnkit.engine.runner import load_step, open_run, run_plan
+from unlearnkit.errors import UnlearnkitError
+from unlearnkit.methods.inference_base import MANIFEST, WrappedSubject
+from unlearnkit.plan import load_plan
+
+
+def plan_file(tmp_path: Path, keep: str = "all") -> Path:
+    req, ret = write_data(tmp_path, 2)
+    plan = {
+        "model": str(learned_model_dir()),
+        "method": [{"name": "ga", "settings": {"lr": 1e-3, "max_steps": 3}}, {"name": "guardrail", "settings": {"threshold": 0.8}}],
+        "requests": [str(req)],
+        "retain": [str(ret)],
+        "evaluation": {"suite": "quick"},
+        "output": str(tmp_path / "run"),
+        "checkpoints": {"keep": keep},
+    }
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump(plan))
+    return path
+
+
+def test_stacked_run_checkpoints_the_wrapper(tmp_path: Path) -> None:
+    plan = load_plan(plan_file(tmp_path))
+    folder = run_plan(plan)
+    assert (folder / "checkpoints" / "step-002" / MANIFEST).exists()
+    subject = load_step(open_run(plan), 2)
+    assert isinstance(subject, WrappedSubject)
+    question = requests(2)[0].records[0].question
+    assert subject.greedy([question], 12)[0].startswith("I'm sorry")
+    # The weight method did its part too: the request is less likely under the bare weights.
+    base = subject
+    while isinstance(base, WrappedSubject):
+        base = base.inner
+    from unlearnkit.models.subject import Subject
+
+    learned = Subject.load(str(learned_model_dir()))
+    assert mean_prob(base, requests(2)[0].records) < mean_prob(learned, requests(2)[0].records)
+
+
+def test_deltas_cannot_hold_a_wrapper(tmp_path: Path) -> None:
+    with pytest.raises(UnlearnkitError, match="cannot hold an inference-time wrapper"):
+        run_plan(load_plan(plan_file(tmp_path, keep="deltas")))
+
+
+def test_unlearn_command_saves_a_wrapper_stack(tmp_path: Path) -> None:
+    req, ret = write_data(tmp_path, 1)
+    out = tmp_path / "guarded"
+    cmd = [sys.executable, "-m", "unlearnkit", "unlearn", "--model", str(learned_model_dir()), "--method", "guardrail",
+           "--forget", str(req), "--retain", str(ret), "--out", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert (out / MANIFEST).exists() and (out / "unlearnkit.json").exists()
+    again = [sys.executable, "-m", "unlearnkit", "unlearn", "--model", str(out), "--method", "ga", "--set", "max_steps=1",
+             "--forget", str(req), "--out", str(tmp_path / "stacked")]
+    done = subprocess.run(again, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "stacked" / MANIFEST).exists()  # the guard stays on top of the new weights
