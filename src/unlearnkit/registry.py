@@ -9,11 +9,14 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 from unlearnkit.errors import UnlearnkitError, did_you_mean
 
 T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 
 
 class Registry(Generic[T]):
@@ -59,3 +62,19 @@ class Registry(Generic[T]):
     def items(self) -> list[tuple[str, T]]:
         self._load()
         return sorted(self._entries.items())
+
+
+def build_with_settings(cls: type[M], settings: dict[str, Any] | None, kind: str, noun: str) -> M:
+    """`cls(**settings)` with one clear line for an unknown or invalid key, e.g.
+    "method 'npo': unknown hyperparameter 'lrr' (did you mean 'lr'?); valid: ..."."""
+    settings = dict(settings or {})
+    fields = list(cls.model_fields)
+    name = getattr(cls, "registry_name", cls.__name__)
+    for key in settings:
+        if key not in cls.model_fields:
+            raise UnlearnkitError(f"{kind} '{name}': unknown {noun} '{key}'{did_you_mean(key, fields)}; valid: {', '.join(fields)}")
+    try:
+        return cls(**settings)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise UnlearnkitError(f"{kind} '{name}': {noun} '{first['loc'][0]}': {first['msg']}") from None

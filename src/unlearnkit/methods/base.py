@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError
+from pydantic import BaseModel, ConfigDict, PrivateAttr
 
 from unlearnkit.data.schema import ForgetRequest, Record
 from unlearnkit.engine.loop import Batch, Example, TrainConfig, TrainStats, train
-from unlearnkit.errors import UnlearnkitError, did_you_mean
+from unlearnkit.errors import UnlearnkitError
 from unlearnkit.models.subject import Subject
-from unlearnkit.registry import Registry
+from unlearnkit.registry import Registry, build_with_settings
 
 Need = Literal["retain", "reference", "idk"]
 
@@ -52,19 +52,7 @@ class Method(BaseModel):
     @classmethod
     def from_settings(cls, settings: dict[str, Any] | None = None) -> Method:
         """Build from `key=value` settings, with one clear line for an unknown or bad key."""
-        settings = dict(settings or {})
-        fields = list(cls.model_fields)
-        for key in settings:
-            if key not in cls.model_fields:
-                raise UnlearnkitError(
-                    f"method '{cls.registry_name}': unknown hyperparameter '{key}'{did_you_mean(key, fields)}; "
-                    f"valid: {', '.join(fields)}"
-                )
-        try:
-            return cls(**settings)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            raise UnlearnkitError(f"method '{cls.registry_name}': hyperparameter '{first['loc'][0]}': {first['msg']}") from None
+        return build_with_settings(cls, settings, "method", "hyperparameter")
 
     registry_name: ClassVar[str] = "?"
 

@@ -27,13 +27,12 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from unlearnkit.data.schema import ForgetRequest, Record
-from unlearnkit.errors import UnlearnkitError, did_you_mean
 from unlearnkit.eval.data import EvalData
 from unlearnkit.models.subject import Subject
-from unlearnkit.registry import Registry
+from unlearnkit.registry import Registry, build_with_settings
 
 # Below this gap between target and unlearned there was nothing to forget on that measure,
 # so a fraction of it is noise (or a division by zero): the fraction is reported as None.
@@ -184,18 +183,7 @@ class Attack(BaseModel):
 
     @classmethod
     def from_settings(cls, settings: dict[str, Any] | None = None) -> Attack:
-        settings = dict(settings or {})
-        fields = list(cls.model_fields)
-        for key in settings:
-            if key not in cls.model_fields:
-                raise UnlearnkitError(
-                    f"attack '{cls.registry_name}': unknown setting '{key}'{did_you_mean(key, fields)}; valid: {', '.join(fields)}"
-                )
-        try:
-            return cls(**settings)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            raise UnlearnkitError(f"attack '{cls.registry_name}': setting '{first['loc'][0]}': {first['msg']}") from None
+        return build_with_settings(cls, settings, "attack", "setting")
 
 
 def run_variant(variant: Variant, models: Models) -> list[AttackRow]:
