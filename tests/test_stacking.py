@@ -69,3 +69,31 @@ def test_unlearn_command_saves_a_wrapper_stack(tmp_path: Path) -> None:
     done = subprocess.run(again, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "stacked" / MANIFEST).exists()  # the guard stays on top of the new weights
+
+
+INFERENCE_SETTINGS = {
+    "guardrail": {"threshold": 0.8},
+    "icul": {},
+    "logit_offset": {"trainer": "ga", "trainer_settings": {"lr": 1e-3, "max_steps": 2}},
+}
+
+
+@pytest.mark.parametrize("name", sorted(INFERENCE_SETTINGS))
+def test_each_inference_method_alone_from_a_plan_and_from_unlearn(tmp_path: Path, name: str) -> None:
+    from unlearnkit.methods.base import METHODS
+
+    settings = {k: v for k, v in INFERENCE_SETTINGS[name].items() if k in METHODS.get(name).model_fields}
+    req, ret = write_data(tmp_path, 2)
+    plan = {"model": str(learned_model_dir()), "method": {"name": name, "settings": settings}, "requests": [str(req)],
+            "retain": [str(ret)], "evaluation": {"suite": "quick"}, "output": str(tmp_path / "run")}
+    (tmp_path / "plan.yaml").write_text(yaml.safe_dump(plan))
+    loaded = load_plan(tmp_path / "plan.yaml")
+    run_plan(loaded)
+    assert isinstance(load_step(open_run(loaded), 2), WrappedSubject)
+    out = tmp_path / "one"
+    cmd = [sys.executable, "-m", "unlearnkit", "unlearn", "--model", str(learned_model_dir()), "--method", name,
+           "--forget", str(req), "--request", "r1", "--retain", str(ret), "--out", str(out)]
+    cmd += [f"--set={k}={v}" for k, v in settings.items() if not isinstance(v, dict)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert (out / MANIFEST).exists()
