@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from pydantic import Field, field_validator
+
 from unlearnkit.data.schema import ForgetRequest, Record
 from unlearnkit.errors import UnlearnkitError, did_you_mean
-from unlearnkit.eval.attacks._base import Measure, Values
+from unlearnkit.eval.attacks._base import Attack, Measure, Values
 from unlearnkit.eval.data import EvalData
 from unlearnkit.eval.metric import metric_registry
 from unlearnkit.eval.suites import Entry, Suite, evaluate
@@ -42,3 +44,15 @@ def forget_measure(request_id: str, records: list[Record], data: EvalData, metri
         return {name: result.value(request_id, name) for name in metrics}
 
     return measure
+
+
+class WeightAttack(Attack):
+    """An attack that changes the weights (quantize, relearn) and re-runs forget metrics."""
+
+    metrics: list[str] = Field(default_factory=lambda: list(DEFAULT_METRICS))
+    max_new_tokens: int = Field(48, ge=1, description="greedy tokens for rouge")
+
+    @field_validator("metrics")
+    @classmethod
+    def _known(cls, value: list[str]) -> list[str]:
+        return check_metrics(value)

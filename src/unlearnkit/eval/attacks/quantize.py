@@ -21,11 +21,11 @@ import copy
 from typing import Any, ClassVar, Literal
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from unlearnkit.data.schema import ForgetRequest
-from unlearnkit.eval.attacks._base import Attack, Variant, register_attack
-from unlearnkit.eval.attacks._forget import DEFAULT_METRICS, check_metrics, forget_measure
+from unlearnkit.eval.attacks._base import Variant, register_attack
+from unlearnkit.eval.attacks._forget import WeightAttack, forget_measure
 from unlearnkit.eval.data import EvalData
 from unlearnkit.models.subject import Subject
 
@@ -102,19 +102,12 @@ def resolve_backend(backend: Backend) -> str:
 
 
 @register_attack("quantize")
-class Quantize(Attack):
+class Quantize(WeightAttack):
     description: ClassVar[str] = "8-bit and 4-bit weight quantization, then the forget metrics again"
 
     bits: list[Literal[8, 4]] = Field(default_factory=lambda: [8, 4])
     backend: Backend = "auto"
     group_size: int = Field(64, ge=1, description="rtn int4: input weights per scale")
-    metrics: list[str] = Field(default_factory=lambda: list(DEFAULT_METRICS))
-    max_new_tokens: int = Field(48, ge=1, description="greedy tokens for rouge")
-
-    @field_validator("metrics")
-    @classmethod
-    def _known(cls, value: list[str]) -> list[str]:
-        return check_metrics(value)
 
     def variants(self, request: ForgetRequest, data: EvalData, notes: list[str]) -> list[Variant]:
         backend = resolve_backend(self.backend)

@@ -23,12 +23,12 @@ import copy
 import random
 from typing import ClassVar, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from unlearnkit.data.schema import ForgetRequest, Record
 from unlearnkit.engine.loop import FineTune, TrainConfig, train
-from unlearnkit.eval.attacks._base import Attack, Variant, register_attack
-from unlearnkit.eval.attacks._forget import DEFAULT_METRICS, check_metrics, forget_measure
+from unlearnkit.eval.attacks._base import Variant, register_attack
+from unlearnkit.eval.attacks._forget import WeightAttack, forget_measure
 from unlearnkit.eval.attacks._judge import contains_answer
 from unlearnkit.eval.data import EvalData
 from unlearnkit.models.subject import Subject
@@ -74,7 +74,7 @@ def _text(record: Record) -> str:
 
 
 @register_attack("relearn")
-class Relearn(Attack):
+class Relearn(WeightAttack):
     description: ClassVar[str] = "a few fine-tuning steps on a share of the forget set or on related text, then the forget metrics"
 
     sets: list[RelearnSet] = Field(default_factory=lambda: ["forget_share", "related_text"])
@@ -83,13 +83,6 @@ class Relearn(Attack):
     lr: float = Field(1e-5, gt=0)
     batch_size: int = Field(4, ge=1)
     seed: int = 0
-    metrics: list[str] = Field(default_factory=lambda: list(DEFAULT_METRICS))
-    max_new_tokens: int = Field(48, ge=1, description="greedy tokens for rouge")
-
-    @field_validator("metrics")
-    @classmethod
-    def _known(cls, value: list[str]) -> list[str]:
-        return check_metrics(value)
 
     def config(self) -> TrainConfig:
         return TrainConfig(lr=self.lr, max_steps=self.steps, batch_size=self.batch_size, schedule="constant", weight_decay=0.0, seed=self.seed)
