@@ -72,6 +72,13 @@ def _records_for_cli(path: Path) -> list[Any]:
     return load_records(path)
 
 
+def _by_template(records: list[Any]) -> list[tuple[bool, list[int]]]:
+    """Record positions split into (templated QA/MC, raw passages): passages are scored and
+    continued as plain text, without the chat template or an EOS."""
+    groups = [(True, [i for i, r in enumerate(records) if r.kind != "passage"]), (False, [i for i, r in enumerate(records) if r.kind == "passage"])]
+    return [(templated, idx) for templated, idx in groups if idx]
+
+
 @app.command()
 def score(
     data: Annotated[Path, typer.Option("--data", "-d", help="records file (JSONL, JSON, CSV, Parquet) or saved dataset folder")],
@@ -86,13 +93,8 @@ def score(
 
     records = _records_for_cli(data)
     subject = Subject.load(model, fmt=fmt, device=device, batch_size=batch_size)
-    groups: dict[bool, list[int]] = {True: [], False: []}
-    for i, r in enumerate(records):
-        groups[r.kind != "passage"].append(i)
     rows: list[dict[str, Any]] = [{} for _ in records]
-    for templated, idx in groups.items():
-        if not idx:
-            continue
+    for templated, idx in _by_template(records):
         pairs = [records[i].as_pair() for i in idx]
         result = subject.score([p for p, _ in pairs], [t for _, t in pairs], template=templated, add_eos=templated, progress="scoring")
         for j, i in enumerate(idx):
@@ -135,10 +137,7 @@ def generate(
     subject = Subject.load(model, fmt=fmt, device=device)
     settings = GenerationSettings(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, n=n, stop=stop or [], seed=seed)
     outputs: list[dict[str, Any]] = []
-    for templated in (True, False):
-        idx = [i for i, r in enumerate(records) if (r.kind != "passage") == templated]
-        if not idx:
-            continue
+    for templated, idx in _by_template(records):
         prompts = [records[i].as_pair()[0] for i in idx]
         texts = subject.generate(prompts, settings, template=templated, progress="generating")
         outputs += [{"id": records[i].id or f"#{i + 1}", "prompt": prompts[j], "expected": records[i].as_pair()[1], "outputs": texts[j]} for j, i in enumerate(idx)]
