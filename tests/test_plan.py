@@ -94,3 +94,15 @@ def test_not_a_mapping_and_missing_file(folder: Path) -> None:
         load_plan(write(folder, "- just a list\n"))
     with pytest.raises(PlanError, match="no such plan file"):
         load_plan(folder / "absent.yaml")
+
+
+def test_first_takes_a_world_prefix_and_only_for_worlds(folder: Path) -> None:
+    from unlearnkit.data.world import build_world
+    from unlearnkit.engine.runner import load_requests_and_data
+
+    build_world(folder / "world", seed=0, size="tiny")
+    text = GOOD.replace("requests: [requests.jsonl]", "requests: [{world: world, first: 2}]")
+    requests, _, _ = load_requests_and_data(load_plan(write(folder, text)))
+    assert [r.id for r in requests] == ["r1", "r2"]  # the tiny world has 3
+    with pytest.raises(PlanError, match="requests.0: 'first' applies to a world's requests only"):
+        load_plan(write(folder, GOOD.replace("requests: [requests.jsonl]", "requests: [{file: requests.jsonl, first: 1}]")))

@@ -52,11 +52,14 @@ class RequestSource(Strict):
     file: Path | None = None
     world: Path | None = None
     kind: str = "free"  # the kind given to a plain records file
+    first: int | None = Field(None, ge=1, description="a world's first N requests only (e.g. to compare methods on one)")
 
     @model_validator(mode="after")
     def _one_of(self) -> RequestSource:
         if (self.file is None) == (self.world is None):
             raise ValueError("give exactly one of 'file' or 'world'")
+        if self.first is not None and self.world is None:
+            raise ValueError("'first' applies to a world's requests only")
         return self
 
 

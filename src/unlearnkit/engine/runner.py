@@ -233,7 +233,7 @@ def load_requests_and_data(plan: Plan) -> tuple[list[ForgetRequest], EvalData, l
     for source in plan.requests:
         if source.world is not None:
             world = EvalData.from_world(source.world)
-            requests += world.requests
+            requests += world.requests[: source.first]
             if not worlds:
                 data = replace(world, requests=[])
             worlds.append(source.world)
