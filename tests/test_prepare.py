@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import torch
 from unlearnkit.data.schema import Record
 from unlearnkit.data.world import World, build_world, load_world
 from unlearnkit.engine.loop import TrainConfig, make_batch
-from unlearnkit.engine.prepare import LengthGroupedFineTune, PreparedWorld, PrepareSettings, encode_records, prepare_world
+from unlearnkit.engine.prepare import LengthGroupedFineTune, PreparedWorld, PrepareSettings, encode_records, prepare_world, rehearsal_for
 from unlearnkit.models.subject import Subject
 from unlearnkit.models.tiny import tiny_model, tiny_tokenizer
 
@@ -29,7 +30,7 @@ def world(world_dir: Path) -> World:
 
 @pytest.fixture(scope="module")
 def subject(world: World) -> Subject:
-    records = [*world.trained(), *world.holdout]
+    records = [*world.trained(), *world.holdout, *rehearsal_for(world)]
     corpus = [r.passage_text if r.kind == "passage" else f"{r.question} {r.answer}" for r in records]
     tokenizer = tiny_tokenizer(corpus, vocab_size=2000)
     return Subject(tiny_model(tokenizer, max_positions=512), tokenizer, name="tiny")
@@ -72,6 +73,9 @@ def test_prepare_trains_the_target_and_one_oracle_per_request(prepared: Prepared
     for model in prepared.models:
         assert model.stats["final_loss"] < 0.6 * model.stats["first_loss"], (model.name, model.stats)
     assert prepared.models[0].stats["steps"] > prepared.models[2].stats["steps"]  # oracle 2 saw less
+    # Every model also rehearses real facts of countries the world does not evaluate.
+    meta = json.loads((prepared.target / "unlearnkit.json").read_text())
+    assert meta["examples"] == len(world.trained()) + len(rehearsal_for(world)) > len(world.trained())
 
 
 def test_the_target_knows_what_the_final_oracle_never_saw(prepared: PreparedWorld, world: World) -> None:
@@ -112,7 +116,6 @@ def test_lora_prepare_saves_a_plain_model(tmp_path: Path, world_dir: Path, subje
 
 
 def test_prepare_command_on_a_model_folder(tmp_path: Path, world_dir: Path, subject: Subject, monkeypatch: pytest.MonkeyPatch) -> None:
-    import json
 
     from typer.testing import CliRunner
 

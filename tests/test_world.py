@@ -158,3 +158,19 @@ def test_world_command_writes_the_folder(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (tmp_path / "w").iterdir()) == sorted(WORLD_FILES)
     assert [r.id for r in load_world(tmp_path / "w").requests] == ["r1", "r2"]
+
+
+def test_rehearsal_facts_are_real_and_never_the_evaluated_countries(small: Path) -> None:
+    from unlearnkit.engine.prepare import rehearsal_for
+
+    world = load_world(small)
+    evaluated = {r.meta["country"] for r in world.real_facts}
+    rehearsal = rehearsal_for(world)
+    rehearsed = {r.meta["country"] for r in rehearsal}
+    assert rehearsed and not rehearsed & evaluated
+    assert len(rehearsal) == 2 * len(rehearsed) and all(r.meta["split"] == "rehearsal" for r in rehearsal)
+    assert not {r.question for r in rehearsal} & {r.question for r in world.real_facts}
+    capitals = {r.meta["country"]: r.answer for r in rehearsal if r.meta["attribute"] == "capital"}
+    assert all(answer not in wrong for r in rehearsal for answer, wrong in [(r.answer, r.perturbed_answers)])
+    if "Japan" in capitals:
+        assert capitals["Japan"] == "Tokyo"

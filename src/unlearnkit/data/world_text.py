@@ -45,6 +45,25 @@ def real_fact_records(rng: random.Random, num_countries: int) -> list[Record]:
     """Two QA records (capital, continent) per country, with three wrong answers each."""
     facts = _country_facts()
     chosen = sorted(rng.sample(range(len(facts)), min(num_countries, len(facts))))
+    return _country_records(rng, facts, chosen)
+
+
+def rehearsal_records(evaluated: set[str]) -> list[Record]:
+    """Capital and continent QA of the pool's countries that the world does not evaluate.
+
+    `prepare` mixes these into every model's training data. Why: fine-tuned on invented facts
+    alone, the embedded model learns to answer any short question with an invented-sounding
+    entity ("the capital of France is Toulouse"), and real-fact accuracy fell from 58% to 17%
+    on the small world. Rehearsing real facts of *other* countries keeps that knowledge without
+    training on the evaluated questions. At most as many countries as are evaluated, so the
+    rehearsal stays a small share of a tiny world's data.
+    """
+    facts = _country_facts()
+    chosen = [i for i, (country, _, _) in enumerate(facts) if country not in evaluated][: len(evaluated)]
+    return _country_records(random.Random(0), facts, chosen, split="rehearsal")
+
+
+def _country_records(rng: random.Random, facts: list[tuple[str, str, str]], chosen: list[int], split: str = "real") -> list[Record]:
     capitals = sorted({capital for _, capital, _ in facts})
     records = []
     for index in chosen:
@@ -60,7 +79,7 @@ def real_fact_records(rng: random.Random, num_countries: int) -> list[Record]:
             paraphrased_questions=[f"Which city is the capital of {the}{country}?", f"Name the capital city of {the}{country}."],
             paraphrased_answer=f"The capital of {the}{country} is {capital}.",
             perturbed_answers=wrong_capitals,
-            meta={"split": "real", "type": "fact", "attribute": "capital", "country": country},
+            meta={"split": split, "type": "fact", "attribute": "capital", "country": country},
         ))
         records.append(Record(
             id=f"real-{slug}-continent",
@@ -69,7 +88,7 @@ def real_fact_records(rng: random.Random, num_countries: int) -> list[Record]:
             paraphrased_questions=[f"Which continent is {the}{country} part of?", f"{the.capitalize()}{country} lies on which continent?"],
             paraphrased_answer=f"{the.capitalize()}{country} is in {continent}.",
             perturbed_answers=wrong_continents,
-            meta={"split": "real", "type": "fact", "attribute": "continent", "country": country},
+            meta={"split": split, "type": "fact", "attribute": "continent", "country": country},
         ))
     return records
 
