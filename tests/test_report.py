@@ -73,6 +73,10 @@ def test_compare_rows_and_page(tmp_path: Path) -> None:
     assert rows[1]["utility model_utility"] == pytest.approx(0.28)
     assert run_row(load_run(a))["forget forget_quality"] == pytest.approx(0.2)
     assert "<svg" in page and "a (npo_gd)" in page
+    assert rows[0]["quantize recovered"] == pytest.approx(0.5)  # robustness sits beside forgetting
+    (b / "attacks.json").unlink()  # a run without attacks still lines up, with an empty cell
+    rows, _ = compare([a, b])
+    assert list(rows[0]) == list(rows[1]) and rows[1]["quantize recovered"] is None
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (make test installs it with apt-get where it can)")

@@ -32,12 +32,13 @@ DEFAULT_ATTACKS = ["leak_at_k", "quantize"]
 ATTACK_SETTINGS: dict[str, dict[str, Any]] = {"leak_at_k": {"n": 8, "ks": [1, 4, 8], "max_new_tokens": 48}, "quantize": {"bits": [4]}}
 
 
-def demo_plan(out: Path, world: Path, method: dict[str, Any] | None = None, model: str = "default") -> Plan:
+def demo_plan(out: Path, world: Path, method: dict[str, Any] | None = None, model: str = "default",
+              requests: int | None = None) -> Plan:
     return parse_plan(
         {
             "model": model,
             "method": method or DEFAULT_METHOD,
-            "requests": [{"world": str(world)}],
+            "requests": [{"world": str(world), "first": requests}],
             "evaluation": {"suite": "quick"},
             "prepare": True,
             "output": str(out),
@@ -51,7 +52,7 @@ def demo_plan(out: Path, world: Path, method: dict[str, Any] | None = None, mode
 
 
 def run_demo(out: str | Path = "runs/demo", size: str = "small", seed: int = 0, method: dict[str, Any] | None = None,
-             model: str = "default", attacks: list[str] | None = None) -> Path:
+             model: str = "default", attacks: list[str] | None = None, requests: int | None = None) -> Path:
     from unlearnkit.data.world import build_world
     from unlearnkit.engine.after_run import write_attacks, write_references
     from unlearnkit.engine.runner import run_plan
@@ -64,7 +65,7 @@ def run_demo(out: str | Path = "runs/demo", size: str = "small", seed: int = 0, 
     if not (world / "world.json").exists():
         build_world(world, seed=seed, size=size)
     timings["world_s"] = time.perf_counter() - tick
-    plan = demo_plan(out, world, method, model)
+    plan = demo_plan(out, world, method, model, requests)
     tick = time.perf_counter()
     run_plan(plan)  # prepares target and oracles first (cached), then the sequential steps
     timings["prepare_and_run_s"] = time.perf_counter() - tick

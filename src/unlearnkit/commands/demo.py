@@ -17,14 +17,21 @@ def demo(
     size: Annotated[str, typer.Option(help="world size: tiny, small or medium")] = "small",
     seed: Annotated[int, typer.Option(help="world seed")] = 0,
     method: Annotated[str | None, typer.Option(help="method name instead of the default")] = None,
+    sets: Annotated[list[str] | None, typer.Option("--set", help="method hyperparameter key=value (repeatable)")] = None,
+    requests: Annotated[int | None, typer.Option(help="apply only the world's first N requests")] = None,
     model: Annotated[str, typer.Option("--model", "-m", help="base model")] = "default",
     attacks: Annotated[str, typer.Option(help="attacks after the last step, comma-separated ('' for none)")] = "leak_at_k,quantize",
 ) -> None:
     """The whole product on the embedded default: world, target, oracles, 3 requests, report."""
-    from unlearnkit.demo import run_demo
+    from unlearnkit.commands.methods import parse_settings
+    from unlearnkit.demo import DEFAULT_METHOD, run_demo
 
     chosen = [a for a in attacks.split(",") if a.strip()]
-    run_demo(out, size=size, seed=seed, method={"name": method} if method else None, model=model, attacks=chosen)
+    settings = parse_settings(sets or [])
+    name = method or DEFAULT_METHOD["name"]
+    base = DEFAULT_METHOD["settings"] if name == DEFAULT_METHOD["name"] else {}
+    run_demo(out, size=size, seed=seed, method={"name": name, "settings": {**base, **settings}}, model=model,
+             attacks=chosen, requests=requests)
 
 
 def report(run: Annotated[Path, typer.Argument(help="a run folder")], out: Annotated[Path | None, typer.Option(help="HTML file")] = None) -> None:
@@ -37,6 +44,7 @@ def report(run: Annotated[Path, typer.Argument(help="a run folder")], out: Annot
 def compare(
     runs: Annotated[list[Path], typer.Argument(help="run folders")],
     out: Annotated[Path, typer.Option(help="HTML file for the table and the plot")] = Path("compare.html"),
+    json_out: Annotated[Path | None, typer.Option("--json", help="also write the rows as JSON here")] = None,
 ) -> None:
     """Side-by-side table of runs and a plot of forgetting against utility."""
     from unlearnkit.report.compare import compare as build
@@ -52,6 +60,10 @@ def compare(
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(page, encoding="utf-8")
     tmp.replace(out)
+    if json_out is not None:
+        import json
+
+        json_out.write_text(json.dumps(rows, indent=2) + "\n")
     console.print(f"comparison: {out}")
 
 

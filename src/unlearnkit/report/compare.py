@@ -25,14 +25,27 @@ def run_row(view: RunView) -> dict[str, float | str | None]:
         row[f"forget {metric}"] = mean(present) if present else None
     for scope, metric in KEPT_COLUMNS:
         row[f"{scope} {metric}"] = view.metric(last, scope, metric)
+    for attack, fractions in attack_recovery(view).items():
+        row[f"{attack} recovered"] = mean(fractions) if fractions else None
     row["unlearn s"] = sum(s.get("unlearn_s") or 0.0 for s in view.steps)
     return row
+
+
+def attack_recovery(view: RunView) -> dict[str, list[float]]:
+    """Recovered fractions per attack over requests and rows (robustness, lower is better)."""
+    out: dict[str, list[float]] = {}
+    for result in view.attacks:
+        rows = [r["recovered"] for r in result["rows"] if r.get("recovered") is not None]
+        out.setdefault(result["attack"], []).extend(rows)
+    return out
 
 
 def compare(folders: list[str | Path]) -> tuple[list[dict[str, float | str | None]], str]:
     """Rows for the table and a self-contained HTML page."""
     views = [load_run(f) for f in folders]
     rows = [run_row(v) for v in views]
+    columns = list(dict.fromkeys(c for r in rows for c in r))  # runs may have run other attacks
+    rows = [{c: r.get(c) for c in columns} for r in rows]
     x_key = "forget forget_quality" if any(r.get("forget forget_quality") is not None for r in rows) else "forget probability"
     points = [(str(r["run"]), _num(r.get(x_key)), _num(r.get("utility model_utility"))) for r in rows]
     svg = plots.tradeoff_chart(points, x_key.replace("forget ", "forget-set ") + " (mean over requests)", "model utility")
