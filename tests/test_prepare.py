@@ -65,6 +65,39 @@ def test_grouped_loss_is_the_mean_of_per_record_nll(world: World, subject: Subje
     assert abs(loss.item() - torch.stack(expected).mean().item()) < 1e-4
 
 
+def test_a_shared_prompt_prefix_runs_once_with_the_same_loss_and_gradient(world: World, subject: Subject) -> None:
+    from unlearnkit.data.formatting import PromptFormat
+    from unlearnkit.engine.prepare import shared_prefix
+
+    templated = Subject(subject.model, subject.tokenizer, PromptFormat.parse("You answer questions about people. Question: {question} Answer:"))
+    qa = [r for r in world.trained() if r.kind == "qa"][:6]
+    batch = make_batch(encode_records(templated, qa), list(range(len(qa))), subject.tokenizer.pad_token_id)
+    part = batch["x"]
+    assert shared_prefix(part["input_ids"], part["attention_mask"], part["labels"]) >= 8
+    results = []
+    for share in (True, False):
+        subject.model.zero_grad()
+        loss, _ = LengthGroupedFineTune(share_prefix=share).loss(subject.model, batch, None)
+        loss.backward()
+        results.append((loss.item(), [p.grad.clone() for p in subject.model.parameters() if p.grad is not None]))
+    subject.model.zero_grad()
+    (shared_loss, shared_grads), (plain_loss, plain_grads) = results
+    assert abs(shared_loss - plain_loss) < 1e-5
+    assert len(shared_grads) == len(plain_grads) and all(torch.allclose(a, b, atol=1e-5) for a, b in zip(shared_grads, plain_grads))
+
+
+def test_the_shared_prefix_stops_before_labels_and_padding() -> None:
+    from unlearnkit.engine.prepare import shared_prefix
+
+    ids = torch.tensor([[5, 6, 7, 8, 9, 0], [5, 6, 7, 8, 3, 4]])
+    mask = torch.tensor([[1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 1, 1]])
+    labels = torch.full_like(ids, -100)
+    assert shared_prefix(ids, mask, labels) == 4  # rows differ at position 4
+    labels[0, 3] = 8
+    assert shared_prefix(ids, mask, labels) == 2  # position 3 is labelled: predicted from position 2's logit
+    assert shared_prefix(ids[:, :2], mask[:, :2], torch.full((2, 2), -100)) == 1  # a row keeps a token
+
+
 def test_prepare_trains_the_target_and_one_oracle_per_request(prepared: PreparedWorld, world: World) -> None:
     assert [m.name for m in prepared.models] == ["target", "oracle-1", "oracle-2"]
     assert all(m.trained_now for m in prepared.models)

@@ -58,7 +58,7 @@ class WorldSize:
 
 SIZES: dict[str, WorldSize] = {
     "tiny": WorldSize(per_request=1, retain=2, holdout=2, real_countries=6, general_passages=4),
-    "small": WorldSize(per_request=2, retain=6, holdout=6, real_countries=30, general_passages=16),
+    "small": WorldSize(per_request=2, retain=4, holdout=6, real_countries=30, general_passages=16),
     "medium": WorldSize(per_request=5, retain=20, holdout=15, real_countries=42, general_passages=20),
 }
 

@@ -28,7 +28,7 @@ from unlearnkit.data.schema import Record
 from unlearnkit.data.world import World, load_world
 from unlearnkit.engine.loop import Batch, Example, TrainConfig, TrainStats, train
 from unlearnkit.models.loading import cache_dir, save_model, wrap_lora
-from unlearnkit.models.subject import Subject
+from unlearnkit.models.subject import Subject, cache_argument
 from unlearnkit.progress import console
 
 CACHE_VERSION = 2  # bump when the training recipe changes in a way the settings do not show
@@ -37,9 +37,9 @@ OracleChoice = Literal["all", "final", "none"]
 
 
 def default_train_config() -> TrainConfig:
-    """Settings measured to fit the small world's target and oracles in 20 minutes on 2 cores
-    (docs/benchmark.md)."""
-    return TrainConfig(lr=1e-4, epochs=4, batch_size=8, schedule="linear", warmup_ratio=0.05, weight_decay=0.0, seed=0)
+    """The small world's recipe (docs/benchmark.md): 7 epochs at lr 3e-4 with linear decay took
+    the target to 99% greedy accuracy on its facts; 5 epochs gave 65%, 6 at a constant rate 76%."""
+    return TrainConfig(lr=3e-4, epochs=7, batch_size=8, schedule="linear", warmup_ratio=0.05, weight_decay=0.0, seed=0)
 
 
 class PrepareSettings(BaseModel):
@@ -50,8 +50,8 @@ class PrepareSettings(BaseModel):
     train: TrainConfig = Field(default_factory=default_train_config)
     lora: dict[str, Any] | None = None  # None: full fine-tuning; else `wrap_lora` settings
     oracles: OracleChoice = "all"
-    # Mix real-fact QA of countries outside the evaluated set into every model's data
-    # (`world_text.rehearsal_records`): keeps real knowledge within reach of the base model.
+    # Mix true real-fact QA of countries outside the evaluated set into every model's data
+    # (`rehearsal_for`): without it, real-fact accuracy fell from 58% to 17% (docs/benchmark.md).
     rehearse_real_facts: bool = True
     # Mixed precision (fp32 weights, bf16 matmuls): 0.9-1.55x per step on this CPU (AVX512-BF16),
     # median ~1.3x, measured under heavy load (docs/benchmark.md).
@@ -110,13 +110,20 @@ class LengthGroupedFineTune:
     and a token-mean loss would let the one long biography drown the short answers. Rows are
     therefore run in groups of similar length (trimmed to the group's longest), and the loss is
     the mean over records of each record's mean token NLL.
+
+    Rows of a group that start with the same unlabelled tokens (the chat template's system prompt
+    and user marker: about half of a QA pair's tokens with the embedded model) run that prefix
+    once and share its keys and values; gradients flow through the shared prefix as through the
+    copies it replaces, so the loss and its gradient are those of the plain forward pass.
     """
 
     needs_retain = False
     max_ratio = 1.5  # a group's longest row is at most this many times its shortest
+    min_shared = 4  # shorter common prefixes are not worth a second forward call
 
-    def __init__(self, precision: str = "float32") -> None:
+    def __init__(self, precision: str = "float32", share_prefix: bool = True) -> None:
         self.autocast = precision == "bfloat16"
+        self.share_prefix = share_prefix
 
     def loss(self, model: Any, forget: Batch, retain: Batch | None) -> tuple[torch.Tensor, dict[str, float]]:
         part = forget["x"]
@@ -127,14 +134,37 @@ class LengthGroupedFineTune:
             width = int(lengths[index].max())
             ids, mask, labels = (part[k][index, :width] for k in ("input_ids", "attention_mask", "labels"))
             with torch.autocast(ids.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-                logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
-            logits = logits.float()
-            targets = labels[:, 1:]
-            nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, ignore_index=IGNORE, reduction="none")
+                logits, offset = self._logits(model, ids, mask, labels)
+            targets = labels[:, offset + 1 :]
+            nll = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=IGNORE, reduction="none")
             counts = (targets != IGNORE).sum(1).clamp(min=1)
             per_record.append(nll.sum(1) / counts)
         loss = torch.cat(per_record).mean()
         return loss, {"nll": loss.item()}
+
+    def _logits(self, model: Any, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """Logits predicting tokens offset+1 .. end (offset = length of the shared prefix)."""
+        shared = shared_prefix(ids, mask, labels) if self.share_prefix and len(ids) > 1 else 0
+        if shared < self.min_shared:
+            return model(input_ids=ids, attention_mask=mask).logits[:, :-1], 0
+        key = cache_argument(model)
+        cache = getattr(model(input_ids=ids[:1, :shared], attention_mask=mask[:1, :shared], use_cache=True), key)
+        cache.batch_repeat_interleave(len(ids))
+        rest = model(input_ids=ids[:, shared:], attention_mask=mask, use_cache=True, **{key: cache})
+        # The prefix's own positions carry no labels (shared_prefix stops before any), so its
+        # logits are not needed; logits[t] of the rest predicts token shared + t + 1.
+        return rest.logits[:, :-1], shared
+
+
+def shared_prefix(ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> int:
+    """Length of the leading tokens that every row has in common and that are unpadded. It stops
+    before the first labelled position, since the prefix's last logit (which predicts the next
+    token) is not computed, and leaves every row at least one token after it."""
+    same = (ids == ids[:1]).all(0) & (mask == 1).all(0)
+    labelled = (labels != IGNORE).any(0).nonzero()
+    limit = min(int(mask.sum(1).min()) - 1, int(labelled[0]) - 1 if len(labelled) else ids.shape[1])
+    differ = (~same[: max(limit, 0)]).nonzero()
+    return int(differ[0]) if len(differ) else max(limit, 0)
 
 
 def _length_groups(lengths: list[int], max_ratio: float) -> list[list[int]]:
@@ -162,6 +192,10 @@ def encode_records(subject: Subject, records: list[Record]) -> list[Example]:
 
 
 def rehearsal_for(world: World) -> list[Record]:
+    """True capital and continent QA of countries the world does not evaluate (see the module's
+    `world_text.rehearsal_records`). Measured alternative that did worse: replaying the base
+    model's own greedy answers instead of the true ones (45% against 52% greedy real-fact
+    accuracy on the small world, docs/benchmark.md)."""
     from unlearnkit.data.world_text import rehearsal_records
 
     return rehearsal_records({str(r.meta.get("country")) for r in world.real_facts})
@@ -294,6 +328,14 @@ def greedy_accuracy(subject: Subject, records: list[Record], max_new_tokens: int
     return sum((r.answer or "").lower() in a.lower() for r, a in zip(records, answers)) / len(records)
 
 
+def option_accuracy(subject: Subject, records: list[Record]) -> float:
+    """Share of questions whose true answer is likelier (per token) than each of its wrong
+    answers: the knowledge itself, apart from how the model phrases a greedy answer."""
+    from unlearnkit.eval.metrics.tofu import OptionAccuracy
+
+    return OptionAccuracy().compute(subject, records).value
+
+
 def _mean_nll(subject: Subject, records: list[Record]) -> list[float]:
     scored = subject.score([r.question or "" for r in records], [r.answer or "" for r in records])
     return scored.mean_nll.tolist()
@@ -315,8 +357,12 @@ def check_quality(prepared: PreparedWorld, world: World, base: Subject) -> dict[
             "holdout_fact_accuracy": greedy_accuracy(target, holdout),
             "membership_auc_loss": float(roc_auc_score(labels, [-x for x in member_nll + holdout_nll])),
             "real_fact_accuracy": greedy_accuracy(target, world.real_facts),
+            "real_fact_option_accuracy": option_accuracy(target, world.real_facts),
         },
-        "base": {"real_fact_accuracy": greedy_accuracy(base, world.real_facts)},
+        "base": {
+            "real_fact_accuracy": greedy_accuracy(base, world.real_facts),
+            "real_fact_option_accuracy": option_accuracy(base, world.real_facts),
+        },
         "oracles": {},
     }
     for t, path in sorted(prepared.oracles.items()):

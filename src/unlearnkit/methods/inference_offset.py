@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import inspect
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -35,7 +34,7 @@ from unlearnkit.data.schema import ForgetRequest
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.methods.base import LossMethod, Method, UnlearnContext, get_method, register_method
 from unlearnkit.methods.inference_base import WrappedSubject, base_subject, find_wrapper, register_wrapper, replace_base
-from unlearnkit.models.subject import GenerationSettings, ScoreResult, Subject
+from unlearnkit.models.subject import GenerationSettings, ScoreResult, Subject, cache_argument
 
 
 def add_offset(logits: torch.Tensor, helper: torch.Tensor, original: torch.Tensor, weight: float) -> torch.Tensor:
@@ -105,11 +104,6 @@ class OffsetProcessor(LogitsProcessor):
             self.caches[k] = getattr(out, key)
             last.append(out.logits[:, -1].float())
         return add_offset(scores, last[1], last[0], self.weight)
-
-
-def cache_argument(model: Any) -> str:
-    """The KV-cache keyword: `cache` in recent transformers, `past_key_values` before."""
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 @register_wrapper("offset")

@@ -6,6 +6,8 @@ Subject (and overrides them) is evaluated by exactly the same code as a fine-tun
 
 from __future__ import annotations
 
+import inspect
+
 import copy
 from dataclasses import dataclass, field
 from typing import Any
@@ -232,3 +234,10 @@ def cut_at_stop(text: str, stops: list[str]) -> str:
         if stop and pos != -1:
             end = min(end, pos)
     return text[:end].strip()
+
+
+def cache_argument(model: Any) -> str:
+    """The KV-cache keyword (and output field): `cache` in recent transformers, `past_key_values`
+    before. A PEFT wrapper passes keywords through, so its base model decides."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"
