@@ -24,12 +24,18 @@ from rich.table import Table
 
 from unlearnkit.plan import Plan, parse_plan
 
-# Chosen from bench/method_cost.py and the method comparison in docs/methods.md: NPO with a
-# retain NLL term forgets the requests while keeping retain and real-knowledge utility, and it
-# needs only cached reference log-probs (no second model in memory).
-DEFAULT_METHOD: dict[str, Any] = {"name": "npo_gd", "settings": {}}
+# Chosen by bench/compare_methods.sh on the small world's first request (docs/methods.md,
+# "The demo's default"): NPO + retain NLL at lr 1e-4 for 3 epochs reached the oracle by the
+# KS forget-quality test (p 0.28) and by membership AUC (0.56 vs the oracle's 0.55) while model
+# utility stayed within 0.01 of the target; it recovered least under leak@k and 4-bit
+# quantization, and it was the cheapest of the methods that forgot (82 s per request).
+DEFAULT_METHOD: dict[str, Any] = {"name": "npo_gd", "settings": {"lr": 1e-4, "epochs": 3}}
 DEFAULT_ATTACKS = ["leak_at_k", "quantize"]
-ATTACK_SETTINGS: dict[str, dict[str, Any]] = {"leak_at_k": {"n": 8, "ks": [1, 4, 8], "max_new_tokens": 48}, "quantize": {"bits": [4]}}
+# World answers are a few tokens; 10 questions per request keep the attacks to ~1 minute each.
+ATTACK_SETTINGS: dict[str, dict[str, Any]] = {
+    "leak_at_k": {"n": 8, "ks": [1, 4, 8], "max_new_tokens": 24, "limit": 10},
+    "quantize": {"bits": [4], "max_new_tokens": 24, "limit": 10},
+}
 
 
 def demo_plan(out: Path, world: Path, method: dict[str, Any] | None = None, model: str = "default",

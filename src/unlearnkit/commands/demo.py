@@ -51,11 +51,13 @@ def compare(
     from unlearnkit.report.html import fmt
 
     rows, page = build(runs)
+    # One row per measure and one column per run: a dozen measures fit a terminal, a dozen runs rarely do.
     table = Table(title="runs after their last step")
-    for column in rows[0]:
-        table.add_column(column, overflow="fold")
+    table.add_column("measure")
     for row in rows:
-        table.add_row(*(fmt(v) for v in row.values()))
+        table.add_column(str(row["run"]), justify="right", overflow="fold")
+    for column in list(rows[0])[1:]:
+        table.add_row(column, *(fmt(row.get(column)) for row in rows))
     console.print(table)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(page, encoding="utf-8")
