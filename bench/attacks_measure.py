@@ -60,8 +60,8 @@ def main() -> None:
     parser.add_argument("--recipe", default="quick", choices=["quick", "prepare"])
     parser.add_argument("--people-facts", type=int, default=4, help="quick recipe: QA facts per person")
     parser.add_argument("--limit", type=int, default=4, help="QA records per request and attack")
-    parser.add_argument("--epochs", type=float, default=8, help="target/oracle fine-tuning epochs")
-    parser.add_argument("--methods", default="npo,ssu")
+    parser.add_argument("--epochs", type=float, default=None, help="target/oracle fine-tuning epochs (default: prepare's)")
+    parser.add_argument("--methods", default="npo,ssu", help="name or name:key=value;key=value, comma-separated")
     parser.add_argument("--out", default="bench/results/attacks_measure.json")
     parser.add_argument("--world", default="bench/results/attacks_world")
     parser.add_argument("--table", help="only print the markdown tables of this results JSON")
@@ -79,9 +79,17 @@ def main() -> None:
     world = load_world(world_dir)
     data = EvalData.from_world(world_dir)
     if args.recipe == "prepare":
-        prepare = PrepareSettings(train=default_train_config().model_copy(update={"epochs": args.epochs}), oracles="final")
+        # An existing world with K requests (the demo's) uses its first request and oracle-1,
+        # which `unlearnkit demo` has already cached.
+        train_config = default_train_config()
+        if args.epochs is not None:
+            train_config = train_config.model_copy(update={"epochs": args.epochs})
+        prepare = PrepareSettings(train=train_config, oracles="all" if len(world.requests) > 1 else "final")
         prepared = prepare_world("default", world_dir, prepare)
         target, oracle = Subject.load(str(prepared.target), device="cpu"), Subject.load(str(prepared.oracles[1]), device="cpu")
+        from dataclasses import replace
+
+        data = replace(data, requests=data.requests[:1])
     else:
         target, oracle, data = quick_models(data, args.people_facts)
     target.name, oracle.name = "target", "oracle"
@@ -89,9 +97,11 @@ def main() -> None:
     request = data.requests[0]
     chosen = settings(args.limit)
     runs = []
-    for method_name in args.methods.split(","):
+    for spec in args.methods.split(","):
+        method_name, _, extra = spec.partition(":")
+        overrides = {k: json.loads(v) for k, v in (pair.split("=", 1) for pair in extra.split(";") if pair)}
         tick = time.perf_counter()
-        method = get_method(method_name, METHODS.get(method_name))
+        method = get_method(method_name, {**METHODS.get(method_name, {}), **overrides})
         unlearned = method.unlearn(target.clone(), request, UnlearnContext(retain=world.retain, seed=0))
         unlearned.name = method_name
         timings[f"{method_name}_unlearn_s"] = time.perf_counter() - tick
