@@ -29,12 +29,19 @@ from unlearnkit.plan import Plan, parse_plan
 # KS forget-quality test (p 0.28) and by membership AUC (0.56 vs the oracle's 0.55) while model
 # utility stayed within 0.01 of the target; it recovered least under leak@k and 4-bit
 # quantization, and it was the cheapest of the methods that forgot (82 s per request).
-DEFAULT_METHOD: dict[str, Any] = {"name": "npo_gd", "settings": {"lr": 1e-4, "epochs": 3}}
+DEFAULT_METHOD: dict[str, Any] = {
+    "name": "npo_gd",
+    # Applied three times in a row at a constant 1e-4 without warm-up, the second request broke
+    # the model (retain probability 0.98 -> 0.03). Warm-up, and stopping once the request's mean
+    # answer probability is below 0.3 (the oracles answer these people at 0.16-0.23), keep the
+    # sequence from overshooting.
+    "settings": {"lr": 1e-4, "epochs": 3, "warmup_ratio": 0.2, "stop_forget_prob": 0.3, "check_every": 3},
+}
 DEFAULT_ATTACKS = ["leak_at_k", "quantize"]
-# World answers are a few tokens; 10 questions per request keep the attacks to ~1 minute each.
+# World answers are a few tokens; 6 questions per request keep both attacks under a minute per request.
 ATTACK_SETTINGS: dict[str, dict[str, Any]] = {
-    "leak_at_k": {"n": 8, "ks": [1, 4, 8], "max_new_tokens": 24, "limit": 10},
-    "quantize": {"bits": [4], "max_new_tokens": 24, "limit": 10},
+    "leak_at_k": {"n": 8, "ks": [1, 4, 8], "max_new_tokens": 24, "limit": 6},
+    "quantize": {"bits": [4], "max_new_tokens": 24, "limit": 6},
 }
 
 
