@@ -31,11 +31,12 @@ from unlearnkit.plan import Plan, parse_plan
 # quantization, and it was the cheapest of the methods that forgot (82 s per request).
 DEFAULT_METHOD: dict[str, Any] = {
     "name": "npo_gd",
-    # Applied three times in a row at a constant 1e-4 without warm-up, the second request broke
-    # the model (retain probability 0.98 -> 0.03). Warm-up, and stopping once the request's mean
-    # answer probability is below 0.3 (the oracles answer these people at 0.16-0.23), keep the
-    # sequence from overshooting.
-    "settings": {"lr": 1e-4, "epochs": 3, "warmup_ratio": 0.2, "stop_forget_prob": 0.3, "check_every": 3},
+    # Sequential runs need a gentler setting than one request does (docs/methods.md): at a
+    # constant 1e-4 the second request broke the model (retain probability 0.98 -> 0.03); with
+    # warm-up and the stop below, the third still did (0.76 -> 0.12). Half the rate, twice the
+    # retain weight, warm-up, and a stop once the request's mean answer probability is below 0.3
+    # (the oracles answer these people at 0.07-0.23).
+    "settings": {"lr": 5e-5, "alpha": 2.0, "epochs": 3, "warmup_ratio": 0.2, "stop_forget_prob": 0.3, "check_every": 3},
 }
 DEFAULT_ATTACKS = ["leak_at_k", "quantize"]
 # World answers are a few tokens; 6 questions per request keep both attacks under a minute per request.
