@@ -31,12 +31,13 @@ from unlearnkit.plan import Plan, parse_plan
 # quantization, and it was the cheapest of the methods that forgot (82 s per request).
 DEFAULT_METHOD: dict[str, Any] = {
     "name": "npo_gd",
-    # Sequential runs need a gentler setting than one request does (docs/methods.md): at a
-    # constant 1e-4 the second request broke the model (retain probability 0.98 -> 0.03); with
-    # warm-up and the stop below, the third still did (0.76 -> 0.12). Half the rate, twice the
-    # retain weight, warm-up, and a stop once the request's mean answer probability is below 0.3
-    # (the oracles answer these people at 0.07-0.23).
-    "settings": {"lr": 5e-5, "alpha": 2.0, "epochs": 3, "warmup_ratio": 0.2, "stop_forget_prob": 0.3, "check_every": 3},
+    # Sequential runs need a gentler setting than one request does (docs/methods.md, "Three
+    # requests in a row"): at a constant 1e-4 the second request broke the model (retain
+    # probability 0.98 -> 0.03); with warm-up and an early stop the third still did (-> 0.12).
+    # At half the rate with twice the retain weight, three requests kept retain at 0.99 and
+    # utility at the target's, and forgot part of the way to the oracle. (An early stop at
+    # forget probability 0.3 never fired at this rate and cost ~30 s per request; left out.)
+    "settings": {"lr": 5e-5, "alpha": 2.0, "epochs": 3, "warmup_ratio": 0.2},
 }
 DEFAULT_ATTACKS = ["leak_at_k", "quantize"]
 # World answers are a few tokens; 6 questions per request keep both attacks under a minute per request.
