@@ -1,0 +1,46 @@
+"""One recipe experiment of docs/benchmark.md ("Finding the recipe"): train the target only
+with the given learning rate and epochs (other settings from the default recipe, overridable as
+JSON), then measure its quality bar without the oracles.
+
+    .venv/bin/python bench/prepare_recipe.py LR EPOCHS ['{"schedule": "constant"}'] [--world DIR]
+
+Prints the training stats and the check as JSON and appends them to
+bench/results/prepare_recipe.jsonl. Models land in `$UNLEARNKIT_CACHE/prepared` like any other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from unlearnkit.data.world import build_world, load_world
+from unlearnkit.engine.prepare import PrepareSettings, check_quality, default_train_config, prepare_world
+from unlearnkit.models.subject import Subject
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("lr", type=float)
+    parser.add_argument("epochs", type=float)
+    parser.add_argument("overrides", nargs="?", default="{}", help="more TrainConfig keys as JSON")
+    parser.add_argument("--world", default="runs/demo/world")
+    args = parser.parse_args()
+    if not (Path(args.world) / "world.json").exists():
+        build_world(args.world, seed=0, size="small")
+    train = default_train_config().model_copy(update={"lr": args.lr, "epochs": args.epochs, **json.loads(args.overrides)})
+    base = Subject.load("default")
+    start = time.perf_counter()
+    prepared = prepare_world("default", args.world, PrepareSettings(train=train, oracles="none"), subject=base)
+    prepared.oracles = {}
+    quality = check_quality(prepared, load_world(args.world), base)
+    record = {"train": train.model_dump(), "world": args.world, "stats": prepared.models[0].stats,
+              "quality": quality, "total_s": time.perf_counter() - start}
+    print(json.dumps(record, indent=1))
+    with Path("bench/results/prepare_recipe.jsonl").open("a") as out:
+        out.write(json.dumps(record) + "\n")
+
+
+if __name__ == "__main__":
+    main()
