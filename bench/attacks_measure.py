@@ -21,6 +21,7 @@ import json
 import os
 import platform
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -87,8 +88,6 @@ def main() -> None:
         prepare = PrepareSettings(train=train_config, oracles="all" if len(world.requests) > 1 else "final")
         prepared = prepare_world("default", world_dir, prepare)
         target, oracle = Subject.load(str(prepared.target), device="cpu"), Subject.load(str(prepared.oracles[1]), device="cpu")
-        from dataclasses import replace
-
         data = replace(data, requests=data.requests[:1])
     else:
         target, oracle, data = quick_models(data, args.people_facts)
@@ -116,8 +115,6 @@ def main() -> None:
 
 def quick_models(data: EvalData, per_person: int) -> tuple[Subject, Subject, EvalData]:
     """Target and oracle through the shared loop on a few QA facts (see the module doc)."""
-    from dataclasses import replace
-
     request = data.requests[0]
     forgotten = [r for r in request.records if r.kind == "qa"][:per_person]
     related = {p.meta.get("via") for p in request.probes}
