@@ -9,6 +9,7 @@ from sequential_helpers import learned_model_dir, mean_prob, requests, retain
 from unlearnkit.engine.loop import TrainStats
 from unlearnkit.methods import arithmetic
 from unlearnkit.methods.arithmetic import SSU, NegMerge, TaskVector, negate_into
+from unlearnkit.models.weights import scale_change
 from unlearnkit.methods.base import UnlearnContext, get_method
 from unlearnkit.models.subject import Subject
 
@@ -83,6 +84,16 @@ def test_negate_into_is_two_theta_minus_fine_tuned() -> None:
         layer.weight.fill_(3.0)  # θ_ft
     negate_into(layer, before, scale=1.0)
     assert torch.equal(layer.weight.detach(), torch.full((2, 2), -1.0))  # 2·1 − 3
+
+
+def test_scale_change_interpolates_towards_the_weights_before() -> None:
+    layer = torch.nn.Linear(2, 1, bias=False)
+    before = torch.nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[5.0, -3.0]]))  # θ
+        before.weight.copy_(torch.tensor([[1.0, 1.0]]))  # θ_before, given as a model
+    scale_change(layer, before, 0.25)
+    assert layer.weight.tolist() == [[2.0, 0.0]]  # 1 + 0.25·4, 1 + 0.25·(−4)
 
 
 def test_saliency_mask_keeps_large_gradients_of_target_modules() -> None:

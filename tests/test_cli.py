@@ -44,6 +44,7 @@ def test_generate_on_tiny_model(tiny_model_dir: Path, tmp_path: Path) -> None:
     [
         (("score", "--model", "/no/such/dir", "--data", str(EXAMPLES / "retain.jsonl")), "error: model '/no/such/dir': no such file or folder, and not a hub id"),
         (("score", "--data", "/no/such.jsonl"), "error: /no/such.jsonl: no such file or folder"),
+        (("prepare", "--world", "/no/world", "--finetune-share", "0"), "error: --finetune-share 0.0: use a value in (0, 1]"),
     ],
 )
 def test_errors_are_one_line(args: tuple[str, ...], message: str) -> None:

@@ -139,6 +139,21 @@ def test_other_settings_or_an_unfinished_save_retrain(tmp_path: Path, world_dir:
     assert again.trained_any and (again.target / "unlearnkit.json").exists()
 
 
+def test_finetune_share_keeps_that_share_of_the_weight_change(tmp_path: Path, world_dir: Path, subject: Subject) -> None:
+    quick = PrepareSettings(train=TrainConfig(lr=1e-3, max_steps=2, batch_size=8, seed=0), oracles="none", precision="float32", finetune_share=1.0)
+    full = prepare_world("tiny-test", world_dir, quick, subject=subject, cache=tmp_path)
+    half = prepare_world("tiny-test", world_dir, quick.model_copy(update={"finetune_share": 0.5}), subject=subject, cache=tmp_path)
+    assert half.trained_any and half.target != full.target  # the share is part of the cache key
+    base = subject.model.state_dict()
+    tuned = Subject.load(str(full.target), device="cpu").model.state_dict()
+    merged = Subject.load(str(half.target), device="cpu").model.state_dict()
+    assert any(not torch.equal(tuned[k], base[k]) for k in base)
+    for k in base:  # the same two training steps, then θ_base + 0.5·(θ_ft − θ_base)
+        assert torch.allclose(merged[k], base[k] + 0.5 * (tuned[k] - base[k]), atol=1e-6), k
+    with pytest.raises(ValueError, match="finetune_share"):
+        PrepareSettings(finetune_share=0.0)
+
+
 def test_lora_prepare_saves_a_plain_model(tmp_path: Path, world_dir: Path, subject: Subject) -> None:
     settings = PrepareSettings(train=TrainConfig(lr=1e-2, max_steps=3, batch_size=8), lora={"r": 4, "lora_alpha": 8}, oracles="none")
     prepared = prepare_world("tiny-test", world_dir, settings, subject=subject, cache=tmp_path)

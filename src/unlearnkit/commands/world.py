@@ -47,6 +47,7 @@ def prepare_command(
     lr: Annotated[float | None, typer.Option(help="learning rate (default: the measured recipe)")] = None,
     epochs: Annotated[float | None, typer.Option(help="epochs over the trained records")] = None,
     batch_size: Annotated[int | None, typer.Option(help="records per optimizer step")] = None,
+    finetune_share: Annotated[float | None, typer.Option(help="share of the weight change kept after training, in (0, 1]; 1 keeps the trained model (default: the measured 0.6)")] = None,
     fmt: Annotated[str, typer.Option("--format", help="prompt format: auto, chat, plain, raw, or a template with {question}")] = "auto",
     device: Annotated[str, typer.Option(help="cpu, cuda or auto")] = "auto",
     precision: Annotated[str, typer.Option(help="auto (bf16 autocast where the hardware runs it natively), float32 or bfloat16")] = "auto",
@@ -64,8 +65,11 @@ def prepare_command(
         raise UnlearnkitError(f"--lora {lora}: a rank is at least 1 (or 0 for full fine-tuning)")
     if precision not in ("auto", "float32", "bfloat16"):
         raise UnlearnkitError(f"--precision '{precision}': use auto, float32 or bfloat16")
+    if finetune_share is not None and not 0 < finetune_share <= 1:
+        raise UnlearnkitError(f"--finetune-share {finetune_share}: use a value in (0, 1]")
     lora_settings = {"r": lora, "lora_alpha": 2 * lora} if lora else None
-    settings = PrepareSettings(oracles=oracles, lora=lora_settings, precision=precision)  # type: ignore[arg-type]
+    share = {} if finetune_share is None else {"finetune_share": finetune_share}
+    settings = PrepareSettings(oracles=oracles, lora=lora_settings, precision=precision, **share)  # type: ignore[arg-type]
     for name, value in (("lr", lr), ("epochs", epochs), ("batch_size", batch_size)):
         if value is not None:
             if value <= 0:

@@ -3,9 +3,11 @@
 The **target** is the base model fine-tuned on every trained person's QA and biography
 (requests + neighbours + retain). **Oracle t** is the same base model fine-tuned the same way
 on the world without requests 1..t, so oracle K is the retrain-from-scratch reference for the
-whole sequence. Each model is cached under `$UNLEARNKIT_CACHE/prepared/<hash>`, the hash
-covering the base model, the exact training examples, the prompt format and the training
-settings; a second call loads instead of training. `save_model` writes atomically, so an
+whole sequence. After training, every model keeps `finetune_share` of its weight change (a
+weight-space ensemble with the base model), which brings back the base model's real knowledge
+that fine-tuning on invented facts displaced. Each model is cached under
+`$UNLEARNKIT_CACHE/prepared/<hash>`, the hash covering the base model, the exact training
+examples, the prompt format and the training settings; a second call loads instead of training. `save_model` writes atomically, so an
 interrupted prepare leaves either a finished model or nothing that a later call would trust,
 and a rerun resumes with the models still missing.
 """
@@ -29,6 +31,7 @@ from unlearnkit.data.world import World, load_world
 from unlearnkit.engine.loop import Batch, Example, TrainConfig, TrainStats, train
 from unlearnkit.models.loading import cache_dir, save_model, wrap_lora
 from unlearnkit.models.subject import Subject, cache_argument
+from unlearnkit.models.weights import scale_change
 from unlearnkit.progress import console
 
 CACHE_VERSION = 2  # bump when the training recipe changes in a way the settings do not show
@@ -56,6 +59,11 @@ class PrepareSettings(BaseModel):
     # Mixed precision (fp32 weights, bf16 matmuls): 0.9-1.55x per step on this CPU (AVX512-BF16),
     # median ~1.3x, measured under heavy load (docs/benchmark.md).
     precision: Literal["auto", "float32", "bfloat16"] = "auto"
+    # After training, keep this share of the weight change: θ = θ_base + share·(θ_ft − θ_base)
+    # (WiSE-FT's weight-space ensemble). 1.0 keeps the model as trained. Why 0.6: the trained
+    # model answered 99% of its facts but only 52% of the real facts greedily (base 62%); at 0.6
+    # it answers 94% and 62% (docs/benchmark.md, experiment E7).
+    finetune_share: float = Field(0.6, gt=0.0, le=1.0)
 
     @model_validator(mode="before")
     @classmethod
@@ -222,6 +230,8 @@ def model_key(base: dict[str, Any], examples: list[Example], fmt: str, settings:
         "version": CACHE_VERSION, "base": base, "format": fmt, "train": settings.train.model_dump(),
         "lora": settings.lora, "precision": settings.precision,
     }
+    if settings.finetune_share != 1.0:  # 1.0 is the model as trained: its key stays what it was
+        header["finetune_share"] = settings.finetune_share
     digest.update(json.dumps(header, sort_keys=True, default=str).encode())
     for example in examples:
         digest.update(json.dumps([example["x"].input_ids, example["x"].labels]).encode())
@@ -302,9 +312,12 @@ def _train_one(base: Subject, examples: list[Example], settings: PrepareSettings
     started = time.perf_counter()
     objective = LengthGroupedFineTune(settings.precision)
     result: TrainStats = train(subject, examples, objective, settings.train, description=description)
+    tuned = subject.model.merge_and_unload() if settings.lora is not None else subject.model
+    if settings.finetune_share < 1.0:
+        scale_change(tuned, base.model, settings.finetune_share)
     losses = [h["loss"] for h in result.history]
     window = max(1, len(losses) // 10)
-    return subject.model, {
+    return tuned, {
         "steps": result.steps,
         "tokens": result.tokens,
         "seconds": time.perf_counter() - started,

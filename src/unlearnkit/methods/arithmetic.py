@@ -26,22 +26,15 @@ from unlearnkit.engine.loop import Batch, FineTune, TrainConfig, TrainStats, tra
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.methods.base import LossMethod, UnlearnContext, encode_record, register_method
 from unlearnkit.models.subject import Subject
+from unlearnkit.models.weights import Vector, scale_change, snapshot
 
 ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-Vector = dict[str, torch.Tensor]
 
 
 # -- task-vector pieces ------------------------------------------------------------------------
-def snapshot(model: Any) -> Vector:
-    """A copy of every parameter (tied weights once): θ before the request."""
-    return {k: p.detach().clone() for k, p in model.named_parameters()}
-
-
-@torch.no_grad()
 def negate_into(model: Any, before: Vector, scale: float) -> None:
     """In place: θ ← θ_before − λ·(θ − θ_before), i.e. subtract the task vector just learned."""
-    for name, p in model.named_parameters():
-        p.copy_(before[name] - scale * (p - before[name]))
+    scale_change(model, before, -scale)
 
 
 @torch.no_grad()
