@@ -2,7 +2,10 @@
 with the given learning rate and epochs (other settings from the default recipe, overridable as
 JSON), then measure its quality bar without the oracles.
 
-    .venv/bin/python bench/prepare_recipe.py LR EPOCHS ['{"schedule": "constant"}'] [--world DIR]
+    .venv/bin/python bench/prepare_recipe.py LR EPOCHS ['{"schedule": "constant"}'] [--world DIR] [--share S]
+
+E1-E6 ran before prepare merged its models with the base, so `--share` defaults to 1.0 (the model
+as trained); `--share 0.6` measures the current default recipe.
 
 Prints the training stats and the check as JSON and appends them to
 bench/results/prepare_recipe.jsonl. Models land in `$UNLEARNKIT_CACHE/prepared` like any other.
@@ -26,16 +29,17 @@ def main() -> None:
     parser.add_argument("epochs", type=float)
     parser.add_argument("overrides", nargs="?", default="{}", help="more TrainConfig keys as JSON")
     parser.add_argument("--world", default="runs/demo/world")
+    parser.add_argument("--share", type=float, default=1.0, help="finetune_share: weight change kept after training")
     args = parser.parse_args()
     if not (Path(args.world) / "world.json").exists():
         build_world(args.world, seed=0, size="small")
     train = default_train_config().model_copy(update={"lr": args.lr, "epochs": args.epochs, **json.loads(args.overrides)})
     base = Subject.load("default")
     start = time.perf_counter()
-    prepared = prepare_world("default", args.world, PrepareSettings(train=train, oracles="none"), subject=base)
+    prepared = prepare_world("default", args.world, PrepareSettings(train=train, oracles="none", finetune_share=args.share), subject=base)
     prepared.oracles = {}
     quality = check_quality(prepared, load_world(args.world), base)
-    record = {"train": train.model_dump(), "world": args.world, "stats": prepared.models[0].stats,
+    record = {"train": train.model_dump(), "finetune_share": args.share, "world": args.world, "stats": prepared.models[0].stats,
               "quality": quality, "total_s": time.perf_counter() - start}
     print(json.dumps(record, indent=1))
     with Path("bench/results/prepare_recipe.jsonl").open("a") as out:

@@ -33,11 +33,11 @@ DEFAULT_METHOD: dict[str, Any] = {
     "name": "npo_gd",
     # Sequential runs need a gentler setting than one request does (docs/methods.md, "Three
     # requests in a row"): at a constant 1e-4 the second request broke the model (retain
-    # probability 0.98 -> 0.03); with warm-up and an early stop the third still did (-> 0.12).
-    # At half the rate with twice the retain weight, three requests kept retain at 0.99 and
-    # utility at the target's, and forgot part of the way to the oracle. (An early stop at
-    # forget probability 0.3 never fired at this rate and cost ~30 s per request; left out.)
-    "settings": {"lr": 5e-5, "alpha": 2.0, "epochs": 3, "warmup_ratio": 0.2},
+    # probability 0.98 -> 0.03). Half the rate with twice the retain weight held. On the merged
+    # target (prepare's finetune_share 0.6, whose facts sit less firmly) 3 epochs over-forgot
+    # (r3 probability 0.03 vs the oracle's 0.26) and cost retain 0.92 -> 0.77 (oracle 0.88);
+    # 2 epochs kept retain and utility at the oracle's and took a third less time.
+    "settings": {"lr": 5e-5, "alpha": 2.0, "epochs": 2, "warmup_ratio": 0.2},
 }
 DEFAULT_ATTACKS = ["leak_at_k", "quantize"]
 # World answers are a few tokens; 6 questions per request keep both attacks under a minute per request.
