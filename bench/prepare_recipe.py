@@ -37,7 +37,6 @@ def main() -> None:
     base = Subject.load("default")
     start = time.perf_counter()
     prepared = prepare_world("default", args.world, PrepareSettings(train=train, oracles="none", finetune_share=args.share), subject=base)
-    prepared.oracles = {}
     quality = check_quality(prepared, load_world(args.world), base)
     record = {"train": train.model_dump(), "finetune_share": args.share, "world": args.world, "stats": prepared.models[0].stats,
               "quality": quality, "total_s": time.perf_counter() - start}

@@ -9,9 +9,9 @@ from sequential_helpers import learned_model_dir, mean_prob, requests, retain
 from unlearnkit.engine.loop import TrainStats
 from unlearnkit.methods import arithmetic
 from unlearnkit.methods.arithmetic import SSU, NegMerge, TaskVector, negate_into
-from unlearnkit.models.weights import scale_change
 from unlearnkit.methods.base import UnlearnContext, get_method
 from unlearnkit.models.subject import Subject
+from unlearnkit.models.weights import scale_change
 
 FAST_SSU = {"lr": 5e-3, "epochs": 20, "batch_size": 3, "grad_accum": 1, "lora_r": 8, "lora_alpha": 16}
 

@@ -7,9 +7,10 @@ whole sequence. After training, every model keeps `finetune_share` of its weight
 weight-space ensemble with the base model), which brings back the base model's real knowledge
 that fine-tuning on invented facts displaced. Each model is cached under
 `$UNLEARNKIT_CACHE/prepared/<hash>`, the hash covering the base model, the exact training
-examples, the prompt format and the training settings; a second call loads instead of training. `save_model` writes atomically, so an
-interrupted prepare leaves either a finished model or nothing that a later call would trust,
-and a rerun resumes with the models still missing.
+examples, the prompt format and the training settings; a second call loads instead of
+training. `save_model` writes atomically, so an interrupted prepare leaves either a finished
+model or nothing that a later call would trust, and a rerun resumes with the models still
+missing.
 """
 
 from __future__ import annotations

@@ -6,9 +6,8 @@ Subject (and overrides them) is evaluated by exactly the same code as a fine-tun
 
 from __future__ import annotations
 
-import inspect
-
 import copy
+import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
