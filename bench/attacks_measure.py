@@ -28,13 +28,15 @@ from typing import Any
 import torch
 
 from unlearnkit.data.schema import Record
-from unlearnkit.data.world import build_world, load_world
-from unlearnkit.engine.loop import FineTune, TrainConfig, train
-from unlearnkit.engine.prepare import PrepareSettings, default_train_config, prepare_world
+from unlearnkit.benchmark.world import build_world
+from unlearnkit.data.world import load_world
+from unlearnkit.training import FineTune, TrainConfig, train
+from unlearnkit.benchmark.prepare import PrepareSettings, default_train_config, prepare_world
 from unlearnkit.eval.attacks import AttackResult, run_attacks
 from unlearnkit.eval.data import EvalData
-from unlearnkit.methods.base import UnlearnContext, encode_record, get_method
+from unlearnkit.methods.base import UnlearnContext, get_method
 from unlearnkit.models.subject import Subject
+from unlearnkit.models.stack import load_subject
 
 # Method settings: the defaults' learning rates barely move a model fine-tuned for 8 steps, so
 # both get the larger rate that the project's own examples use (docs/sequential.md).
@@ -87,7 +89,7 @@ def main() -> None:
             train_config = train_config.model_copy(update={"epochs": args.epochs})
         prepare = PrepareSettings(train=train_config, oracles="all" if len(world.requests) > 1 else "final")
         prepared = prepare_world("default", world_dir, prepare)
-        target, oracle = Subject.load(str(prepared.target), device="cpu"), Subject.load(str(prepared.oracles[1]), device="cpu")
+        target, oracle = load_subject(prepared.target, device="cpu"), load_subject(prepared.oracles[1], device="cpu")
         data = replace(data, requests=data.requests[:1])
     else:
         target, oracle, data = quick_models(data, args.people_facts)
@@ -119,11 +121,11 @@ def quick_models(data: EvalData, per_person: int) -> tuple[Subject, Subject, Eva
     forgotten = [r for r in request.records if r.kind == "qa"][:per_person]
     related = {p.meta.get("via") for p in request.probes}
     neighbour = [r for r in data.neighbours if r.kind == "qa" and r.meta.get("person") in related][:per_person]
-    base = Subject.load("default", device="cpu")
+    base = load_subject("default", device="cpu")
     models = []
     for records in (forgotten + neighbour, neighbour):
         subject = base.clone()
-        examples: list[Any] = [{"x": encode_record(subject, r, r.id or "")} for r in records]
+        examples: list[Any] = [{"x": subject.encode_record(r, where=r.id or "")} for r in records]
         stats = train(subject, examples, FineTune(), QUICK_TRAIN, description="quick fine-tune")
         print(f"fine-tuned on {len(records)} facts: {stats.steps} steps, loss {stats.history[0]['loss']:.3f} -> {stats.history[-1]['loss']:.3f}", flush=True)
         models.append(subject)

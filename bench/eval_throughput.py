@@ -23,10 +23,11 @@ from pathlib import Path
 
 import torch
 
-from unlearnkit.data.world import build_world
+from unlearnkit.benchmark.world import build_world
 from unlearnkit.eval.data import EvalData
 from unlearnkit.eval.suites import evaluate, get_suite, with_max_new_tokens
 from unlearnkit.models.subject import Subject
+from unlearnkit.models.stack import load_subject
 
 
 def records_evaluated(data: EvalData) -> int:
@@ -54,7 +55,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    subject = Subject.load(args.model, device=args.device)
+    subject = load_subject(args.model, device=args.device)
     with tempfile.TemporaryDirectory() as tmp:
         data = EvalData.from_world(build_world(Path(tmp) / "world", seed=0, size="small", num_requests=2))
     run(subject, data, "quick", 1, 1, share=True)  # warm-up: first calls pay for kernel set-up

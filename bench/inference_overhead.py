@@ -36,8 +36,9 @@ import torch
 from unlearnkit.data.schema import Record
 from unlearnkit.methods.base import UnlearnContext, get_method
 from unlearnkit.methods.guard import GuardedSubject
-from unlearnkit.methods.inference_base import find_wrapper
+from unlearnkit.models.stack import find_wrapper
 from unlearnkit.models.subject import GenerationSettings, Subject
+from unlearnkit.models.stack import load_subject
 
 REFUSAL = "I'm sorry, but I can't share information about that."
 REFUSAL_MARKS = ("sorry", "can't share", "cannot share", "can't help", "cannot help", "unable to")
@@ -151,8 +152,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     rng = random.Random(0)
-    subject = Subject.load(args.model, device="cpu")
-    from unlearnkit.data.world import build_world, load_world
+    subject = load_subject(args.model, device="cpu")
+    from unlearnkit.benchmark.world import build_world
+    from unlearnkit.data.world import load_world
 
     world = load_world(build_world(Path(tempfile.mkdtemp()) / "world", seed=0, size=args.world_size, num_requests=3))
     prompt_groups, utility = groups(world, rng)

@@ -52,14 +52,15 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from unlearnkit.data.schema import ForgetRequest
-    from unlearnkit.engine.loop import FineTune, TrainConfig, batches, to_device, train
-    from unlearnkit.methods.base import UnlearnContext, encode_record, get_method
+    from unlearnkit.training import FineTune, TrainConfig, batches, to_device, train
+    from unlearnkit.methods.base import UnlearnContext, get_method
     from unlearnkit.models.subject import Subject
+    from unlearnkit.models.stack import load_subject
 
     torch.set_num_threads(args.threads)
-    subject = Subject.load(args.model, device=args.device)
+    subject = load_subject(args.model, device=args.device)
     forget, retain = records(PEOPLE[:2]), records(PEOPLE[2:])
-    examples = [{"x": encode_record(subject, r, "forget")} for r in forget]
+    examples = [{"x": subject.encode_record(r, where="forget")} for r in forget]
     device, pad = subject.device, subject.tokenizer.pad_token_id
     # Warm-up: one forward/backward so that allocation and kernel selection are not timed.
     warm = to_device(next(batches(examples, 4, pad, 0)), device)["x"]

@@ -18,9 +18,11 @@ import json
 import time
 from pathlib import Path
 
-from unlearnkit.data.world import build_world, load_world
-from unlearnkit.engine.prepare import PrepareSettings, check_quality, default_train_config, prepare_world
+from unlearnkit.benchmark.world import build_world
+from unlearnkit.data.world import load_world
+from unlearnkit.benchmark.prepare import PrepareSettings, check_quality, default_train_config, prepare_world
 from unlearnkit.models.subject import Subject
+from unlearnkit.models.stack import load_subject
 
 
 def main() -> None:
@@ -34,7 +36,7 @@ def main() -> None:
     if not (Path(args.world) / "world.json").exists():
         build_world(args.world, seed=0, size="small")
     train = default_train_config().model_copy(update={"lr": args.lr, "epochs": args.epochs, **json.loads(args.overrides)})
-    base = Subject.load("default")
+    base = load_subject("default")
     start = time.perf_counter()
     prepared = prepare_world("default", args.world, PrepareSettings(train=train, oracles="none", finetune_share=args.share), subject=base)
     quality = check_quality(prepared, load_world(args.world), base)

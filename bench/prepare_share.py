@@ -17,10 +17,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from unlearnkit.data.world import build_world, load_world
-from unlearnkit.engine.prepare import PreparedWorld, PrepareSettings, check_quality, prepare_world
-from unlearnkit.models.loading import save_model
+from unlearnkit.benchmark.world import build_world
+from unlearnkit.data.world import load_world
+from unlearnkit.benchmark.prepare import PreparedWorld, PrepareSettings, check_quality, prepare_world
+from unlearnkit.models.stack import save_subject
 from unlearnkit.models.subject import Subject
+from unlearnkit.models.stack import load_subject
 from unlearnkit.models.weights import scale_change
 
 
@@ -34,7 +36,7 @@ def main() -> None:
     if not (Path(args.world) / "world.json").exists():
         build_world(args.world, seed=0, size="small")
     world = load_world(args.world)
-    base = Subject.load("default")
+    base = load_subject("default")
     trained = prepare_world("default", args.world, PrepareSettings(finetune_share=1.0, oracles=args.oracles), subject=base)
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
@@ -42,9 +44,9 @@ def main() -> None:
             started = time.perf_counter()
             paths = {}
             for model in trained.models:
-                merged = Subject.load(str(model.path), device=str(base.device)).model
+                merged = load_subject(model.path, device=str(base.device)).model
                 scale_change(merged, base.model, share)
-                paths[model.name] = save_model(merged, base.tokenizer, Path(scratch) / f"{share}-{model.name}")
+                paths[model.name] = save_subject(base.with_model(merged), Path(scratch) / f"{share}-{model.name}")
             prepared = PreparedWorld(
                 world=trained.world, base=trained.base, target=paths["target"], models=trained.models,
                 oracles={len(m.removed): paths[m.name] for m in trained.models[1:]},

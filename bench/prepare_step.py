@@ -1,5 +1,5 @@
 """Seconds per training batch of `prepare` on the embedded default, with and without running the
-shared prompt prefix once per length group (engine/prepare.py: LengthGroupedFineTune).
+shared prompt prefix once per length group (benchmark/prepare.py: LengthGroupedFineTune).
 
     .venv/bin/python bench/prepare_step.py [--world runs/demo/world] [--repeats 3]
 
@@ -17,10 +17,13 @@ from pathlib import Path
 
 import torch
 
-from unlearnkit.data.world import build_world, load_world
-from unlearnkit.engine.loop import make_batch
-from unlearnkit.engine.prepare import LengthGroupedFineTune, encode_records, rehearsal_for, resolve_precision
+from unlearnkit.benchmark.world import build_world
+from unlearnkit.data.world import load_world
+from unlearnkit.training import make_batch
+from unlearnkit.benchmark.prepare import encode_records, rehearsal_for
+from unlearnkit.training import LengthGroupedFineTune, resolve_precision
 from unlearnkit.models.subject import Subject
+from unlearnkit.models.stack import load_subject
 
 
 def main() -> None:
@@ -32,7 +35,7 @@ def main() -> None:
     if not (Path(args.world) / "world.json").exists():
         build_world(args.world, seed=0, size="small")
     world = load_world(args.world)
-    subject = Subject.load("default", device="cpu")
+    subject = load_subject("default", device="cpu")
     precision = resolve_precision("auto", subject.device)
     examples = encode_records(subject, world.trained() + rehearsal_for(world))
     order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(0)).tolist()

@@ -19,6 +19,8 @@ import torch
 
 from unlearnkit.models.subject import GenerationSettings, Subject
 
+from unlearnkit.models.stack import load_subject
+
 QUESTIONS = [
     "What is the capital of France?", "Who wrote the play Hamlet?", "What is the largest planet in the solar system?",
     "How many legs does a spider have?", "What is the boiling point of water at sea level?", "Which ocean is the largest?",
@@ -49,7 +51,7 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=24)
     parser.add_argument("--out", default="bench/results/score_throughput.json")
     args = parser.parse_args()
-    subject = Subject.load(args.model, device="cpu")
+    subject = load_subject(args.model, device="cpu")
     prompts = (QUESTIONS * (args.items // len(QUESTIONS) + 1))[: args.items]
     targets = (ANSWERS * (args.items // len(ANSWERS) + 1))[: args.items]
     rows = []

@@ -29,10 +29,10 @@ import torch
 
 def tiny_learned_model(world_dir: Path, out: Path) -> Path:
     from unlearnkit.data.world import load_world
-    from unlearnkit.engine.loop import FineTune, TrainConfig, train
-    from unlearnkit.methods.base import encode_record
-    from unlearnkit.models.loading import save_model
+    from unlearnkit.training import FineTune, TrainConfig, train
+    from unlearnkit.models.stack import save_subject
     from unlearnkit.models.subject import Subject
+    from unlearnkit.models.stack import load_subject
     from unlearnkit.models.tiny import tiny_model, tiny_tokenizer
 
     world = load_world(world_dir)
@@ -42,9 +42,9 @@ def tiny_learned_model(world_dir: Path, out: Path) -> Path:
     subject = Subject(tiny_model(tokenizer, hidden_size=128, num_layers=4, intermediate_size=256, max_positions=512), tokenizer)
     for p in subject.model.parameters():
         p.requires_grad_(True)
-    examples = [{"x": encode_record(subject, r, r.id or "")} for r in records]
+    examples = [{"x": subject.encode_record(r, where=r.id or "")} for r in records]
     train(subject, examples, FineTune(), TrainConfig(lr=2e-3, epochs=15, batch_size=8, schedule="constant", max_grad_norm=None), description="learn the world")
-    return save_model(subject.model, tokenizer, out)
+    return save_subject(subject, out)
 
 
 def slope(ys: list[float]) -> float:
@@ -67,7 +67,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-    from unlearnkit.data.world import build_world
+    from unlearnkit.benchmark.world import build_world
     from unlearnkit.engine.ledger import Ledger
     from unlearnkit.engine.runner import run_plan
     from unlearnkit.plan import parse_plan
@@ -94,7 +94,7 @@ def main() -> None:
     from unlearnkit.eval.data import EvalData
     from unlearnkit.models.subject import Subject
 
-    suite_evaluate(plan, Subject.load(model), EvalData.from_world(world), None)
+    suite_evaluate(plan, load_subject(model), EvalData.from_world(world), None)
     run_plan(plan)
 
     ledger = Ledger(work / "run" / "ledger.sqlite")

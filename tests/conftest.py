@@ -39,7 +39,7 @@ def tiny_subject(tiny_tokenizer):
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, tiny_subject):
     """The tiny model saved as a HF folder (what a plan or the CLI can name as a model)."""
-    from unlearnkit.models.loading import save_model
+    from unlearnkit.models.stack import save_subject
 
     out = tmp_path_factory.mktemp("tiny") / "model"
-    return save_model(tiny_subject.model, tiny_subject.tokenizer, out)
+    return save_subject(tiny_subject, out)

@@ -42,9 +42,8 @@ def corpus() -> list[str]:
 @functools.cache
 def learned_model_dir(num_requests: int = 5) -> Path:
     """A tiny Llama fine-tuned (via FineTune and the shared loop) on every request and the retain set."""
-    from unlearnkit.engine.loop import FineTune, TrainConfig, train
-    from unlearnkit.methods.base import encode_record
-    from unlearnkit.models.loading import save_model
+    from unlearnkit.training import FineTune, TrainConfig, train
+    from unlearnkit.models.stack import save_subject
     from unlearnkit.models.subject import Subject
     from unlearnkit.models.tiny import tiny_model, tiny_tokenizer
 
@@ -52,12 +51,12 @@ def learned_model_dir(num_requests: int = 5) -> Path:
     tokenizer = tiny_tokenizer(corpus(), vocab_size=400)
     subject = Subject(tiny_model(tokenizer, hidden_size=64, num_layers=2, max_positions=1024), tokenizer)
     data = [r for q in requests(num_requests) for r in q.records] + retain()
-    examples = [{"x": encode_record(subject, r, r.id or "")} for r in data]
+    examples = [{"x": subject.encode_record(r, where=r.id or "")} for r in data]
     for p in subject.model.parameters():
         p.requires_grad_(True)
     train(subject, examples, FineTune(), TrainConfig(lr=3e-3, epochs=40, batch_size=8, schedule="constant", max_grad_norm=None))
     out = Path(tempfile.mkdtemp(prefix="unlearnkit-seq-")) / "learned"
-    return save_model(subject.model, tokenizer, out)
+    return save_subject(subject, out)
 
 
 def write_data(folder: Path, num_requests: int = 3) -> tuple[Path, Path]:

@@ -6,11 +6,12 @@ import pytest
 import torch
 
 from sequential_helpers import learned_model_dir, mean_prob, requests, retain
-from unlearnkit.engine.loop import TrainStats
+from unlearnkit.training import TrainStats
 from unlearnkit.methods import arithmetic
 from unlearnkit.methods.arithmetic import SSU, NegMerge, TaskVector, negate_into
 from unlearnkit.methods.base import UnlearnContext, get_method
 from unlearnkit.models.subject import Subject
+from unlearnkit.models.stack import load_subject
 from unlearnkit.models.weights import scale_change
 
 FAST_SSU = {"lr": 5e-3, "epochs": 20, "batch_size": 3, "grad_accum": 1, "lora_r": 8, "lora_alpha": 16}
@@ -20,7 +21,7 @@ FAST_SSU = {"lr": 5e-3, "epochs": 20, "batch_size": 3, "grad_accum": 1, "lora_r"
 def learned() -> Subject:
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    return Subject.load(str(learned_model_dir()), dtype="float32", device="cpu")
+    return load_subject(learned_model_dir(), dtype="float32", device="cpu")
 
 
 def forget_and_retain(subject: Subject) -> tuple[float, float]:

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from unlearnkit.data.schema import ForgetRequest, Record
-from unlearnkit.engine.loop import TrainConfig, nll, train
+from unlearnkit.training import TrainConfig, nll, train
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.eval import primitives as P
 from unlearnkit.eval.attacks import AttackResult, AttackRow, Models, get_attack, recovered_fraction, run_attacks
@@ -40,8 +40,9 @@ torch.set_num_threads(1)
 def world(tmp_path_factory: pytest.TempPathFactory) -> EvalData:
     """The tiny built-in world (two requests), QA records only: the tiny model's context is
     too short for biographies."""
-    world_module = pytest.importorskip("unlearnkit.data.world")
-    folder = world_module.build_world(tmp_path_factory.mktemp("world"), seed=0, size="tiny", num_requests=2)
+    from unlearnkit.benchmark.world import build_world
+
+    folder = build_world(tmp_path_factory.mktemp("world"), seed=0, size="tiny", num_requests=2)
     data = EvalData.from_world(folder)
     qa = lambda records: [r for r in records if r.kind == "qa"]  # noqa: E731
     data.requests = [r.model_copy(update={"records": qa(r.records)}) for r in data.requests]
@@ -210,15 +211,14 @@ class Ascent:
 
 
 def test_relearning_brings_back_forget_probability(tiny_subject: Subject, world: EvalData) -> None:
-    from unlearnkit.engine.loop import FineTune
-    from unlearnkit.methods.base import encode_record
+    from unlearnkit.training import FineTune
 
     request = world.requests[0]
-    examples = [{"x": encode_record(tiny_subject, r, r.id or "")} for r in request.records + world.neighbours]
+    examples = [{"x": tiny_subject.encode_record(r, where=r.id or "")} for r in request.records + world.neighbours]
     target = tiny_subject.clone()
     train(target, examples, FineTune(), TrainConfig(lr=3e-3, max_steps=30, batch_size=8, schedule="constant"))
     unlearned = target.clone()
-    forget = [{"x": encode_record(unlearned, r, r.id or "")} for r in request.records]
+    forget = [{"x": unlearned.encode_record(r, where=r.id or "")} for r in request.records]
     train(unlearned, forget, Ascent(), TrainConfig(lr=1e-3, max_steps=6, batch_size=8, schedule="constant"))
 
     attack = get_attack("relearn", {"sets": ["forget_share", "related_text"], "share": 0.3, "steps": 8, "lr": 1e-3, "metrics": ["probability"]})

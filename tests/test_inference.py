@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from unlearnkit.data.schema import ForgetRequest, Record
-from unlearnkit.engine.loop import FineTune, TrainConfig, nll, train
-from unlearnkit.methods.base import METHODS, LossMethod, UnlearnContext, encode_record, get_method, register_method
+from unlearnkit.training import FineTune, TrainConfig, nll, train
+from unlearnkit.methods.base import METHODS, LossMethod, UnlearnContext, get_method, register_method
 from unlearnkit.methods.inference import GuardedSubject, InContextSubject, OffsetSubject, layers, load_subject
 from unlearnkit.models.subject import Subject
 from unlearnkit.models.tiny import tiny_model, tiny_tokenizer
@@ -55,7 +55,7 @@ def learned() -> Subject:
     corpus = [f"{r.question} {r.answer}" for r in records] * 10
     tokenizer = tiny_tokenizer(corpus, vocab_size=400)
     subject = Subject(tiny_model(tokenizer, max_positions=1024), tokenizer)  # room for ICUL's prompt
-    examples = [{"x": encode_record(subject, r, r.id or "")} for r in records]
+    examples = [{"x": subject.encode_record(r, where=r.id or "")} for r in records]
     train(subject, examples, FineTune(), TrainConfig(lr=3e-3, epochs=60, batch_size=8, schedule="constant", max_grad_norm=None))
     return subject
 

@@ -15,10 +15,11 @@ import pytest
 import torch
 
 from unlearnkit.data.schema import ForgetRequest, Record
-from unlearnkit.engine.loop import FineTune, TrainConfig, train
+from unlearnkit.training import FineTune, TrainConfig, train
 from unlearnkit.errors import TrainingError, UnlearnkitError
-from unlearnkit.methods.base import METHODS, LossMethod, UnlearnContext, encode_record, get_method
+from unlearnkit.methods.base import METHODS, LossMethod, UnlearnContext, get_method
 from unlearnkit.models.subject import Subject
+from unlearnkit.models.stack import load_subject
 
 torch.set_num_threads(1)
 
@@ -81,7 +82,7 @@ def learned() -> dict[str, Any]:
     tokenizer = tiny_tokenizer(texts, vocab_size=400)
     subject = Subject(tiny_model(tokenizer), tokenizer)
     forget, retain = records(FORGET), records(RETAIN)
-    data = [{"x": encode_record(subject, r, "record")} for r in forget + retain]
+    data = [{"x": subject.encode_record(r, where="record")} for r in forget + retain]
     train(subject, data, FineTune(), TrainConfig(lr=3e-3, max_steps=120, batch_size=4, schedule="constant", weight_decay=0))
     before = {"forget": mean_nll(subject, forget), "retain": mean_nll(subject, retain)}
     assert before["forget"] < 0.1 and before["retain"] < 0.1, before
@@ -135,7 +136,7 @@ def test_lora_kept_apart_leaves_an_adapter(learned: dict[str, Any]) -> None:
 
 def test_reference_cache_matches_the_model_at_the_start(learned: dict[str, Any]) -> None:
     """At step 0 π_θ = π_ref, so NPO's and IdkPO's losses are exactly (2/β)·log 2."""
-    from unlearnkit.engine.loop import make_batch
+    from unlearnkit.training import make_batch
 
     subject = learned["subject"]
     for name in ("npo", "idkpo"):
@@ -243,13 +244,10 @@ def test_idk_answers_are_seeded_and_varied() -> None:
 # -- CLI: `unlearnkit methods` and `unlearnkit unlearn` ------------------------------------------
 @pytest.fixture(scope="module")
 def cli() -> Any:
-    import typer
     from typer.testing import CliRunner
 
-    from unlearnkit.commands.methods import register
+    from unlearnkit.cli import app
 
-    app = typer.Typer()
-    register(app)
     return app, CliRunner()
 
 
@@ -270,10 +268,10 @@ def test_cli_unlearn_saves_model_and_record(cli: Any, learned: dict[str, Any], t
     import json
 
     from unlearnkit.data.loaders import write_jsonl
-    from unlearnkit.models.loading import save_model
+    from unlearnkit.models.stack import save_subject
 
     app, runner = cli
-    model_dir = save_model(learned["subject"].model, learned["subject"].tokenizer, tmp_path / "model")
+    model_dir = save_subject(learned["subject"], tmp_path / "model")
     write_jsonl(tmp_path / "forget.jsonl", learned["forget"])
     write_jsonl(tmp_path / "retain.jsonl", learned["retain"])
     args = ["unlearn", "--model", str(model_dir), "--method", "npo_gd", "--forget", str(tmp_path / "forget.jsonl"),
@@ -288,7 +286,7 @@ def test_cli_unlearn_saves_model_and_record(cli: Any, learned: dict[str, Any], t
         assert len(record["losses"]) == 3 and record["timings"]["tokens_per_second"] > 0
         assert record["lora"] == ({"r": 8, "lora_alpha": 16} if extra else None)
         assert (out / "model.safetensors").exists()
-        reloaded = Subject.load(str(out), device="cpu")
+        reloaded = load_subject(out, device="cpu")
         assert mean_nll(reloaded, learned["forget"]) > learned["before"]["forget"]
 
 

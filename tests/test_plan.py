@@ -97,7 +97,7 @@ def test_not_a_mapping_and_missing_file(folder: Path) -> None:
 
 
 def test_first_takes_a_world_prefix_and_only_for_worlds(folder: Path) -> None:
-    from unlearnkit.data.world import build_world
+    from unlearnkit.benchmark.world import build_world
     from unlearnkit.engine.runner import load_requests_and_data
 
     build_world(folder / "world", seed=0, size="tiny")

@@ -9,10 +9,13 @@ import pytest
 import torch
 
 from unlearnkit.data.schema import Record
-from unlearnkit.data.world import World, build_world, load_world
-from unlearnkit.engine.loop import TrainConfig, make_batch
-from unlearnkit.engine.prepare import LengthGroupedFineTune, PreparedWorld, PrepareSettings, encode_records, prepare_world, rehearsal_for
+from unlearnkit.benchmark.world import build_world
+from unlearnkit.data.world import World, load_world
+from unlearnkit.training import TrainConfig, make_batch
+from unlearnkit.benchmark.prepare import PreparedWorld, PrepareSettings, encode_records, prepare_world, rehearsal_for
+from unlearnkit.training import LengthGroupedFineTune
 from unlearnkit.models.subject import Subject
+from unlearnkit.models.stack import load_subject
 from unlearnkit.models.tiny import tiny_model, tiny_tokenizer
 
 SETTINGS = PrepareSettings(train=TrainConfig(lr=3e-3, epochs=10, batch_size=8, schedule="linear", seed=0), oracles="all", precision="float32")
@@ -48,7 +51,7 @@ def prepared(world_dir: Path, subject: Subject, cache: Path) -> PreparedWorld:
 
 def _nll(path: Path, records: list[Record]) -> float:
     qa = [r for r in records if r.kind == "qa"]
-    scored = Subject.load(str(path), device="cpu").score([r.question for r in qa], [r.answer for r in qa])
+    scored = load_subject(path, device="cpu").score([r.question for r in qa], [r.answer for r in qa])
     return float(scored.mean_nll.mean())
 
 
@@ -67,7 +70,7 @@ def test_grouped_loss_is_the_mean_of_per_record_nll(world: World, subject: Subje
 
 def test_a_shared_prompt_prefix_runs_once_with_the_same_loss_and_gradient(world: World, subject: Subject) -> None:
     from unlearnkit.data.formatting import PromptFormat
-    from unlearnkit.engine.prepare import shared_prefix
+    from unlearnkit.training import shared_prefix
 
     templated = Subject(subject.model, subject.tokenizer, PromptFormat.parse("You answer questions about people. Question: {question} Answer:"))
     qa = [r for r in world.trained() if r.kind == "qa"][:6]
@@ -87,7 +90,7 @@ def test_a_shared_prompt_prefix_runs_once_with_the_same_loss_and_gradient(world:
 
 
 def test_the_shared_prefix_stops_before_labels_and_padding() -> None:
-    from unlearnkit.engine.prepare import shared_prefix
+    from unlearnkit.training import shared_prefix
 
     ids = torch.tensor([[5, 6, 7, 8, 9, 0], [5, 6, 7, 8, 3, 4]])
     mask = torch.tensor([[1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 1, 1]])
@@ -145,8 +148,8 @@ def test_finetune_share_keeps_that_share_of_the_weight_change(tmp_path: Path, wo
     half = prepare_world("tiny-test", world_dir, quick.model_copy(update={"finetune_share": 0.5}), subject=subject, cache=tmp_path)
     assert half.trained_any and half.target != full.target  # the share is part of the cache key
     base = subject.model.state_dict()
-    tuned = Subject.load(str(full.target), device="cpu").model.state_dict()
-    merged = Subject.load(str(half.target), device="cpu").model.state_dict()
+    tuned = load_subject(full.target, device="cpu").model.state_dict()
+    merged = load_subject(half.target, device="cpu").model.state_dict()
     assert any(not torch.equal(tuned[k], base[k]) for k in base)
     for k in base:  # the same two training steps, then θ_base + 0.5·(θ_ft − θ_base)
         assert torch.allclose(merged[k], base[k] + 0.5 * (tuned[k] - base[k]), atol=1e-6), k
@@ -157,7 +160,7 @@ def test_finetune_share_keeps_that_share_of_the_weight_change(tmp_path: Path, wo
 def test_lora_prepare_saves_a_plain_model(tmp_path: Path, world_dir: Path, subject: Subject) -> None:
     settings = PrepareSettings(train=TrainConfig(lr=1e-2, max_steps=3, batch_size=8), lora={"r": 4, "lora_alpha": 8}, oracles="none")
     prepared = prepare_world("tiny-test", world_dir, settings, subject=subject, cache=tmp_path)
-    reloaded = Subject.load(str(prepared.target), device="cpu").model
+    reloaded = load_subject(prepared.target, device="cpu").model
     assert not hasattr(reloaded, "peft_config")
     changed = [k for k, v in reloaded.state_dict().items() if not torch.equal(v, subject.model.state_dict()[k])]
     assert changed and all("proj" in k for k in changed)  # LoRA touched only the adapted linear layers
@@ -168,10 +171,10 @@ def test_prepare_command_on_a_model_folder(tmp_path: Path, world_dir: Path, subj
     from typer.testing import CliRunner
 
     from unlearnkit.cli import app
-    from unlearnkit.models.loading import save_model
+    from unlearnkit.models.stack import save_subject
 
     monkeypatch.setenv("UNLEARNKIT_CACHE", str(tmp_path / "cache"))
-    base = save_model(subject.model, subject.tokenizer, tmp_path / "base")
+    base = save_subject(subject, tmp_path / "base")
     args = ["prepare", "--model", str(base), "--world", str(world_dir), "--epochs", "1", "--oracles", "final", "--device", "cpu", "--json", str(tmp_path / "out.json")]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output

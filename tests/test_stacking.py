@@ -13,7 +13,7 @@ import yaml
 from sequential_helpers import learned_model_dir, mean_prob, requests, write_data
 from unlearnkit.engine.runner import load_step, open_run, run_plan
 from unlearnkit.errors import UnlearnkitError
-from unlearnkit.methods.inference_base import MANIFEST, WrappedSubject
+from unlearnkit.models.stack import MANIFEST, WrappedSubject
 from unlearnkit.plan import load_plan
 
 
@@ -46,8 +46,9 @@ def test_stacked_run_checkpoints_the_wrapper(tmp_path: Path) -> None:
     while isinstance(base, WrappedSubject):
         base = base.inner
     from unlearnkit.models.subject import Subject
+    from unlearnkit.models.stack import load_subject
 
-    learned = Subject.load(str(learned_model_dir()))
+    learned = load_subject(learned_model_dir())
     assert mean_prob(base, requests(2)[0].records) < mean_prob(learned, requests(2)[0].records)
 
 

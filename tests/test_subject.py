@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from unlearnkit.errors import ModelError
-from unlearnkit.models.loading import load_model, save_model
+from unlearnkit.models.loading import load_model
+from unlearnkit.models.stack import save_subject
 from unlearnkit.models.subject import GenerationSettings, Subject, cut_at_stop
 
 PROMPTS = ["What is the capital of France?", "Where was Liora Mendeval born?", "Hi", "The lighthouse keeper kept three ledgers and"]
@@ -129,8 +130,8 @@ def test_bad_dtype_and_device(tiny_model_dir: Path) -> None:
 
 def test_atomic_save_replaces_existing(tmp_path: Path, tiny_subject: Subject) -> None:
     out = tmp_path / "ckpt"
-    save_model(tiny_subject.model, tiny_subject.tokenizer, out, meta={"step": 1})
-    save_model(tiny_subject.model, tiny_subject.tokenizer, out, meta={"step": 2})
+    save_subject(tiny_subject, out, meta={"step": 1})
+    save_subject(tiny_subject, out, meta={"step": 2})
     assert '"step": 2' in (out / "unlearnkit.json").read_text()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
 

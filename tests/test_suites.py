@@ -194,7 +194,7 @@ def test_unknown_suite_is_one_clear_error():
 
 
 def test_quick_suite_on_a_built_in_world(tmp_path, tiny_tokenizer):
-    from unlearnkit.data.world import build_world
+    from unlearnkit.benchmark.world import build_world
     from unlearnkit.models.subject import Subject
     from unlearnkit.models.tiny import tiny_model
 

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from unlearnkit.data.loaders import load_records, load_requests
-from unlearnkit.data.world import WORLD_FILES, build_world, load_world
-from unlearnkit.data.world_templates import ATTRIBUTES
+from unlearnkit.benchmark.world import build_world
+from unlearnkit.data.world import WORLD_FILES, load_world
+from unlearnkit.benchmark.world_templates import ATTRIBUTES
 from unlearnkit.errors import DataError, UnlearnkitError
 
 
@@ -161,7 +162,7 @@ def test_world_command_writes_the_folder(tmp_path: Path) -> None:
 
 
 def test_rehearsal_facts_are_real_and_never_the_evaluated_countries(small: Path) -> None:
-    from unlearnkit.engine.prepare import rehearsal_for
+    from unlearnkit.benchmark.prepare import rehearsal_for
 
     world = load_world(small)
     evaluated = {r.meta["country"] for r in world.real_facts}

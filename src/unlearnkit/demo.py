@@ -1,20 +1,20 @@
 """The main job, end to end on the embedded default: `unlearnkit demo` (what `make demo` runs).
 
+The demo is a plan for the one runner (`engine.runner.run_plan`), nothing besides it:
+
 1. build the small fictitious world (deterministic from the seed);
 2. prepare the target (the default model fine-tuned on the world) and the retrain oracles
    (cached by content hash: a warm run loads them);
 3. apply the three removal requests one after another with the default method, evaluating
-   every request so far with the `quick` suite after each step (the sequential runner; a killed
-   demo resumes where it stopped);
-4. evaluate the target and the oracles with the same suite, for reference lines;
-5. attack the last step's model with leak@k sampling and 4-bit quantization, with the oracle
-   under the same attacks;
-6. write `report.html` and `results.json`, and print a summary.
+   every request so far with the `quick` suite after each step (a killed demo resumes where it
+   stopped);
+4. the final stages: the suite on the target and on each oracle (reference lines), leak@k
+   sampling and 4-bit quantization on the last step's model and on the oracle, `report.html`;
+5. print a summary.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from unlearnkit.display import number
+from unlearnkit.files import write_json
 from unlearnkit.plan import Plan, parse_plan
 
 # Chosen by bench/compare_methods.sh on the small world's first request (docs/methods.md,
@@ -48,7 +50,8 @@ ATTACK_SETTINGS: dict[str, dict[str, Any]] = {
 
 
 def demo_plan(out: Path, world: Path, method: dict[str, Any] | None = None, model: str = "default",
-              requests: int | None = None) -> Plan:
+              requests: int | None = None, attacks: list[str] | None = None) -> Plan:
+    chosen = DEFAULT_ATTACKS if attacks is None else attacks
     return parse_plan(
         {
             "model": model,
@@ -60,6 +63,11 @@ def demo_plan(out: Path, world: Path, method: dict[str, Any] | None = None, mode
             "seed": 0,
             "checkpoints": {"keep": "last:1"},
             "relapse": {"metric": "probability", "threshold": 0.5},
+            "final": {
+                "references": True,
+                "attacks": chosen,
+                "attack_settings": {k: v for k, v in ATTACK_SETTINGS.items() if k in chosen},
+            },
         },
         where="demo plan",
         base=Path.cwd(),
@@ -68,39 +76,22 @@ def demo_plan(out: Path, world: Path, method: dict[str, Any] | None = None, mode
 
 def run_demo(out: str | Path = "runs/demo", size: str = "small", seed: int = 0, method: dict[str, Any] | None = None,
              model: str = "default", attacks: list[str] | None = None, requests: int | None = None) -> Path:
-    from unlearnkit.data.world import build_world
-    from unlearnkit.engine.after_run import write_attacks, write_references
+    from unlearnkit.benchmark.world import build_world
     from unlearnkit.engine.runner import run_plan
-    from unlearnkit.report.html import write_report
 
     out = Path(out)
-    timings: dict[str, float] = {}
-    tick = time.perf_counter()
+    started = time.perf_counter()
     world = out / "world"
     if not (world / "world.json").exists():
         build_world(world, seed=seed, size=size)
-    timings["world_s"] = time.perf_counter() - tick
-    plan = demo_plan(out, world, method, model, requests)
-    tick = time.perf_counter()
-    run_plan(plan)  # prepares target and oracles first (cached), then the sequential steps
-    timings["prepare_and_run_s"] = time.perf_counter() - tick
-    tick = time.perf_counter()
-    write_references(plan)
-    timings["references_s"] = time.perf_counter() - tick
-    tick = time.perf_counter()
-    chosen = DEFAULT_ATTACKS if attacks is None else attacks
-    if chosen:
-        write_attacks(plan, chosen, {k: v for k, v in ATTACK_SETTINGS.items() if k in chosen})
-    timings["attacks_s"] = time.perf_counter() - tick
-    tick = time.perf_counter()
-    report = write_report(out)
-    timings["report_s"] = time.perf_counter() - tick
-    (out / "demo_timings.json").write_text(json.dumps(timings, indent=2))
-    print_summary(out, report)
-    return report
+    world_s = time.perf_counter() - started
+    run_plan(demo_plan(out, world, method, model, requests, attacks))
+    write_json(out / "demo_timings.json", {"world_s": world_s, "total_s": time.perf_counter() - started})
+    print_summary(out)
+    return out / "report.html"
 
 
-def print_summary(out: Path, report: Path, console: Console | None = None) -> None:
+def print_summary(out: Path, console: Console | None = None) -> None:
     from unlearnkit.report.data import load_run
 
     console = console or Console()
@@ -111,12 +102,11 @@ def print_summary(out: Path, report: Path, console: Console | None = None) -> No
     for col in ("scope", "metric", "target", "unlearned", "oracle"):
         table.add_column(col, justify="left" if col in ("scope", "metric") else "right")
     show = [m for m in ("probability", "truth_ratio", "forget_quality", "mia_min_k") if m in view.forget_metrics()]
-    num = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
     for rid in view.request_ids:
         for metric in show:
-            table.add_row(rid, metric, num(view.target.get(rid, {}).get(metric)), num(view.metric(last, rid, metric)), num(oracle.get(rid, {}).get(metric)))
+            table.add_row(rid, metric, number(view.target.get(rid, {}).get(metric)), number(view.metric(last, rid, metric)), number(oracle.get(rid, {}).get(metric)))
     for scope, metric in view.set_metrics():
-        table.add_row(scope, metric, num(view.target.get(scope, {}).get(metric)), num(view.metric(last, scope, metric)), num(oracle.get(scope, {}).get(metric)))
+        table.add_row(scope, metric, number(view.target.get(scope, {}).get(metric)), number(view.metric(last, scope, metric)), number(oracle.get(scope, {}).get(metric)))
     console.print(table)
     for result in view.attacks:
         fractions = [r["recovered"] for r in result["rows"] if r.get("recovered") is not None]
@@ -124,4 +114,4 @@ def print_summary(out: Path, report: Path, console: Console | None = None) -> No
         if fractions:
             console.print(f"attack {result['attack']} on {result['request']}: recovered {sum(fractions) / len(fractions):.2f}"
                           + (f" (oracle {sum(oracle_fr) / len(oracle_fr):.2f})" if oracle_fr else ""))
-    console.print(f"report: {report}")
+    console.print(f"report: {out / 'report.html'}")

@@ -15,6 +15,7 @@ seed: 0
 checkpoints: {keep: last:2}     # all | last:N | deltas
 purge: false
 relapse: {metric: probability, threshold: 0.5}
+final: {references: true, attacks: [leak_at_k], attack_settings: {leak_at_k: {n: 8}}, report: true}
 ```
 
 Relative paths are resolved against the plan file's folder. Every error is one line that names
@@ -31,6 +32,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from unlearnkit.errors import UnlearnkitError, did_you_mean
+from unlearnkit.registry import SettingError
 
 
 class PlanError(UnlearnkitError):
@@ -76,6 +78,20 @@ class RelapseSpec(Strict):
     higher_means_remembered: bool = True
 
 
+class FinalSpec(Strict):
+    """What the runner does after the last step (each stage is cached in the run folder)."""
+
+    references: bool = False  # the suite on the start model and on every oracle: the report's reference lines
+    attacks: list[str] = Field(default_factory=list)  # attacks on the last step's model, target and oracle
+    attack_settings: dict[str, dict[str, Any]] = Field(default_factory=dict)  # per attack, e.g. {leak_at_k: {n: 8}}
+    report: bool = True  # report.html
+
+    @field_validator("attacks", mode="before")
+    @classmethod
+    def _listify(cls, value: Any) -> Any:
+        return [] if value is None else value if isinstance(value, list) else [value]
+
+
 UTILITY_ROLES = ("retain", "neighbours", "holdout", "real_facts", "general_text")
 KEEP_PATTERN = re.compile(r"^(all|deltas|last:[1-9][0-9]*)$")
 
@@ -113,6 +129,7 @@ class Plan(Strict):
     checkpoints: CheckpointSpec = Field(default_factory=CheckpointSpec)
     purge: bool = False
     relapse: RelapseSpec | None = None
+    final: FinalSpec = Field(default_factory=FinalSpec)
     accelerate_config: Path | None = None
     source: Path | None = Field(None, exclude=True)  # the YAML file, for error messages
 
@@ -166,16 +183,10 @@ def _check_methods(plan: Plan, where: str) -> None:
         key = f"method.{index}" if many else "method"
         if spec.name not in names:
             raise PlanError(f"{where}: {key}.name: unknown method '{spec.name}'{did_you_mean(spec.name, names)}; valid: {', '.join(names)}")
-        cls = METHODS.get(spec.name)
-        for setting in spec.settings:
-            if setting not in cls.model_fields:
-                hint = did_you_mean(setting, cls.model_fields)
-                raise PlanError(f"{where}: {key}.settings.{setting}: not a hyperparameter of '{spec.name}'{hint}")
         try:
-            cls(**spec.settings)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            raise PlanError(f"{where}: {key}.settings.{_loc(first['loc'])}: {first['msg']}") from None
+            METHODS.get(spec.name).from_settings(spec.settings)
+        except SettingError as exc:
+            raise PlanError(f"{where}: {key}.settings.{exc.key}: {exc.problem}") from None
 
 
 def _check_sections(plan: Plan, where: str) -> None:
@@ -185,15 +196,20 @@ def _check_sections(plan: Plan, where: str) -> None:
     if plan.evaluation.suite not in SUITES:
         names = list(SUITES)
         raise PlanError(f"{where}: evaluation.suite: unknown suite '{plan.evaluation.suite}'{did_you_mean(plan.evaluation.suite, names)}; valid: {', '.join(names)}")
-    if plan.attacks:
-        from unlearnkit.eval.attacks import parse_names
+    if plan.attacks or plan.final.attacks:
+        from unlearnkit.eval.attacks import build_attacks, parse_names
 
         try:
-            plan.attacks = parse_names(plan.attacks)
+            plan.attacks = parse_names(plan.attacks) if plan.attacks else []
         except UnlearnkitError as exc:
             raise PlanError(f"{where}: attacks: {exc}") from None
+        try:
+            plan.final.attacks = parse_names(plan.final.attacks) if plan.final.attacks else []
+            build_attacks(plan.final.attacks, plan.final.attack_settings)
+        except UnlearnkitError as exc:
+            raise PlanError(f"{where}: final.attacks: {exc}") from None
     if plan.prepare is not None:
-        from unlearnkit.engine.prepare import PrepareSettings
+        from unlearnkit.benchmark.prepare import PrepareSettings
 
         try:
             PrepareSettings(**plan.prepare)

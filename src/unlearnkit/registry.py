@@ -64,6 +64,14 @@ class Registry(Generic[T]):
         return sorted(self._entries.items())
 
 
+class SettingError(UnlearnkitError):
+    """A bad setting of a registered entry; `key` and `problem` let a plan name its own location."""
+
+    def __init__(self, message: str, key: str, problem: str) -> None:
+        super().__init__(message)
+        self.key, self.problem = key, problem
+
+
 def build_with_settings(cls: type[M], settings: dict[str, Any] | None, kind: str, noun: str) -> M:
     """`cls(**settings)` with one clear line for an unknown or invalid key, e.g.
     "method 'npo': unknown hyperparameter 'lrr' (did you mean 'lr'?); valid: ..."."""
@@ -72,9 +80,11 @@ def build_with_settings(cls: type[M], settings: dict[str, Any] | None, kind: str
     name = getattr(cls, "registry_name", cls.__name__)
     for key in settings:
         if key not in cls.model_fields:
-            raise UnlearnkitError(f"{kind} '{name}': unknown {noun} '{key}'{did_you_mean(key, fields)}; valid: {', '.join(fields)}")
+            hint = did_you_mean(key, fields)
+            raise SettingError(f"{kind} '{name}': unknown {noun} '{key}'{hint}; valid: {', '.join(fields)}", key, f"not a {noun} of '{name}'{hint}")
     try:
         return cls(**settings)
     except ValidationError as exc:
         first = exc.errors()[0]
-        raise UnlearnkitError(f"{kind} '{name}': {noun} '{first['loc'][0]}': {first['msg']}") from None
+        key = ".".join(str(part) for part in first["loc"])
+        raise SettingError(f"{kind} '{name}': {noun} '{key}': {first['msg']}", key, first["msg"]) from None

@@ -1,1 +1,1 @@
-"""CLI command groups: each module defines `register(app)` and is found automatically."""
+"""CLI commands: one module per command, each registered explicitly in `unlearnkit.cli`."""

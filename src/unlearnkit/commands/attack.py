@@ -10,49 +10,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from unlearnkit.commands._options import BatchSizeOpt, DeviceOpt, FormatOpt, parse_set
+from unlearnkit.display import number
 from unlearnkit.errors import UnlearnkitError
 
 console = Console()
-
-
-def _fmt(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.2e}" if value != 0 and abs(value) < 1e-3 else f"{value:.3f}"
-
-
-def parse_settings(pairs: list[str]) -> dict[str, dict[str, Any]]:
-    """['leak_at_k.n=16', 'relearn.sets=[forget_share]'] -> {attack: {key: value}}; values are
-    read as YAML (numbers, lists, booleans), anything else stays a string."""
-    import yaml
-
-    settings: dict[str, dict[str, Any]] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        attack, dot, name = key.partition(".")
-        if not sep or not dot or not attack or not name:
-            raise UnlearnkitError(f"--set '{pair}': use ATTACK.KEY=VALUE (e.g. leak_at_k.n=16)")
-        try:
-            value = yaml.safe_load(raw) if raw else raw
-        except yaml.YAMLError:
-            value = raw
-        settings.setdefault(attack, {})[name] = value
-    return settings
-
-
-def load_model(source: str, fmt: str, device: str, batch_size: int, role: str) -> Any:
-    """A plain model (any source `Subject.load` takes) or a saved wrapped Subject folder."""
-    from unlearnkit.models.subject import Subject
-
-    path = Path(source)
-    if path.is_dir() and (path / "wrapper.json").exists():
-        from unlearnkit.methods.inference_base import load_subject
-
-        subject = load_subject(path, device=device)
-    else:
-        subject = Subject.load(source, fmt=fmt, device=device, batch_size=batch_size)
-    subject.name = f"{role}:{source}" if role != "model" else source
-    return subject
 
 
 def print_results(results: list[Any]) -> None:
@@ -65,7 +27,7 @@ def print_results(results: list[Any]) -> None:
             metric = f"{row.metric} (kept)" if row.collateral else row.metric
             table.add_row(
                 result.attack, result.request, row.variant, metric,
-                *(_fmt(v) for v in (row.before, row.after, row.target, row.recovered, row.oracle_before, row.oracle_after, row.oracle_recovered)),
+                *(number(v) for v in (row.before, row.after, row.target, row.recovered, row.oracle_before, row.oracle_after, row.oracle_recovered)),
             )
     console.print(table)
     for result in results:
@@ -82,25 +44,26 @@ def attack_command(
     json_out: Annotated[Path | None, typer.Option("--json", help="write every result here")] = None,
     settings: Annotated[list[str] | None, typer.Option("--set", help="ATTACK.KEY=VALUE, e.g. leak_at_k.n=16 (repeatable)")] = None,
     request: Annotated[list[str] | None, typer.Option("--request", "-r", help="attack only this request id (repeatable)")] = None,
-    fmt: Annotated[str, typer.Option("--format", help="prompt format: auto, chat, plain, raw, or a template with {question}")] = "auto",
-    device: Annotated[str, typer.Option("--device", help="cpu, cuda or auto")] = "auto",
-    batch_size: Annotated[int, typer.Option(help="items per forward pass")] = 8,
+    fmt: FormatOpt = "auto",
+    device: DeviceOpt = "auto",
+    batch_size: BatchSizeOpt = 8,
 ) -> None:
     """Attack an unlearned model (sampling, quantization, relearning, probes): how much comes back?"""
-    from unlearnkit.cli import write_json
     from unlearnkit.eval.attacks import build_attacks, parse_names, run_attacks
     from unlearnkit.eval.data import EvalData
+    from unlearnkit.files import write_json
+    from unlearnkit.models.stack import load_subject
 
     names = parse_names(attack)
-    parsed = parse_settings(settings or [])
+    parsed = parse_set(settings, grouped=True)
     build_attacks(names, parsed)  # bad names and settings fail before any model loads
     specs = [part for item in data for part in item.split(",") if part]
     eval_data = EvalData.load(specs)
     if not eval_data.requests:
         raise UnlearnkitError(f"--data {', '.join(specs)}: no forget requests to attack")
-    subject = load_model(model, fmt, device, batch_size, "model")
-    target_subject = load_model(target, fmt, device, batch_size, "target") if target else None
-    oracle_subject = load_model(oracle, fmt, device, batch_size, "oracle") if oracle else None
+    subject = load_subject(model, fmt=fmt, device=device, batch_size=batch_size, name=model)
+    target_subject = load_subject(target, fmt=fmt, device=device, batch_size=batch_size, name=f"target:{target}") if target else None
+    oracle_subject = load_subject(oracle, fmt=fmt, device=device, batch_size=batch_size, name=f"oracle:{oracle}") if oracle else None
     results = run_attacks(names, subject, eval_data, target_subject, oracle_subject, parsed, requests=request)
     print_results(results)
     if json_out:
@@ -110,7 +73,3 @@ def attack_command(
         }
         write_json(json_out, payload)
         console.print(f"wrote {json_out}")
-
-
-def register(app: typer.Typer) -> None:
-    app.command("attack")(attack_command)

@@ -1,4 +1,4 @@
-"""`unlearnkit run PLAN` (the sequential runner) and `unlearnkit ledger RUN` (its history)."""
+"""`unlearnkit run PLAN`: apply a plan's removal requests in order (rerun to resume)."""
 
 from __future__ import annotations
 
@@ -6,93 +6,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
-
-from unlearnkit.errors import UnlearnkitError
-
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3e}" if value != 0 and abs(value) < 1e-3 else f"{value:.4f}"
 
 
 def run_command(plan: Annotated[Path, typer.Argument(help="the plan file (YAML)")]) -> None:
     """Apply a plan's removal requests in order; rerun the same command to resume after a crash."""
+    from unlearnkit.commands.ledger import print_ledger
     from unlearnkit.engine.runner import run_plan
     from unlearnkit.plan import load_plan
 
     folder = run_plan(load_plan(plan))
     print_ledger(folder)
-
-
-def ledger_command(
-    run: Annotated[Path, typer.Argument(help="a run folder (or its ledger.sqlite)")],
-    metric: Annotated[str, typer.Option("--metric", help="the metric shown per request and step")] = "probability",
-    long: Annotated[bool, typer.Option("--long", help="also list every metric row")] = False,
-) -> None:
-    """Print a run's history: requests, steps with timings, a metric per request and step, flags."""
-    print_ledger(run, metric, long)
-
-
-def print_ledger(run: Path, metric: str = "probability", long: bool = False) -> None:
-    from unlearnkit.engine.ledger import Ledger
-
-    console = Console()  # made per call, so the terminal width (COLUMNS) is read now
-    path = run if run.suffix == ".sqlite" else run / "ledger.sqlite"
-    if not path.exists():
-        raise UnlearnkitError(f"{run}: no ledger.sqlite here (not a run folder)")
-    ledger = Ledger(path)
-    requests = ledger.requests()
-    table = Table(title=f"requests ({path})")
-    for column in ("#", "id", "kind", "received", "sha256", "records", "status"):
-        table.add_column(column)
-    for r in requests:
-        table.add_row(str(r["position"]), r["id"], r["kind"], r["received_at"][:19], r["sha256"][:12], str(r["records"]), r["status"])
-    console.print(table)
-
-    steps = ledger.steps()
-    table = Table(title="steps (seconds)")
-    for column in ("step", "request", "method", "unlearn", "checkpoint", "eval", "tokens", "train steps", "checkpoint file"):
-        table.add_column(column, justify="right" if column in ("unlearn", "checkpoint", "eval", "tokens", "train steps") else "left")
-    for s in steps:
-        eval_s = f"{s.eval_s:.1f}" if s.eval_s is not None else "pending"
-        table.add_row(str(s.step), s.request_id, s.method, f"{s.unlearn_s:.1f}", f"{s.checkpoint_s:.1f}", eval_s,
-                      str(s.tokens), str(s.train_steps), s.checkpoint + ("" if s.kept else " (pruned)"))
-    console.print(table)
-
-    # One metric as a matrix: how each request's value moves as later requests are applied.
-    values = {(row["step"], row["scope"]): row["value"] for row in ledger.metrics() if row["name"] == metric}
-    if values:
-        scopes = list(dict.fromkeys(scope for _, scope in values))
-        table = Table(title=f"{metric} per scope (rows) after each step (columns)")
-        table.add_column("scope")
-        for s in steps:
-            table.add_column(str(s.step), justify="right")
-        for scope in scopes:
-            table.add_row(scope, *[_fmt(values.get((s.step, scope))) for s in steps])
-        console.print(table)
-
-    if long:
-        table = Table(title="all metrics")
-        for column in ("step", "scope", "metric", "value"):
-            table.add_column(column)
-        for row in ledger.metrics():
-            table.add_row(str(row["step"]), row["scope"], row["name"], _fmt(row["value"]))
-        console.print(table)
-
-    flags = ledger.flags()
-    if flags:
-        table = Table(title="flags")
-        for column in ("step", "request", "kind", "metric", "value", "threshold"):
-            table.add_column(column)
-        for f in flags:
-            table.add_row(str(f["step"]), f["request_id"], f["kind"], f["metric"], _fmt(f["value"]), _fmt(f["threshold"]))
-        console.print(table)
-    problems = ledger.check()
-    for problem in problems:
-        console.print(f"[red]ledger problem:[/red] {problem}")
-    ledger.close()
-
-
-def register(app: typer.Typer) -> None:
-    app.command("run")(run_command)
-    app.command("ledger")(ledger_command)

@@ -12,9 +12,12 @@ ids, so the label boundary is exact (no merge of tokens across the boundary).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from unlearnkit.errors import DataError
+
+if TYPE_CHECKING:
+    from unlearnkit.data.schema import Record
 
 IGNORE = -100
 FormatName = Literal["auto", "chat", "plain", "raw"]
@@ -68,6 +71,35 @@ class PromptFormat:
     def answer_prefix(self) -> str:
         """Text put between the rendered prompt and the answer (a space after 'Answer:')."""
         return " " if self.name in ("plain", "custom") else ""
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One sequence to train on or score: `target` after `prompt`, through the prompt format and
+    with an EOS (`template=True`), or as raw text without either."""
+
+    prompt: str
+    target: str
+    template: bool
+    add_eos: bool
+
+
+def record_pair(record: Record, target: str | None = None, *, whole_passage: bool = False) -> Pair:
+    """How a record is encoded: the one rule every trainer, scorer and generator follows.
+
+    A question (QA or multiple choice) goes through the prompt format and its answer ends with
+    EOS, as in TOFU. A passage stays raw text without EOS, as in MUSE: with `whole_passage` the
+    whole text after BOS is the target (fine-tuning a target, perplexity and membership
+    scores); otherwise a split passage's continuation is the target after its prompt (verbatim
+    checks, unlearning), and an unsplit one is whole anyway. `target` replaces the record's own
+    answer (IDK answers, random labels, wrong answers).
+    """
+    if record.kind == "passage":
+        if whole_passage or record.prompt is None:
+            return Pair("", target if target is not None else record.passage_text, False, False)
+        return Pair(record.prompt, target if target is not None else record.continuation or "", False, False)
+    question, answer = record.as_pair()
+    return Pair(question, target if target is not None else answer, True, True)
 
 
 def prompt_ids(tokenizer: Any, text: str) -> list[int]:

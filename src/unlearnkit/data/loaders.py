@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from unlearnkit.data.schema import RECORD_FIELDS, REQUEST_FIELDS, ForgetRequest, Record
 from unlearnkit.errors import DataError, did_you_mean
+from unlearnkit.files import atomic_file
 
 # A row and where it came from ("line 3", "row 5", "item 2"), for error messages.
 Row = tuple[str, dict[str, Any]]
@@ -275,10 +276,6 @@ def load_requests(path: str | Path, kind: str = "free") -> list[ForgetRequest]:
 
 def write_jsonl(path: str | Path, items: list[Record] | list[ForgetRequest]) -> None:
     """Write records or requests as JSONL, atomically (temporary name, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
+    with atomic_file(path) as handle:
         for item in items:
             handle.write(item.model_dump_json(exclude_defaults=True) + "\n")
-    tmp.replace(path)

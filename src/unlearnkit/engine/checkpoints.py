@@ -13,9 +13,7 @@ ledger row (a crash between rename and commit) is an orphan and is removed on re
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,17 +22,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from unlearnkit.errors import UnlearnkitError
+from unlearnkit.files import fsync_path, remove_path, temporary_sibling
+from unlearnkit.models.stack import WrappedSubject, save_subject
 
 PARTIAL = ".partial"
-
-
-def _fsync(path: Path) -> None:
-    """Flush a file, or a folder's entries, to disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+FINISHED = re.compile(r"^step-(\d{3,})(\.delta\.safetensors)?$")  # anything else in the folder is debris
 
 
 def float_params(model: Any) -> dict[str, torch.Tensor]:
@@ -65,35 +57,26 @@ class Checkpoints:
     # -- writing -----------------------------------------------------------------------------
     def write(self, step: int, subject: Any, meta: dict[str, Any], before_rename: Callable[[], None] | None = None) -> Path:
         final = self.path(step)
-        tmp = final.with_name(final.name + PARTIAL)
-        self._remove(tmp)
-        from unlearnkit.methods.inference_base import WrappedSubject, write_stack
-
         wrapped = isinstance(subject, WrappedSubject)
         if self.deltas and wrapped:
             raise UnlearnkitError("checkpoints: keep 'deltas' stores weight differences only and cannot hold an inference-time wrapper (guardrail, icul, logit_offset); use keep: all or last:N")
-        if self.deltas:
-            if self._base is None:
-                raise RuntimeError("delta checkpoints need set_base() with the base model first")
-            delta = {k: (p.detach().to("cpu", torch.float32) - self._base[k]).contiguous() for k, p in float_params(subject.model).items()}
+        if not self.deltas:  # the whole stack (wrapper state plus the weights underneath), atomically
+            return save_subject(subject, final, meta=meta, temporary_suffix=PARTIAL, before_rename=before_rename)
+        if self._base is None:
+            raise RuntimeError("delta checkpoints need set_base() with the base model first")
+        delta = {k: (p.detach().to("cpu", torch.float32) - self._base[k]).contiguous() for k, p in float_params(subject.model).items()}
+        tmp = temporary_sibling(final, PARTIAL)
+        remove_path(tmp)
+        try:
             save_file(delta, tmp, metadata={k: str(v) for k, v in meta.items()})
-            _fsync(tmp)
-        else:
-            if wrapped:  # the whole stack: wrapper state plus the weights underneath
-                write_stack(subject, tmp)
-            else:
-                subject.model.save_pretrained(tmp, safe_serialization=True)
-                subject.tokenizer.save_pretrained(tmp)
-            (tmp / "unlearnkit.json").write_text(json.dumps(meta, indent=2, default=str))
-            for f in tmp.rglob("*"):
-                if f.is_file():
-                    _fsync(f)
-            _fsync(tmp)
-        if before_rename is not None:
-            before_rename()
-        self._remove(final)  # an orphan from a crash between rename and ledger commit
-        tmp.replace(final)
-        _fsync(self.root)
+            fsync_path(tmp)
+            if before_rename is not None:
+                before_rename()
+            tmp.replace(final)
+        except BaseException:
+            remove_path(tmp)
+            raise
+        fsync_path(self.root)
         return final
 
     # -- reading -----------------------------------------------------------------------------
@@ -111,17 +94,19 @@ class Checkpoints:
     def existing(self) -> dict[int, Path]:
         found = {}
         for entry in self.root.iterdir():
-            if entry.name.startswith("step-") and not entry.name.endswith(PARTIAL):
-                found[int(entry.name[5:8])] = entry
+            match = FINISHED.match(entry.name)
+            if match:
+                found[int(match.group(1))] = entry
         return found
 
     def clean(self, committed: set[int]) -> list[Path]:
-        """Remove partial writes and orphans (checkpoints whose step has no ledger row)."""
+        """Remove partial writes, the leftovers of an interrupted replace, and orphans
+        (checkpoints whose step has no ledger row)."""
         removed = []
         for entry in list(self.root.iterdir()):
-            orphan = entry.name.startswith("step-") and not entry.name.endswith(PARTIAL) and int(entry.name[5:8]) not in committed
-            if entry.name.endswith(PARTIAL) or orphan:
-                self._remove(entry)
+            match = FINISHED.match(entry.name)
+            if match is None or int(match.group(1)) not in committed:
+                remove_path(entry)
                 removed.append(entry)
         return removed
 
@@ -132,11 +117,4 @@ class Checkpoints:
         return sorted(steps)[:-last]
 
     def remove(self, step: int) -> None:
-        self._remove(self.path(step))
-
-    @staticmethod
-    def _remove(path: Path) -> None:
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
+        remove_path(self.path(step))

@@ -11,11 +11,17 @@ without a row (a crash between rename and commit) is deleted and its step redone
 previous checkpoint; a step without metrics is evaluated again; housekeeping is idempotent.
 Every step reseeds torch with `seed + step`, so a redone step gives the same weights.
 
+After the last step, the final stages (plan key `final`), each cached in the run folder so a
+rerun only does what is missing: `results.json`; `references.json` (the suite on the start model
+and on every oracle, the report's reference lines); `attacks.json` (attacks on the last step's
+model, with the target and the last oracle under the same attacks); `report.html`.
+
 Run folder:
-    plan.yaml  ledger.sqlite  results.json
+    plan.yaml  ledger.sqlite  results.json  references.json  attacks.json  report.html
     requests/<id>.jsonl        the request text (deleted by `purge`)
     checkpoints/step-NNN[...]  see engine/checkpoints.py
     eval/step-NNN.json         the full SuiteResult of each step (per item values included)
+    eval/reference-*.json      the suite on the target and each oracle (final stage)
 """
 
 from __future__ import annotations
@@ -31,14 +37,18 @@ from typing import Any
 import torch
 import yaml
 
-from unlearnkit.data.loaders import load_requests, write_jsonl
+from unlearnkit.data.loaders import load_records, load_requests, write_jsonl
 from unlearnkit.data.schema import ForgetRequest
 from unlearnkit.engine.checkpoints import Checkpoints
 from unlearnkit.engine.faults import arm_training_crash, crash_point
 from unlearnkit.engine.ledger import Ledger, now
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.eval.data import EvalData
+from unlearnkit.eval.result import SuiteResult
+from unlearnkit.eval.sequential import relapsed
+from unlearnkit.files import write_json, write_text
 from unlearnkit.methods.base import Method, UnlearnContext, get_method
+from unlearnkit.models.stack import load_subject
 from unlearnkit.models.subject import Subject
 from unlearnkit.plan import Plan, PlanError
 from unlearnkit.progress import console
@@ -63,7 +73,7 @@ class Run:
     def start_subject(self) -> Subject:
         """The model before any request (what attacks measure recovery against), loaded once."""
         if self._start is None:
-            self._start = _load(self, self.start_model)
+            self._start = load(self, self.start_model)
         return self._start
 
     def say(self, step: int, text: str) -> None:
@@ -92,7 +102,7 @@ def run_plan(plan: Plan) -> Path:
             subject = unlearn_step(run, step, request, subject, methods)
             evaluate_step(run, step, subject)
             finish_step(run, step)
-        write_results(run)
+        final_stages(run, subject)
         run.ledger.close()
     console.print(f"run complete: {len(run.requests)} requests, ledger {run.ledger.path}")
     return run.folder
@@ -104,7 +114,7 @@ def unlearn_step(run: Run, step: int, request: ForgetRequest, subject: Subject, 
     started, tick = now(), time.perf_counter()
     torch.manual_seed(run.plan.seed + step)  # LoRA dropout and friends: a redone step repeats exactly
     # Real-knowledge questions tell a guardrail what it must keep answering (its calibration).
-    context = UnlearnContext(retain=run.data.retain, seed=run.plan.seed + step, lora=run.plan.lora, ledger=run.ledger,
+    context = UnlearnContext(retain=run.data.retain, seed=run.plan.seed + step, lora=run.plan.lora,
                              extras={"utility": run.data.real_facts})
     tokens = train_steps = 0
     hook = arm_training_crash(step)
@@ -131,7 +141,7 @@ def evaluate_step(run: Run, step: int, subject: Subject) -> None:
     """Every request so far, retain, utility (+ oracle); metric rows and flags in one commit."""
     tick = time.perf_counter()
     data = replace(run.data, requests=run.requests[:step])
-    oracle = _load(run, str(run.oracles[step])) if step in run.oracles else None
+    oracle = load(run, run.oracles[step]) if step in run.oracles else None
     run.say(step, f"evaluate ({run.plan.evaluation.suite}: {step} requests, retain, utility{', oracle' if oracle else ''})")
     result = suite_evaluate(run.plan, subject, data, oracle)
     rows: Rows = [(r.scope, r.metric, r.value) for r in result.rows]
@@ -186,18 +196,15 @@ def run_attack(name: str, subject: Subject, data: EvalData, target: Subject | No
 
 def relapses(run: Run, step: int, rows: Rows) -> list[tuple[str, str, str, float, float]]:
     """Earlier requests whose forget metric is back over the threshold after their own step had
-    brought it under (same rule as `eval.sequential.relapse_flags`)."""
+    brought it under (the rule of `eval.sequential.relapsed`)."""
     spec = run.plan.relapse
     if spec is None:
         return []
-    sign = 1.0 if spec.higher_means_remembered else -1.0
     current = {scope: value for scope, name, value in rows if name == spec.metric}
     flags = []
     for own_step, request in enumerate(run.requests[: step - 1], start=1):
         baseline, value = run.ledger.metric(own_step, request.id, spec.metric), current.get(request.id)
-        if baseline is None or value is None or sign * baseline > sign * spec.threshold:
-            continue  # never forgotten at its own step: a failure, not a relapse
-        if sign * value > sign * spec.threshold:
+        if relapsed(baseline, value, spec.threshold, spec.higher_means_remembered):
             flags.append((request.id, "relapse", spec.metric, value, spec.threshold))
     return flags
 
@@ -212,7 +219,7 @@ def open_run(plan: Plan) -> Run:
         raise PlanError(f"{plan.source}: the plan changed since run {folder} started; resume needs the same plan (or use a new output folder)")
     if recorded is None:
         ledger.set_meta("plan", fingerprint)
-        _write_text(folder / "plan.yaml", yaml.safe_dump(json.loads(fingerprint), sort_keys=False))
+        write_text(folder / "plan.yaml", yaml.safe_dump(json.loads(fingerprint), sort_keys=False))
     requests, data, worlds = load_requests_and_data(plan)
     ledger.register_requests(requests)
     for request in requests:  # the run's own copy of the text, until purged
@@ -245,8 +252,6 @@ def load_requests_and_data(plan: Plan) -> tuple[list[ForgetRequest], EvalData, l
         if request.id in seen:
             raise PlanError(f"{plan.source}: requests: request id '{request.id}' appears twice")
         seen.add(request.id)
-    from unlearnkit.data.loaders import load_records
-
     for path in plan.retain:
         data.retain = data.retain + load_records(path)
     if plan.utility:
@@ -259,7 +264,7 @@ def load_requests_and_data(plan: Plan) -> tuple[list[ForgetRequest], EvalData, l
 def _prepared(plan: Plan, world: Path, requests: list[ForgetRequest]) -> tuple[str, dict[int, Path]]:
     """The world's target (start model) and the oracle of every step whose removed requests are
     exactly the world's first t requests."""
-    from unlearnkit.engine.prepare import PrepareSettings, prepare_world
+    from unlearnkit.benchmark.prepare import PrepareSettings, prepare_world
 
     prepared = prepare_world(plan.model, world, PrepareSettings(**(plan.prepare or {})))
     world_ids = [r.id for r in EvalData.from_world(world).requests]
@@ -271,25 +276,35 @@ def _prepared(plan: Plan, world: Path, requests: list[ForgetRequest]) -> tuple[s
 def load_step(run: Run, step: int) -> Subject:
     """The model after `step` (0: the start model)."""
     if step == 0 or run.checkpoints.deltas:
-        subject = _load(run, run.start_model)
+        subject = load(run, run.start_model)
         if run.checkpoints.deltas:
             run.checkpoints.set_base(subject.model)
             if step > 0:
                 run.checkpoints.apply_delta(step, subject.model)
         return subject
-    return _load(run, str(run.checkpoints.path(step)))
+    return load(run, run.checkpoints.path(step))
 
 
-def _load(run: Run, source: str) -> Subject:
-    plan = run.plan
-    from unlearnkit.methods.inference_base import MANIFEST, load_subject
-
-    if (Path(source) / MANIFEST).exists():  # a checkpoint of an inference-time wrapper stack
-        return load_subject(source, device=plan.device, dtype=plan.dtype)
-    return Subject.load(source, fmt=plan.format, dtype=plan.dtype, device=plan.device)
+def load(run: Run, source: str | Path) -> Subject:
+    """Any model of the run (start model, checkpoint, oracle) in the plan's format, dtype, device."""
+    return load_subject(source, fmt=run.plan.format, dtype=run.plan.dtype, device=run.plan.device)
 
 
-# -- outputs -----------------------------------------------------------------------------------
+# -- after the last step: the final stages --------------------------------------------------------
+def final_stages(run: Run, last: Subject) -> None:
+    """results.json, then the plan's `final` stages; each cached, so a rerun does only what is missing."""
+    final = run.plan.final
+    write_results(run)
+    if final.references:
+        write_references(run)
+    if final.attacks:
+        write_attacks(run, last)
+    if final.report:
+        from unlearnkit.report.html import write_report
+
+        console.print(f"report: {write_report(run.folder)}")
+
+
 def write_results(run: Run) -> Path:
     """results.json: the ledger's steps, metrics by step and scope, and flags."""
     metrics: dict[int, dict[str, dict[str, float | None]]] = {}
@@ -301,15 +316,41 @@ def write_results(run: Run) -> Path:
         "steps": [s.__dict__ | {"metrics": metrics.get(s.step, {})} for s in run.ledger.steps()],
         "flags": [dict(f) for f in run.ledger.flags()],
     }
-    path = run.folder / "results.json"
-    _write_text(path, json.dumps(payload, indent=2, default=str))
-    return path
+    return write_json(run.folder / "results.json", payload)
 
 
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+def _reference_eval(run: Run, name: str, source: str | Path) -> SuiteResult:
+    path = run.folder / "eval" / f"reference-{name}.json"
+    if path.exists():
+        return SuiteResult.load(path)
+    console.print(f"[bold]reference[/bold] {name}: evaluating ({run.plan.evaluation.suite})")
+    result = suite_evaluate(run.plan, load(run, source), replace(run.data, requests=run.requests), None)
+    result.save(path)
+    return result
+
+
+def write_references(run: Run) -> Path:
+    """`references.json`: {"target": {scope: {metric: value}}, "oracles": {step: {...}}}, the
+    suite on the start model and on each step's retrain oracle (every request measured)."""
+    target = _reference_eval(run, "target", run.start_model)
+    oracles = {step: _reference_eval(run, f"oracle-{step:03d}", path).aggregates() for step, path in sorted(run.oracles.items())}
+    return write_json(run.folder / "references.json", {"suite": run.plan.evaluation.suite, "target": target.aggregates(), "oracles": oracles})
+
+
+def write_attacks(run: Run, last_subject: Subject) -> Path:
+    """`attacks.json`: the plan's final attacks on the last step's model, with target and oracle."""
+    from unlearnkit.eval.attacks import run_attacks
+
+    final = run.plan.final
+    out = run.folder / "attacks.json"
+    if out.exists() and json.loads(out.read_text()).get("names") == final.attacks:
+        return out
+    last = run.ledger.steps()[-1].step
+    oracle = load(run, run.oracles[last]) if last in run.oracles else None
+    data = replace(run.data, requests=run.requests[:last]).limited(run.plan.evaluation.per_set)
+    console.print(f"[bold]attacks[/bold] after step {last}: {', '.join(final.attacks)}")
+    results = run_attacks(final.attacks, last_subject, data, target=run.start_subject(), oracle=oracle, settings=final.attack_settings)
+    return write_json(out, {"names": final.attacks, "step": last, "settings": final.attack_settings, "results": [r.to_json() for r in results]})
 
 
 class _locked:

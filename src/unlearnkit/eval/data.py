@@ -13,6 +13,7 @@ from pathlib import Path
 
 from unlearnkit.data.loaders import load_records, load_requests
 from unlearnkit.data.schema import ForgetRequest, Record
+from unlearnkit.data.world import load_world
 from unlearnkit.errors import DataError, did_you_mean
 
 RECORD_ROLES = ("retain", "neighbours", "holdout", "real_facts", "general_text")
@@ -30,14 +31,6 @@ class EvalData:
 
     @classmethod
     def from_world(cls, world_dir: str | Path) -> EvalData:
-        try:
-            from unlearnkit.data.world import load_world
-        except ImportError:  # the world module is optional for evaluation: read the layout directly
-            path = Path(world_dir)
-            return cls(
-                requests=load_requests(path / "requests.jsonl"),
-                **{role: load_records(path / f"{role}.jsonl") for role in RECORD_ROLES},
-            )
         world = load_world(world_dir)
         return cls(world.requests, world.retain, world.neighbours, world.holdout, world.real_facts, world.general_text)
 

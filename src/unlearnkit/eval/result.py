@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from unlearnkit.eval.metric import MetricResult, finite
+from unlearnkit.files import write_json
 
 
 @dataclass
@@ -81,12 +82,7 @@ class SuiteResult:
 
     def save(self, path: str | Path) -> Path:
         """Write JSON atomically (temporary name, then rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_json(), indent=2, default=str), encoding="utf-8")
-        tmp.replace(path)
-        return path
+        return write_json(path, self.to_json())
 
     @classmethod
     def load(cls, path: str | Path) -> SuiteResult:

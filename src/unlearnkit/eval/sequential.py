@@ -47,6 +47,16 @@ class Relapse:
     baseline: float  # the value right after the request's own step
 
 
+def relapsed(baseline: float | None, value: float | None, threshold: float, higher_means_remembered: bool = True) -> bool:
+    """The relapse rule: the request's own step brought its metric to or under `threshold`
+    (`baseline`) and a later value is over it again. A request never forgotten at its own step
+    is a failure, not a relapse."""
+    if baseline is None or value is None:
+        return False
+    sign = 1.0 if higher_means_remembered else -1.0
+    return sign * baseline <= sign * threshold < sign * value
+
+
 def relapse_flags(
     results: Sequence[SuiteResult],
     metric: str,
@@ -59,16 +69,14 @@ def relapse_flags(
     after its own step had brought it at or under it (e.g. probability or ROUGE on the forget set
     rising again as other requests are unlearned). Set `higher_means_remembered=False` for
     metrics where a lower value means the content is back."""
-    sign = 1.0 if higher_means_remembered else -1.0
     flags = []
     for rid, values in forget_table(results, metric, requests).items():
         start = unlearned_at(rid, requests)
         baseline = values[start] if start < len(values) else None
-        if baseline is None or sign * baseline > sign * threshold:
-            continue  # never forgotten at its own step: that is a failure, not a relapse
         for step in range(start + 1, len(values)):
             value = values[step]
-            if value is not None and sign * value > sign * threshold:
+            if relapsed(baseline, value, threshold, higher_means_remembered):
+                assert baseline is not None and value is not None
                 flags.append(Relapse(rid, metric, step, value, baseline))
     return flags
 

@@ -20,11 +20,12 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, PrivateAttr, field_validator
 
-from unlearnkit.data.formatting import IGNORE, Encoded, collate
+from unlearnkit.data.formatting import IGNORE, Encoded, collate, record_pair
 from unlearnkit.data.schema import ForgetRequest
-from unlearnkit.engine.loop import Batch, FineTune, TrainConfig, TrainStats, train
+from unlearnkit.training import Batch, FineTune, TrainConfig, TrainStats, train
 from unlearnkit.errors import UnlearnkitError
-from unlearnkit.methods.base import LossMethod, UnlearnContext, encode_record, register_method
+from unlearnkit.methods.base import LossMethod, UnlearnContext, register_method
+from unlearnkit.models.loading import wrap_lora
 from unlearnkit.models.subject import Subject
 from unlearnkit.models.weights import Vector, scale_change, snapshot
 
@@ -44,7 +45,7 @@ def subtract(model: Any, vector: Vector, scale: float) -> None:
 
 
 def _examples(subject: Subject, request: ForgetRequest) -> list[dict[str, Encoded]]:
-    return [{"x": encode_record(subject, r, f"forget record {r.id or i}")} for i, r in enumerate(request.records)]
+    return [{"x": subject.encode_record(r, where=f"forget record {r.id or i}")} for i, r in enumerate(request.records)]
 
 
 def fine_tune_vector(subject: Subject, request: ForgetRequest, config: TrainConfig, lora: dict[str, Any] | None, label: str) -> tuple[Vector, TrainStats]:
@@ -53,8 +54,6 @@ def fine_tune_vector(subject: Subject, request: ForgetRequest, config: TrainConf
     for p in copy.model.parameters():
         p.requires_grad_(True)
     if lora is not None:
-        from unlearnkit.models.loading import wrap_lora
-
         copy = copy.with_model(wrap_lora(copy.model, **lora))
     stats = train(copy, _examples(copy, request), FineTune(), config, description=label)
     tuned = copy.model.merge_and_unload() if lora is not None else copy.model
@@ -100,15 +99,12 @@ class SSU(LossMethod):
     _state: dict[str, Any] = PrivateAttr(default_factory=dict)  # per-request: records, answers, rng
 
     def unlearn(self, subject: Subject, request: ForgetRequest, context: UnlearnContext) -> Subject:
-        from unlearnkit.models.loading import wrap_lora
-
         model = subject.model
         before = snapshot(model)  # θ_{t-1}
         flags = [(p, p.requires_grad) for p in model.parameters()]
         peft_model = wrap_lora(model, r=self.lora_r, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout, target_modules=self.target_modules)
         working = subject.with_model(peft_model)
-        pairs = [r.as_pair() for r in request.records]
-        self._state.update(subject=working, records=request.records, answers=[a for _, a in pairs],
+        self._state.update(subject=working, records=request.records, answers=[record_pair(r).target for r in request.records],
                            rng=torch.Generator().manual_seed(self.seed))
         try:
             context.stats = train(working, _examples(working, request), self, self.train_config(), description=f"ssu on {request.id}")
@@ -149,10 +145,8 @@ class SSU(LossMethod):
         drawn = torch.randperm(len(answers), generator=self._state["rng"])[:k].tolist()
         rows = []
         for i in indices:
-            prompt, _ = records[i].as_pair()
-            passage = records[i].kind == "passage"
             for j in drawn:
-                enc = subject.encode(prompt, answers[j], template=not passage, add_eos=not passage, where=f"random label {i}/{j}")
+                enc = subject.encode_record(records[i], answers[j], where=f"random label {i}/{j}")
                 if self.faithful:  # quirk: answer start = len(BatchEncoding) = 2, so the prompt is in the loss
                     enc = Encoded(enc.input_ids, [IGNORE, IGNORE] + enc.input_ids[2:])
                 rows.append(enc)
@@ -251,11 +245,7 @@ class NegMerge(LossMethod):
         control = context.retain[:64]
 
         def mean_prob(records: list[Any]) -> float:
-            return float(torch.cat([
-                subject.score([r.as_pair()[0] for r in group], [r.as_pair()[1] for r in group], template=not passages, add_eos=not passages).prob
-                for passages in (False, True)
-                if (group := [r for r in records if (r.kind == "passage") == passages])
-            ]).mean())
+            return float(subject.score_pairs([record_pair(r) for r in records]).prob.mean())
 
         before = snapshot(subject.model)
         floor = self.keep * mean_prob(control)

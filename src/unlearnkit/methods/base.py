@@ -2,7 +2,7 @@
 
 - `Method`: the interface; weight arithmetic and inference-time wrappers implement `unlearn`.
 - `LossMethod`: a training-based method supplies only `loss` (and optionally extra example parts
-  or reference values to cache); the shared loop in `engine.loop` does the rest.
+  or reference values to cache); the shared loop in `unlearnkit.training` does the rest.
 
 Register a method with `@register_method("name")` in any module of `unlearnkit.methods`.
 """
@@ -16,23 +16,23 @@ import torch
 from pydantic import BaseModel, ConfigDict, PrivateAttr
 
 from unlearnkit.data.schema import ForgetRequest, Record
-from unlearnkit.engine.loop import Batch, Example, TrainConfig, TrainStats, train
 from unlearnkit.errors import UnlearnkitError
+from unlearnkit.models.loading import wrap_lora
 from unlearnkit.models.subject import Subject
 from unlearnkit.registry import Registry, build_with_settings
+from unlearnkit.training import Batch, Example, TrainConfig, TrainStats, train
 
 Need = Literal["retain", "reference", "idk"]
 
 
 @dataclass
 class UnlearnContext:
-    """What a method may use besides the request: retain data, a ledger, and run settings."""
+    """What a method may use besides the request: retain data and run settings."""
 
     retain: list[Record] = field(default_factory=list)
     seed: int = 0
     lora: dict[str, Any] | None = None  # LoRA settings; None means full-parameter
     merge_lora: bool = True
-    ledger: Any = None
     extras: dict[str, Any] = field(default_factory=dict)
     stats: TrainStats | None = None  # filled by training-based methods
 
@@ -84,11 +84,11 @@ class LossMethod(Method, TrainConfig):
     # -- hooks a method may override ---------------------------------------------------------
     def forget_example(self, subject: Subject, record: Record, index: int) -> Example:
         """The parts of one forget example; `"x"` is the record as (prompt, target)."""
-        return {"x": encode_record(subject, record, f"forget record {record.id or index}")}
+        return {"x": subject.encode_record(record, where=f"forget record {record.id or index}")}
 
     def retain_example(self, subject: Subject, record: Record, index: int) -> Example:
         """The parts of one retain example (IDK+AP adds an "I don't know" answer)."""
-        return {"x": encode_record(subject, record, f"retain record {record.id or index}")}
+        return {"x": subject.encode_record(record, where=f"retain record {record.id or index}")}
 
     def prepare(self, subject: Subject, forget: list[Example], retain: list[Example]) -> None:
         """Called once before training with the frozen starting model (cache reference values)."""
@@ -107,8 +107,6 @@ class LossMethod(Method, TrainConfig):
         flags = [(p, p.requires_grad) for p in subject.model.parameters()]
         working = subject
         if context.lora is not None:
-            from unlearnkit.models.loading import wrap_lora
-
             with torch.random.fork_rng(devices=[]):  # the adapter's initialisation is seeded too
                 torch.manual_seed(self.seed)
                 working = subject.with_model(wrap_lora(subject.model, **context.lora))
@@ -131,8 +129,3 @@ class LossMethod(Method, TrainConfig):
             return subject.with_model(working.model.merge_and_unload())
         return working
 
-
-def encode_record(subject: Subject, record: Record, where: str) -> Any:
-    """A record as one example: QA through the prompt format, passages as raw text."""
-    prompt, target = record.as_pair()
-    return subject.encode(prompt, target, template=record.kind != "passage", add_eos=record.kind != "passage", where=where)

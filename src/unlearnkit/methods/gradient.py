@@ -23,7 +23,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from pydantic import Field
 
-from unlearnkit.engine.loop import Batch, Example, make_batch, to_device
+from unlearnkit.training import Batch, Example, make_batch, to_device
 from unlearnkit.methods import losses as L
 from unlearnkit.methods.base import LossMethod, Need, register_method
 from unlearnkit.models.subject import Subject

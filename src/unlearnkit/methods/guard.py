@@ -27,10 +27,12 @@ from typing import Any, ClassVar, Literal
 import torch
 from pydantic import Field
 
+from unlearnkit.data.formatting import record_pair
 from unlearnkit.data.schema import ForgetRequest, Record
 from unlearnkit.methods.base import Method, UnlearnContext, register_method
-from unlearnkit.methods.guard_index import DEFAULT_EMBEDDER, Embedder, GuardIndex, calibrate_threshold, get_embedder, segments
-from unlearnkit.methods.inference_base import WrappedSubject, find_wrapper, register_wrapper
+from unlearnkit.methods.guard_index import GuardIndex, calibrate_threshold, segments
+from unlearnkit.models.embedder import DEFAULT_EMBEDDER, Embedder, get_embedder
+from unlearnkit.models.stack import WrappedSubject, find_wrapper, register_wrapper
 from unlearnkit.models.subject import GenerationSettings, ScoreResult, Subject, cut_at_stop
 
 DEFAULT_REFUSAL = "I'm sorry, but I can't share information about that."
@@ -40,20 +42,20 @@ IDS_FILE = "guard_requests.json"
 
 # -- which texts stand for a record ------------------------------------------------------------
 def stored_texts(record: Record) -> list[str]:
-    """What the guard stores for a removed record: its question, or passage prompt and sentences."""
+    """What the guard stores for a removed record: the prompt it is asked with (`record_pair`:
+    a question, or a split passage's prompt) and, for a passage, its sentences too."""
+    prompt = record_pair(record).prompt
     if record.kind != "passage":
-        return [record.question or ""]
-    texts = [record.prompt] if record.prompt else []
+        return [prompt]
     sentences = segments(record.passage_text)[1:] or [record.passage_text]
-    return [*texts, *sentences]
+    return [prompt, *sentences] if prompt else sentences
 
 
 def query_text(record: Record) -> str:
-    """How a record is asked: its question, its passage prompt, or its first sentence."""
-    if record.kind != "passage":
-        return record.question or ""
-    if record.prompt:
-        return record.prompt
+    """How a record is asked: its prompt (`record_pair`), or an unsplit passage's first sentence."""
+    prompt = record_pair(record).prompt
+    if prompt:
+        return prompt
     parts = segments(record.passage_text)
     return parts[1] if len(parts) > 1 else parts[0]
 

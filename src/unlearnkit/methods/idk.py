@@ -64,6 +64,4 @@ def idk_answer(seed: int, index: int) -> str:
 
 def encode_idk(subject: Subject, record: Record, seed: int, index: int) -> Encoded:
     """The record's prompt answered with an IDK phrase (passages: their prefix, if any)."""
-    prompt, _ = record.as_pair()
-    passage = record.kind == "passage"
-    return subject.encode(prompt, idk_answer(seed, index), template=not passage, add_eos=not passage, where=f"record {record.id or index} (IDK answer)")
+    return subject.encode_record(record, idk_answer(seed, index), where=f"record {record.id or index} (IDK answer)")

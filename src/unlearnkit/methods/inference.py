@@ -13,7 +13,7 @@ with `load_subject(dir)`; see docs/inference.md.
 from __future__ import annotations
 
 from unlearnkit.methods.guard import GuardedSubject, Guardrail
-from unlearnkit.methods.inference_base import WrappedSubject, base_subject, layers, load_subject, save_subject
+from unlearnkit.models.stack import WrappedSubject, base_subject, layers, load_subject, save_subject
 from unlearnkit.methods.inference_icul import InContextSubject, InContextUnlearning
 from unlearnkit.methods.inference_offset import LogitOffset, OffsetLM, OffsetSubject
 

@@ -25,7 +25,7 @@ from pydantic import Field
 from unlearnkit.data.schema import ForgetRequest
 from unlearnkit.methods.base import Method, UnlearnContext, register_method
 from unlearnkit.methods.guard import DEFAULT_REFUSAL, query_text
-from unlearnkit.methods.inference_base import WrappedSubject, find_wrapper, register_wrapper
+from unlearnkit.models.stack import WrappedSubject, find_wrapper, register_wrapper
 from unlearnkit.models.subject import GenerationSettings, ScoreResult, Subject
 
 DEFAULT_INSTRUCTIONS = (

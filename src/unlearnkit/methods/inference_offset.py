@@ -33,7 +33,7 @@ from transformers.modeling_outputs import CausalLMOutput
 from unlearnkit.data.schema import ForgetRequest
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.methods.base import LossMethod, Method, UnlearnContext, get_method, register_method
-from unlearnkit.methods.inference_base import WrappedSubject, base_subject, find_wrapper, register_wrapper, replace_base
+from unlearnkit.models.stack import WrappedSubject, base_subject, find_wrapper, register_wrapper, replace_base
 from unlearnkit.models.subject import GenerationSettings, ScoreResult, Subject, cache_argument
 
 

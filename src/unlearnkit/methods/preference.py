@@ -13,7 +13,7 @@ import torch
 from pydantic import Field
 
 from unlearnkit.data.schema import Record
-from unlearnkit.engine.loop import Batch, Example
+from unlearnkit.training import Batch, Example
 from unlearnkit.methods import losses as L
 from unlearnkit.methods.base import Need, register_method
 from unlearnkit.methods.gradient import Logs, Unlearning, reference_logprobs

@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from pydantic import Field
 
-from unlearnkit.engine.loop import Batch, Example
+from unlearnkit.training import Batch, Example
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.methods import losses as L
 from unlearnkit.methods.base import Need, register_method

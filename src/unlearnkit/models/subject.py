@@ -14,7 +14,8 @@ from typing import Any
 import torch
 from pydantic import BaseModel, Field
 
-from unlearnkit.data.formatting import IGNORE, Encoded, PromptFormat, collate, encode_pair, prompt_ids
+from unlearnkit.data.formatting import IGNORE, Encoded, Pair, PromptFormat, collate, encode_pair, prompt_ids, record_pair
+from unlearnkit.data.schema import Record
 from unlearnkit.errors import DataError
 from unlearnkit.progress import track
 
@@ -91,13 +92,6 @@ class Subject:
         limit = getattr(model.config, "max_position_embeddings", None) or 2048
         self.max_length = max_length or min(int(limit), 4096)
 
-    @classmethod
-    def load(cls, source: str, *, fmt: str | None = None, dtype: str = "auto", device: str = "auto", **kwargs: Any) -> Subject:
-        from unlearnkit.models.loading import load_model
-
-        model, tokenizer = load_model(source, dtype=dtype, device=device)
-        return cls(model, tokenizer, PromptFormat.parse(fmt), name=str(source), **kwargs)
-
     # -- helpers ---------------------------------------------------------------------------
     @property
     def device(self) -> torch.device:
@@ -114,6 +108,32 @@ class Subject:
     def encode(self, prompt: str, target: str, *, template: bool = True, add_eos: bool = True, where: str = "") -> Encoded:
         fmt = self.fmt if template else PromptFormat("raw")
         return encode_pair(self.tokenizer, fmt, prompt, target, add_eos=add_eos, max_length=self.max_length, where=where)
+
+    def encode_record(self, record: Record, target: str | None = None, *, whole_passage: bool = False, where: str = "") -> Encoded:
+        """A record as one training example, by the one rule of `record_pair` (QA through the
+        prompt format with EOS, passages raw); `target` replaces its answer."""
+        pair = record_pair(record, target, whole_passage=whole_passage)
+        return self.encode(pair.prompt, pair.target, template=pair.template, add_eos=pair.add_eos, where=where or f"record {record.id}")
+
+    def score_pairs(self, pairs: list[Pair], *, stats: bool = False, progress: str | None = None) -> ScoreResult:
+        """`score` over pairs that may mix templated questions and raw passages, in input order."""
+        groups: dict[tuple[bool, bool], list[int]] = {}
+        for i, pair in enumerate(pairs):
+            groups.setdefault((pair.template, pair.add_eos), []).append(i)
+        parts: dict[int, tuple[ScoreResult, int]] = {}
+        for (template, add_eos), indices in groups.items():
+            result = self.score([pairs[i].prompt for i in indices], [pairs[i].target for i in indices],
+                                template=template, add_eos=add_eos, stats=stats, progress=progress)
+            parts.update({i: (result, row) for row, i in enumerate(indices)})
+        pick = lambda field_name, i: getattr(parts[i][0], field_name)[parts[i][1]]  # noqa: E731
+        order = range(len(pairs))
+        return ScoreResult(
+            token_logprobs=[pick("token_logprobs", i) for i in order],
+            token_mu=[pick("token_mu", i) for i in order] if stats else None,
+            token_sigma=[pick("token_sigma", i) for i in order] if stats else None,
+            token_ids=[pick("token_ids", i) for i in order],
+            token_is_top=[pick("token_is_top", i) for i in order] if all(r.token_is_top is not None for r, _ in parts.values()) else None,
+        )
 
     def render(self, prompt: str, template: bool = True) -> str:
         return self.fmt.render(prompt, self.tokenizer) if template else prompt

@@ -8,7 +8,7 @@ from statistics import mean
 
 from unlearnkit.report import plots
 from unlearnkit.report.data import RunView, load_run
-from unlearnkit.report.html import fmt
+from unlearnkit.display import number
 
 # (column, how to read it from the last step of a run)
 FORGET_COLUMNS = ("forget_quality", "probability", "truth_ratio", "mia_min_k")
@@ -51,7 +51,7 @@ def compare(folders: list[str | Path]) -> tuple[list[dict[str, float | str | Non
     svg = plots.tradeoff_chart(points, x_key.replace("forget ", "forget-set ") + " (mean over requests)", "model utility")
     columns = list(rows[0]) if rows else []
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(fmt(r.get(c)))}</td>" for c in columns) + "</tr>" for r in rows)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(number(r.get(c)))}</td>" for c in columns) + "</tr>" for r in rows)
     page = (
         "<!doctype html><html><head><meta charset='utf-8'><title>unlearnkit comparison</title>"
         "<style>body{font-family:system-ui,sans-serif;max-width:1100px;margin:2rem auto}"

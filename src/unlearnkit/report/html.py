@@ -9,6 +9,8 @@ from typing import Any
 import yaml
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from unlearnkit.display import number
+from unlearnkit.files import write_text
 from unlearnkit.report import plots
 from unlearnkit.report.data import RunView, load_run
 
@@ -25,32 +27,24 @@ CAPTIONS = {
 }
 
 
-def fmt(value: Any) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
 def _summary(view: RunView) -> list[dict[str, str]]:
     last = view.last_step()
     oracle = view.oracles.get(last, {})
     rows = []
     for rid in view.request_ids:
         for metric in view.forget_metrics():
-            rows.append({"scope": rid, "metric": metric, "value": fmt(view.metric(last, rid, metric)),
-                         "target": fmt(view.target.get(rid, {}).get(metric)), "oracle": fmt(oracle.get(rid, {}).get(metric))})
+            rows.append({"scope": rid, "metric": metric, "value": number(view.metric(last, rid, metric)),
+                         "target": number(view.target.get(rid, {}).get(metric)), "oracle": number(oracle.get(rid, {}).get(metric))})
     for scope, metric in view.set_metrics():
-        rows.append({"scope": scope, "metric": metric, "value": fmt(view.metric(last, scope, metric)),
-                     "target": fmt(view.target.get(scope, {}).get(metric)), "oracle": fmt(oracle.get(scope, {}).get(metric))})
+        rows.append({"scope": scope, "metric": metric, "value": number(view.metric(last, scope, metric)),
+                     "target": number(view.target.get(scope, {}).get(metric)), "oracle": number(oracle.get(scope, {}).get(metric))})
     return rows
 
 
 def _attack_rows(view: RunView) -> list[dict[str, str]]:
     keys = ("before", "after", "target", "oracle_after", "recovered", "oracle_recovered")
     return [
-        {"attack": r["attack"], "request": r["request"], "variant": row["variant"], "metric": row["metric"], **{k: fmt(row.get(k)) for k in keys}}
+        {"attack": r["attack"], "request": r["request"], "variant": row["variant"], "metric": row["metric"], **{k: number(row.get(k)) for k in keys}}
         for r in view.attacks
         for row in r.get("rows", [])
     ]
@@ -74,7 +68,7 @@ def render_report(view: RunView) -> str:
     forget = [{"svg": plots.forget_chart(view, m), "caption": CAPTIONS.get(m, m)} for m in view.forget_metrics()]
     kept = [{"svg": plots.set_chart(view, s, m), "caption": CAPTIONS.get(m, f"{s}: {m}")} for s, m in view.set_metrics()]
     attack_svg = plots.attack_chart(view)
-    steps = [{k: fmt(v) if isinstance(v, float) else v for k, v in s.items() if k != "metrics"} for s in view.steps]
+    steps = [{k: number(v) if isinstance(v, float) else v for k, v in s.items() if k != "metrics"} for s in view.steps]
     methods = view.plan.get("method") or []
     return env.get_template("report.html.j2").render(
         title=f"unlearnkit report: {view.folder.name}",
@@ -100,8 +94,4 @@ def render_report(view: RunView) -> str:
 def write_report(run_folder: str | Path, out: str | Path | None = None) -> Path:
     """Render the report of a run folder to `out` (default `<run>/report.html`), atomically."""
     view = load_run(run_folder)
-    path = Path(out) if out else view.folder / "report.html"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(render_report(view), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_text(Path(out) if out else view.folder / "report.html", render_report(view))

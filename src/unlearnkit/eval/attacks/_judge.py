@@ -64,7 +64,7 @@ class Judge:
 def _embedder() -> Any:
     """The guardrail's embedder (same offline model, same cache); loaded once per process."""
     try:
-        from unlearnkit.methods.guard_index import get_embedder
+        from unlearnkit.models.embedder import get_embedder
     except ImportError as exc:  # pragma: no cover - the guard module ships with the package
         raise UnlearnkitError(f"leak judge 'embedding': {exc}") from None
     return get_embedder()

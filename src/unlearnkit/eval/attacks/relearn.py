@@ -26,7 +26,7 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from unlearnkit.data.schema import ForgetRequest, Record
-from unlearnkit.engine.loop import FineTune, TrainConfig, train
+from unlearnkit.training import FineTune, TrainConfig, train
 from unlearnkit.eval.attacks._base import Variant, register_attack
 from unlearnkit.eval.attacks._forget import WeightAttack, forget_measure
 from unlearnkit.eval.attacks._judge import contains_answer
@@ -38,12 +38,11 @@ RelearnSet = Literal["forget_share", "related_text"]
 
 def relearn_subject(subject: Subject, records: list[Record], config: TrainConfig) -> Subject:
     """A copy of `subject` fine-tuned on `records` (the original is untouched)."""
-    from unlearnkit.methods.base import encode_record
 
     relearned = subject.with_model(copy.deepcopy(subject.model), name=f"{subject.name}+relearn")
     for parameter in relearned.model.parameters():
         parameter.requires_grad_(True)
-    examples = [{"x": encode_record(relearned, r, f"relearn record {r.id or i}")} for i, r in enumerate(records)]
+    examples = [{"x": relearned.encode_record(r, where=f"relearn record {r.id or i}")} for i, r in enumerate(records)]
     train(relearned, examples, FineTune(), config, description="relearning")
     relearned.model.eval()
     return relearned

@@ -2,31 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from unlearnkit.data.formatting import Pair, record_pair
 from unlearnkit.data.schema import Record
 from unlearnkit.eval.passes import ItemScore, passes
 from unlearnkit.models.subject import GenerationSettings, Subject
 
 
-@dataclass(frozen=True)
-class Pair:
-    """One scored sequence: target given prompt, with or without the chat/plain template."""
-
-    prompt: str
-    target: str
-    template: bool
-    add_eos: bool
-
-
 def scored_pair(record: Record, target: str | None = None) -> Pair:
-    """QA: the templated question, then the answer and EOS (TOFU, §0.1).
-    Passage: the whole text after BOS, raw and without EOS (MUSE text, §2.4)."""
-    if record.kind == "qa":
-        return Pair(record.question or "", target if target is not None else record.answer or "", True, True)
-    if record.kind == "passage":
-        return Pair("", target if target is not None else record.passage_text, False, False)
-    raise ValueError(f"record kind '{record.kind}' has no scored pair")
+    """How a metric scores a record (`record_pair` with the whole passage): a QA answer after its
+    templated question with EOS (TOFU), a passage's whole text after BOS, raw (MUSE)."""
+    return record_pair(record, target, whole_passage=True)
 
 
 def split_passage(record: Record) -> tuple[str, str]:

@@ -14,7 +14,7 @@ import random
 import re
 from pathlib import Path
 
-from unlearnkit.data import world_pools as pools
+from unlearnkit.benchmark import world_pools as pools
 from unlearnkit.data.schema import Record
 from unlearnkit.errors import UnlearnkitError
 

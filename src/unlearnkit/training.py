@@ -22,8 +22,9 @@ import torch
 from accelerate import Accelerator
 from pydantic import BaseModel, ConfigDict, Field
 
-from unlearnkit.data.formatting import Encoded, collate
+from unlearnkit.data.formatting import IGNORE, Encoded, collate
 from unlearnkit.errors import TrainingError
+from unlearnkit.models.subject import cache_argument
 from unlearnkit.progress import make_progress
 
 Example = dict[str, Encoded]
@@ -137,7 +138,7 @@ def mean_forget_prob(model: Any, examples: list[Example], pad_id: int, device: t
         part = to_device(make_batch(examples, list(range(start, min(start + size, len(examples)))), pad_id), device)["x"]
         logits = model(input_ids=part["input_ids"], attention_mask=part["attention_mask"]).logits[:, :-1].float()
         labels = part["labels"][:, 1:]
-        mask = labels != -100
+        mask = labels != IGNORE
         lp = torch.log_softmax(logits, -1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
         probs.extend(torch.exp((lp * mask).sum(1) / mask.sum(1).clamp(min=1)).tolist())
     model.train(was_training)
@@ -226,3 +227,89 @@ def _restore(params: list[torch.nn.Parameter], snapshot: list[torch.Tensor]) -> 
     with torch.no_grad():
         for p, saved in zip(params, snapshot):
             p.copy_(saved)
+
+
+# -- fine-tuning on records of mixed length (prepare) ------------------------------------------
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """'auto' is bfloat16 where the hardware runs it natively, else float32."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
+    return "bfloat16" if torch.cpu._is_avx512_bf16_supported() else "float32"
+
+
+class LengthGroupedFineTune:
+    """Next-token NLL where every record weighs the same, computed per length group.
+
+    Why not the loop's `FineTune`: a batch mixes ~45-token QA pairs with ~220-token biographies.
+    Padded together, every QA row would cost a biography's compute (about 3x the work on CPU),
+    and a token-mean loss would let the one long biography drown the short answers. Rows are
+    therefore run in groups of similar length (trimmed to the group's longest), and the loss is
+    the mean over records of each record's mean token NLL.
+
+    Rows of a group that start with the same unlabelled tokens (the chat template's system prompt
+    and user marker: about half of a QA pair's tokens with the embedded model) run that prefix
+    once and share its keys and values; gradients flow through the shared prefix as through the
+    copies it replaces, so the loss and its gradient are those of the plain forward pass.
+    """
+
+    needs_retain = False
+    max_ratio = 1.5  # a group's longest row is at most this many times its shortest
+    min_shared = 4  # shorter common prefixes are not worth a second forward call
+
+    def __init__(self, precision: str = "float32", share_prefix: bool = True) -> None:
+        self.autocast = precision == "bfloat16"
+        self.share_prefix = share_prefix
+
+    def loss(self, model: Any, forget: Batch, retain: Batch | None) -> tuple[torch.Tensor, dict[str, float]]:
+        part = forget["x"]
+        lengths = part["attention_mask"].sum(1)
+        per_record = []
+        for rows in _length_groups(lengths.tolist(), self.max_ratio):
+            index = torch.tensor(rows, device=lengths.device)
+            width = int(lengths[index].max())
+            ids, mask, labels = (part[k][index, :width] for k in ("input_ids", "attention_mask", "labels"))
+            with torch.autocast(ids.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+                logits, offset = self._logits(model, ids, mask, labels)
+            targets = labels[:, offset + 1 :]
+            nll = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=IGNORE, reduction="none")
+            counts = (targets != IGNORE).sum(1).clamp(min=1)
+            per_record.append(nll.sum(1) / counts)
+        loss = torch.cat(per_record).mean()
+        return loss, {"nll": loss.item()}
+
+    def _logits(self, model: Any, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """Logits predicting tokens offset+1 .. end (offset = length of the shared prefix)."""
+        shared = shared_prefix(ids, mask, labels) if self.share_prefix and len(ids) > 1 else 0
+        if shared < self.min_shared:
+            return model(input_ids=ids, attention_mask=mask).logits[:, :-1], 0
+        key = cache_argument(model)
+        cache = getattr(model(input_ids=ids[:1, :shared], attention_mask=mask[:1, :shared], use_cache=True), key)
+        cache.batch_repeat_interleave(len(ids))
+        rest = model(input_ids=ids[:, shared:], attention_mask=mask, use_cache=True, **{key: cache})
+        # The prefix's own positions carry no labels (shared_prefix stops before any), so its
+        # logits are not needed; logits[t] of the rest predicts token shared + t + 1.
+        return rest.logits[:, :-1], shared
+
+
+def shared_prefix(ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> int:
+    """Length of the leading tokens that every row has in common and that are unpadded. It stops
+    before the first labelled position, since the prefix's last logit (which predicts the next
+    token) is not computed, and leaves every row at least one token after it."""
+    same = (ids == ids[:1]).all(0) & (mask == 1).all(0)
+    labelled = (labels != IGNORE).any(0).nonzero()
+    limit = min(int(mask.sum(1).min()) - 1, int(labelled[0]) - 1 if len(labelled) else ids.shape[1])
+    differ = (~same[: max(limit, 0)]).nonzero()
+    return int(differ[0]) if len(differ) else max(limit, 0)
+
+
+def _length_groups(lengths: list[int], max_ratio: float) -> list[list[int]]:
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    groups: list[list[int]] = []
+    for i in order:
+        if groups and lengths[i] <= max_ratio * lengths[groups[-1][0]]:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups

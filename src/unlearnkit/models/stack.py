@@ -9,35 +9,43 @@ innermost plain Subject, so a weight-based method stacked on a wrapper trains th
 and `with_model` (used by the quantize attack and by LoRA merging) swaps the weights at the
 bottom of the stack and keeps every wrapper above them.
 
-Saving: `save(out_dir)` writes `wrapper.json` (the wrapper's kind and settings), the wrapper's
-own files, and the wrapped Subject under `inner/` (recursively; a plain Subject as a model
-folder). `load_subject(dir)` reads either form back.
+Saving: `save_subject(subject, dir)` writes `wrapper.json` (the wrapper's kind and settings),
+the wrapper's own files, and the wrapped Subject under `inner/` (recursively; a plain Subject as
+a model folder with its prompt format). `load_subject(source)` loads any subject: either form,
+or any model source that `models.loading.load_model` takes. Everything that loads or saves a
+Subject (commands, runner, checkpoints, prepare) goes through these two functions.
 """
 
 from __future__ import annotations
 
+import copy
 import json
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from unlearnkit.data.formatting import PromptFormat
+from unlearnkit.errors import ModelError, UnlearnkitError
+from unlearnkit.files import atomic_dir
+from unlearnkit.models.loading import load_model
 from unlearnkit.models.subject import GenerationSettings, ScoreResult, Subject
+from unlearnkit.registry import Registry
 
 MANIFEST = "wrapper.json"
 PLAIN_MANIFEST = "unlearnkit_subject.json"
+META_FILE = "unlearnkit.json"  # what made the model: a run's record, a prepared model's settings
 W = TypeVar("W", bound="WrappedSubject")
 
-# kind name -> class, filled by `register_wrapper` so that `load_subject` can rebuild any wrapper.
-WRAPPERS: dict[str, type[WrappedSubject]] = {}
+# Wrapper kinds are registered by the inference-time methods that define them; the registry
+# imports `unlearnkit.methods` by name on first use, so loading a saved stack finds every kind
+# without this package importing the methods.
+WRAPPERS: Registry[type[WrappedSubject]] = Registry("wrapper kind", "unlearnkit.methods")
 
 
 def register_wrapper(kind: str) -> Callable[[type[W]], type[W]]:
     def decorate(cls: type[W]) -> type[W]:
         cls.kind = kind
-        WRAPPERS[kind] = cls
-        return cls
+        return WRAPPERS.register(kind)(cls)
 
     return decorate
 
@@ -163,9 +171,13 @@ def replace_base(subject: Subject, new_base: Subject) -> Subject:
     return subject.rewrap(replace_base(subject.inner, new_base))
 
 
-# -- save / load -----------------------------------------------------------------------------------
+# -- save / load: the one home for reading and writing any Subject -----------------------------
 def write_stack(subject: Subject, folder: Path) -> None:
-    """Write a plain or wrapped Subject into `folder` (not atomic: callers rename)."""
+    """Write a plain or wrapped Subject into `folder` (not atomic: `save_subject` renames).
+
+    A peft model is merged on a copy first, so the folder loads as a plain model and the caller
+    keeps its adapter.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     if isinstance(subject, WrappedSubject):
         manifest = {"kind": subject.kind, "name": subject.name, "config": subject.config()}
@@ -173,46 +185,59 @@ def write_stack(subject: Subject, folder: Path) -> None:
         write_stack(subject.inner, folder / "inner")
         (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
         return
-    subject.model.save_pretrained(folder, safe_serialization=True)
+    model = subject.model
+    if hasattr(model, "merge_and_unload"):
+        model = copy.deepcopy(model).merge_and_unload()
+    model.save_pretrained(folder, safe_serialization=True)
     subject.tokenizer.save_pretrained(folder)
     fmt = subject.fmt
     plain = {"name": subject.name, "format": {"name": fmt.name, "template": fmt.template, "system_prompt": fmt.system_prompt}}
     (folder / PLAIN_MANIFEST).write_text(json.dumps(plain, indent=2, ensure_ascii=False))
 
 
-def save_subject(subject: Subject, out_dir: str | Path) -> Path:
-    """Save a plain or wrapped Subject; nothing half-written is left at `out_dir`."""
+def save_subject(subject: Subject, out_dir: str | Path, *, meta: dict[str, Any] | None = None,
+                 temporary_suffix: str | None = None, before_rename: Callable[[], None] | None = None) -> Path:
+    """Save a plain or wrapped Subject atomically (files flushed, then one rename); `meta` goes
+    into `unlearnkit.json` beside it. Nothing half-written is ever left at `out_dir`."""
     out = Path(out_dir)
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    write_stack(subject, tmp)
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.replace(out)
+    with atomic_dir(out, suffix=temporary_suffix, before_rename=before_rename) as tmp:
+        write_stack(subject, tmp)
+        if meta is not None:
+            (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
     return out
 
 
-def load_subject(folder: str | Path, *, device: str = "auto", dtype: str = "auto") -> Subject:
-    """Read back what `save_subject` wrote (a plain model folder loads as a plain Subject)."""
-    path = Path(folder)
-    manifest_path = path / MANIFEST
-    if not manifest_path.exists():
-        plain_path = path / PLAIN_MANIFEST
-        plain = json.loads(plain_path.read_text()) if plain_path.exists() else {}
-        subject = Subject.load(str(path), dtype=dtype, device=device)
-        if "format" in plain:
-            subject.fmt = PromptFormat(**plain["format"]).resolve(subject.tokenizer)
-        subject.name = plain.get("name", subject.name)
-        return subject
-    manifest = json.loads(manifest_path.read_text())
-    from unlearnkit.methods.base import METHODS
+def is_saved_stack(source: str | Path) -> bool:
+    """Whether `source` is a folder holding a wrapped Subject (inference-time wrappers)."""
+    return (Path(source) / MANIFEST).is_file()
 
-    METHODS.names()  # imports every method module, so that every wrapper kind is registered
-    cls = WRAPPERS.get(manifest["kind"])
-    if cls is None:
-        from unlearnkit.errors import ModelError
 
-        raise ModelError(f"{manifest_path}: unknown wrapper kind '{manifest['kind']}' (known: {', '.join(sorted(WRAPPERS))})")
-    inner = load_subject(path / "inner", device=device, dtype=dtype)
-    wrapper = cls.from_saved(inner, path, manifest.get("config", {}), device)
-    wrapper.name = manifest.get("name", wrapper.name)
-    return wrapper
+def load_subject(source: str | Path, *, fmt: str | None = None, dtype: str = "auto", device: str = "auto",
+                 batch_size: int | None = None, name: str | None = None) -> Subject:
+    """Load any subject: `default`, a model folder, a `.gguf` file, a hub id, or a folder that
+    `save_subject` wrote (a plain model with its prompt format, or a stack of wrappers).
+
+    The format saved with a model wins over `fmt` = None/"auto" (so a model unlearned in one
+    format is measured in it); an explicit `fmt` wins over the saved one.
+    """
+    path = Path(source)
+    if is_saved_stack(path):
+        manifest = json.loads((path / MANIFEST).read_text())
+        try:
+            cls = WRAPPERS.get(manifest["kind"])
+        except UnlearnkitError as exc:
+            raise ModelError(f"{path / MANIFEST}: {exc}") from None
+        inner = load_subject(path / "inner", fmt=fmt, dtype=dtype, device=device, batch_size=batch_size)
+        wrapper = cls.from_saved(inner, path, manifest.get("config", {}), device)
+        wrapper.name = name or manifest.get("name", wrapper.name)
+        return wrapper
+    model, tokenizer = load_model(str(source), dtype=dtype, device=device)
+    chosen = PromptFormat.parse(fmt)
+    plain_path = path / PLAIN_MANIFEST
+    plain = json.loads(plain_path.read_text()) if plain_path.is_file() else {}
+    if chosen.name == "auto" and "format" in plain:
+        chosen = PromptFormat(**plain["format"])
+    subject = Subject(model, tokenizer, chosen, name=name or plain.get("name", str(source)))
+    if batch_size is not None:
+        subject.batch_size = batch_size
+    return subject

@@ -26,14 +26,14 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from unlearnkit.data.formatting import IGNORE
 from unlearnkit.data.schema import Record
 from unlearnkit.data.world import World, load_world
-from unlearnkit.engine.loop import Batch, Example, TrainConfig, TrainStats, train
-from unlearnkit.models.loading import cache_dir, save_model, wrap_lora
-from unlearnkit.models.subject import Subject, cache_argument
+from unlearnkit.models.loading import DEFAULT_DESCRIPTION, DEFAULT_NAME, cache_dir, wrap_lora
+from unlearnkit.models.stack import META_FILE, load_subject, save_subject
+from unlearnkit.models.subject import Subject
 from unlearnkit.models.weights import scale_change
 from unlearnkit.progress import console
+from unlearnkit.training import Example, LengthGroupedFineTune, TrainConfig, TrainStats, resolve_precision, train
 
 CACHE_VERSION = 2  # bump when the training recipe changes in a way the settings do not show
 
@@ -80,15 +80,6 @@ class PrepareSettings(BaseModel):
         return data
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """'auto' is bfloat16 where the hardware runs it natively, else float32."""
-    if precision != "auto":
-        return precision
-    if device.type == "cuda":
-        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
-    return "bfloat16" if torch.cpu._is_avx512_bf16_supported() else "float32"
-
-
 @dataclass
 class PreparedModel:
     name: str  # "target", "oracle-1", ...
@@ -111,93 +102,10 @@ class PreparedWorld:
         return any(m.trained_now for m in self.models)
 
 
-class LengthGroupedFineTune:
-    """Next-token NLL where every record weighs the same, computed per length group.
-
-    Why not the loop's `FineTune`: a batch mixes ~45-token QA pairs with ~220-token biographies.
-    Padded together, every QA row would cost a biography's compute (about 3x the work on CPU),
-    and a token-mean loss would let the one long biography drown the short answers. Rows are
-    therefore run in groups of similar length (trimmed to the group's longest), and the loss is
-    the mean over records of each record's mean token NLL.
-
-    Rows of a group that start with the same unlabelled tokens (the chat template's system prompt
-    and user marker: about half of a QA pair's tokens with the embedded model) run that prefix
-    once and share its keys and values; gradients flow through the shared prefix as through the
-    copies it replaces, so the loss and its gradient are those of the plain forward pass.
-    """
-
-    needs_retain = False
-    max_ratio = 1.5  # a group's longest row is at most this many times its shortest
-    min_shared = 4  # shorter common prefixes are not worth a second forward call
-
-    def __init__(self, precision: str = "float32", share_prefix: bool = True) -> None:
-        self.autocast = precision == "bfloat16"
-        self.share_prefix = share_prefix
-
-    def loss(self, model: Any, forget: Batch, retain: Batch | None) -> tuple[torch.Tensor, dict[str, float]]:
-        part = forget["x"]
-        lengths = part["attention_mask"].sum(1)
-        per_record = []
-        for rows in _length_groups(lengths.tolist(), self.max_ratio):
-            index = torch.tensor(rows, device=lengths.device)
-            width = int(lengths[index].max())
-            ids, mask, labels = (part[k][index, :width] for k in ("input_ids", "attention_mask", "labels"))
-            with torch.autocast(ids.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-                logits, offset = self._logits(model, ids, mask, labels)
-            targets = labels[:, offset + 1 :]
-            nll = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=IGNORE, reduction="none")
-            counts = (targets != IGNORE).sum(1).clamp(min=1)
-            per_record.append(nll.sum(1) / counts)
-        loss = torch.cat(per_record).mean()
-        return loss, {"nll": loss.item()}
-
-    def _logits(self, model: Any, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
-        """Logits predicting tokens offset+1 .. end (offset = length of the shared prefix)."""
-        shared = shared_prefix(ids, mask, labels) if self.share_prefix and len(ids) > 1 else 0
-        if shared < self.min_shared:
-            return model(input_ids=ids, attention_mask=mask).logits[:, :-1], 0
-        key = cache_argument(model)
-        cache = getattr(model(input_ids=ids[:1, :shared], attention_mask=mask[:1, :shared], use_cache=True), key)
-        cache.batch_repeat_interleave(len(ids))
-        rest = model(input_ids=ids[:, shared:], attention_mask=mask, use_cache=True, **{key: cache})
-        # The prefix's own positions carry no labels (shared_prefix stops before any), so its
-        # logits are not needed; logits[t] of the rest predicts token shared + t + 1.
-        return rest.logits[:, :-1], shared
-
-
-def shared_prefix(ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> int:
-    """Length of the leading tokens that every row has in common and that are unpadded. It stops
-    before the first labelled position, since the prefix's last logit (which predicts the next
-    token) is not computed, and leaves every row at least one token after it."""
-    same = (ids == ids[:1]).all(0) & (mask == 1).all(0)
-    labelled = (labels != IGNORE).any(0).nonzero()
-    limit = min(int(mask.sum(1).min()) - 1, int(labelled[0]) - 1 if len(labelled) else ids.shape[1])
-    differ = (~same[: max(limit, 0)]).nonzero()
-    return int(differ[0]) if len(differ) else max(limit, 0)
-
-
-def _length_groups(lengths: list[int], max_ratio: float) -> list[list[int]]:
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    groups: list[list[int]] = []
-    for i in order:
-        if groups and lengths[i] <= max_ratio * lengths[groups[-1][0]]:
-            groups[-1].append(i)
-        else:
-            groups.append([i])
-    return groups
-
-
 def encode_records(subject: Subject, records: list[Record]) -> list[Example]:
-    """Training examples: QA pairs in the prompt format; passages as raw text (as they are scored)."""
-    examples = []
-    for record in records:
-        if record.kind == "passage":
-            enc = subject.encode("", record.passage_text, template=False, add_eos=False, where=f"record '{record.id}'")
-        else:
-            question, answer = record.as_pair()
-            enc = subject.encode(question, answer, where=f"record '{record.id}'")
-        examples.append({"x": enc})
-    return examples
+    """Training examples: QA pairs in the prompt format; a passage's whole text, raw (a target
+    learns the whole biography, as it is scored)."""
+    return [{"x": subject.encode_record(record, whole_passage=True, where=f"record '{record.id}'")} for record in records]
 
 
 def rehearsal_for(world: World) -> list[Record]:
@@ -205,7 +113,7 @@ def rehearsal_for(world: World) -> list[Record]:
     `world_text.rehearsal_records`). Measured alternative that did worse: replaying the base
     model's own greedy answers instead of the true ones (45% against 52% greedy real-fact
     accuracy on the small world, docs/benchmark.md)."""
-    from unlearnkit.data.world_text import rehearsal_records
+    from unlearnkit.benchmark.world_text import rehearsal_records
 
     return rehearsal_records({str(r.meta.get("country")) for r in world.real_facts})
 
@@ -214,10 +122,8 @@ def _base_fingerprint(source: str) -> dict[str, Any]:
     """Identifies the base model without hashing its weights: the name, and for a local folder
     or file the names, sizes and modification times of its files."""
     path = Path(source).expanduser()
-    if source == "default":
-        from unlearnkit.models.loading import DEFAULT_DESCRIPTION
-
-        return {"source": "default", "description": DEFAULT_DESCRIPTION}
+    if source == DEFAULT_NAME:
+        return {"source": DEFAULT_NAME, "description": DEFAULT_DESCRIPTION}
     if path.exists():
         files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
         return {"source": str(path.resolve()), "files": [(p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in files]}
@@ -263,7 +169,7 @@ def prepare_world(
     """
     settings = settings or PrepareSettings()
     world = load_world(world_dir)
-    base = subject or Subject.load(model_source, fmt=fmt, device=device)
+    base = subject or load_subject(model_source, fmt=fmt, device=device)
     settings = settings.model_copy(update={"precision": resolve_precision(settings.precision, base.device)})
     root = (cache or cache_dir()) / "prepared"
     fingerprint = _base_fingerprint(model_source)
@@ -274,8 +180,8 @@ def prepare_world(
         key = model_key(fingerprint, examples, base.fmt.name, settings)
         out = root / key
         removed_ids = [r.id for r in world.requests[:removed]]
-        if (out / "unlearnkit.json").exists():
-            stats = json.loads((out / "unlearnkit.json").read_text()).get("stats", {})
+        if (out / META_FILE).exists():
+            stats = json.loads((out / META_FILE).read_text()).get("stats", {})
             models.append(PreparedModel(name, out, removed_ids, trained_now=False, stats=stats))
             console.print(f"{name}: cached at {out}")
             continue
@@ -292,7 +198,7 @@ def prepare_world(
             "settings": settings.model_dump(),
             "stats": stats,
         }
-        save_model(model, base.tokenizer, out, meta=meta)
+        save_subject(base.with_model(model, name=name), out, meta=meta)
         models.append(PreparedModel(name, out, removed_ids, trained_now=True, stats=stats))
         console.print(f"{name}: trained {stats['steps']} steps in {stats['seconds']:.0f} s, final loss {stats['final_loss']:.3f} -> {out}")
     return PreparedWorld(
@@ -361,7 +267,7 @@ def check_quality(prepared: PreparedWorld, world: World, base: Subject) -> dict[
     on the people it never saw (which should sit at the holdout level)."""
     from sklearn.metrics import roc_auc_score
 
-    target = base.with_model(Subject.load(str(prepared.target), device=str(base.device)).model, name="target")
+    target = base.with_model(load_subject(prepared.target, device=str(base.device)).model, name="target")
     trained, holdout = _facts(world.trained()), _facts(world.holdout)
     member_nll, holdout_nll = _mean_nll(target, trained), _mean_nll(target, holdout)
     labels = [1] * len(member_nll) + [0] * len(holdout_nll)
@@ -380,7 +286,7 @@ def check_quality(prepared: PreparedWorld, world: World, base: Subject) -> dict[
         "oracles": {},
     }
     for t, path in sorted(prepared.oracles.items()):
-        oracle = base.with_model(Subject.load(str(path), device=str(base.device)).model, name=f"oracle-{t}")
+        oracle = base.with_model(load_subject(path, device=str(base.device)).model, name=f"oracle-{t}")
         removed = _facts([r for q in world.requests[:t] for r in q.records])
         kept = _facts([r for q in world.requests[t:] for r in q.records] + world.retain)
         report["oracles"][t] = {
