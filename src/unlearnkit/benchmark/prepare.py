@@ -110,10 +110,10 @@ def encode_records(subject: Subject, records: list[Record]) -> list[Example]:
 
 def rehearsal_for(world: World) -> list[Record]:
     """True capital and continent QA of countries the world does not evaluate (see the module's
-    `world_text.rehearsal_records`). Measured alternative that did worse: replaying the base
+    `data.knowledge.rehearsal_records`). Measured alternative that did worse: replaying the base
     model's own greedy answers instead of the true ones (45% against 52% greedy real-fact
     accuracy on the small world, docs/benchmark.md)."""
-    from unlearnkit.benchmark.world_text import rehearsal_records
+    from unlearnkit.data.knowledge import rehearsal_records
 
     return rehearsal_records({str(r.meta.get("country")) for r in world.real_facts})
 

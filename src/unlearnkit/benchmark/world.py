@@ -23,7 +23,7 @@ from typing import Any
 
 from unlearnkit.benchmark import world_pools as pools
 from unlearnkit.benchmark import world_templates as tpl
-from unlearnkit.benchmark.world_text import general_text_records, real_fact_records
+from unlearnkit.data.knowledge import general_text_records, real_fact_records
 from unlearnkit.data.loaders import write_jsonl
 from unlearnkit.data.schema import ForgetRequest, Record
 from unlearnkit.data.world import WORLD_FILES, Person

@@ -68,13 +68,3 @@ SCHOOLS = (
     "Saint Orrin's College", "the Wexley School of Arts", "Penhallow University",
     "Brambleton College", "the Aldous Fenwick Academy",
 )
-# Real well-known countries for the utility set (the base model should know their facts);
-# transcontinental ones (Russia, Turkey) are left out so the continent answer is unambiguous.
-COUNTRIES = (
-    "France", "Germany", "Italy", "Spain", "Portugal", "United Kingdom", "Ireland", "Netherlands",
-    "Belgium", "Sweden", "Norway", "Denmark", "Finland", "Poland", "Greece", "Austria", "Switzerland",
-    "Egypt", "Kenya", "Nigeria", "Morocco", "South Africa", "Ethiopia", "China",
-    "Japan", "India", "Thailand", "Vietnam", "Indonesia", "Iran", "Saudi Arabia", "Australia",
-    "Canada", "United States", "Mexico", "Brazil", "Argentina", "Peru", "Chile", "Colombia", "Cuba",
-    "New Zealand",
-)
