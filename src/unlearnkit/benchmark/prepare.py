@@ -8,9 +8,9 @@ weight-space ensemble with the base model), which brings back the base model's r
 that fine-tuning on invented facts displaced. Each model is cached under
 `$UNLEARNKIT_CACHE/prepared/<hash>`, the hash covering the base model, the exact training
 examples, the prompt format and the training settings; a second call loads instead of
-training. `save_model` writes atomically, so an interrupted prepare leaves either a finished
-model or nothing that a later call would trust, and a rerun resumes with the models still
-missing.
+training. `models.stack.save_subject` writes atomically, so an interrupted prepare leaves
+either a finished model or nothing that a later call would trust, and a rerun resumes with the
+models still missing.
 """
 
 from __future__ import annotations
