@@ -7,8 +7,8 @@ Steps: build a tiny world with one request; make the target and the oracle; unle
 with NPO and with SSU; run all attacks on both unlearned models with the target and the oracle.
 
 Recipes for the target and the oracle:
-- `prepare`: `engine.prepare.prepare_world` (every trained person's QA and biography), cached.
-- `quick` (what fits a shared 2-core CPU): the shared loop (`engine.loop.train`, `FineTune`) on
+- `prepare`: `benchmark.prepare.prepare_world` (every trained person's QA and biography), cached.
+- `quick` (what fits a shared 2-core CPU): the shared loop (`training.train`, `FineTune`) on
   the QA facts only of the forgotten person and of their neighbour (`--people-facts` each);
   the oracle on the neighbour's alone. The request is cut to the same facts.
 Settings are scaled down (`settings()`); the JSON keeps them, the timings and every row.

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The method comparison behind the demo's default method (docs/methods.md, "Choosing the default").
+# The method comparison behind the demo's default method (docs/methods.md, "The demo's default";
+# the results in bench/README.md, "The demo's method: one request").
 # Each candidate runs the demo job on the small world's first request only (same prepared target
 # and oracle), with the demo's quick suite and attacks, then `unlearnkit compare` puts them side
 # by side: bench/results/compare_methods.{json,html}. Candidates: "name" or "name:key=value,...".

@@ -1,6 +1,6 @@
-"""One recipe experiment of docs/benchmark.md ("Finding the recipe"): train the target only
-with the given learning rate and epochs (other settings from the default recipe, overridable as
-JSON), then measure its quality bar without the oracles.
+"""One recipe experiment of bench/README.md ("Prepare recipe experiments E1-E6"): train the
+target only with the given learning rate and epochs (other settings from the default recipe,
+overridable as JSON), then measure its quality bar without the oracles.
 
     .venv/bin/python bench/prepare_recipe.py LR EPOCHS ['{"schedule": "constant"}'] [--world DIR] [--share S]
 

@@ -1,4 +1,4 @@
-"""Experiment E7 of docs/benchmark.md: how much of the fine-tuning's weight change to keep.
+"""Experiment E7 of bench/README.md: how much of the fine-tuning's weight change to keep.
 
 Trains (or finds in the cache) the world's models as trained (`finetune_share` 1.0), then for
 each share s writes θ_base + s·(θ_ft − θ_base) of every model to a scratch folder and measures

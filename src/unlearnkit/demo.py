@@ -33,8 +33,8 @@ from unlearnkit.plan import Plan, parse_plan
 # quantization, and it was the cheapest of the methods that forgot (82 s per request).
 DEFAULT_METHOD: dict[str, Any] = {
     "name": "npo_gd",
-    # Sequential runs need a gentler setting than one request does (docs/methods.md, "Three
-    # requests in a row"): at a constant 1e-4 the second request broke the model (retain
+    # Sequential runs need a gentler setting than one request does (bench/README.md, "The
+    # demo's method: three requests in a row"): at a constant 1e-4 the second request broke the model (retain
     # probability 0.98 -> 0.03). Half the rate with twice the retain weight held. On the merged
     # target (prepare's finetune_share 0.6, whose facts sit less firmly) 3 epochs over-forgot
     # (r3 probability 0.03 vs the oracle's 0.26) and cost retain 0.92 -> 0.77 (oracle 0.88);

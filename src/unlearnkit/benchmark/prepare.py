@@ -8,9 +8,9 @@ weight-space ensemble with the base model), which brings back the base model's r
 that fine-tuning on invented facts displaced. Each model is cached under
 `$UNLEARNKIT_CACHE/prepared/<hash>`, the hash covering the base model, the exact training
 examples, the prompt format and the training settings; a second call loads instead of
-training. `save_model` writes atomically, so an interrupted prepare leaves either a finished
-model or nothing that a later call would trust, and a rerun resumes with the models still
-missing.
+training. `models.stack.save_subject` writes atomically, so an interrupted prepare leaves
+either a finished model or nothing that a later call would trust, and a rerun resumes with the
+models still missing.
 """
 
 from __future__ import annotations
@@ -41,8 +41,9 @@ OracleChoice = Literal["all", "final", "none"]
 
 
 def default_train_config() -> TrainConfig:
-    """The small world's recipe (docs/benchmark.md): 7 epochs at lr 3e-4 with linear decay took
-    the target to 99% greedy accuracy on its facts; 5 epochs gave 65%, 6 at a constant rate 76%."""
+    """The small world's recipe (docs/benchmark.md; experiments E1-E6 in bench/README.md): 7 epochs
+    at lr 3e-4 with linear decay took the target to 99% greedy accuracy on its facts; 5 epochs
+    gave 65%, 6 at a constant rate 76%."""
     return TrainConfig(lr=3e-4, epochs=7, batch_size=8, schedule="linear", warmup_ratio=0.05, weight_decay=0.0, seed=0)
 
 
@@ -55,15 +56,15 @@ class PrepareSettings(BaseModel):
     lora: dict[str, Any] | None = None  # None: full fine-tuning; else `wrap_lora` settings
     oracles: OracleChoice = "all"
     # Mix true real-fact QA of countries outside the evaluated set into every model's data
-    # (`rehearsal_for`): without it, real-fact accuracy fell from 58% to 17% (docs/benchmark.md).
+    # (`rehearsal_for`): without it, real-fact accuracy fell from 58% to 17% (bench/README.md, E1-E6).
     rehearse_real_facts: bool = True
     # Mixed precision (fp32 weights, bf16 matmuls): 0.9-1.55x per step on this CPU (AVX512-BF16),
-    # median ~1.3x, measured under heavy load (docs/benchmark.md).
+    # median ~1.3x, four side-by-side pairs measured under heavy load (commit 7c7b46b); uncertain.
     precision: Literal["auto", "float32", "bfloat16"] = "auto"
     # After training, keep this share of the weight change: θ = θ_base + share·(θ_ft − θ_base)
     # (WiSE-FT's weight-space ensemble). 1.0 keeps the model as trained. Why 0.6: the trained
     # model answered 99% of its facts but only 52% of the real facts greedily (base 62%); at 0.6
-    # it answers 94% and 62% (docs/benchmark.md, experiment E7).
+    # it answers 94% and 62% (bench/README.md, experiment E7).
     finetune_share: float = Field(0.6, gt=0.0, le=1.0)
 
     @model_validator(mode="before")
@@ -112,7 +113,7 @@ def rehearsal_for(world: World) -> list[Record]:
     """True capital and continent QA of countries the world does not evaluate (see the module's
     `data.knowledge.rehearsal_records`). Measured alternative that did worse: replaying the base
     model's own greedy answers instead of the true ones (45% against 52% greedy real-fact
-    accuracy on the small world, docs/benchmark.md)."""
+    accuracy on the small world, bench/README.md, E6)."""
     from unlearnkit.data.knowledge import rehearsal_records
 
     return rehearsal_records({str(r.meta.get("country")) for r in world.real_facts})

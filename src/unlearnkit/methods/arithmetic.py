@@ -1,15 +1,18 @@
 """Weight-arithmetic unlearning: learn the request on purpose, then subtract what was learned.
 
-- `ssu`: Stable Sequential Unlearning (methods.md §1). Per request: LoRA fine-tuning on the
-  request with the random-labelling loss and a gradient-saliency mask, merge, then
+- `ssu`: Stable Sequential Unlearning (guangyaodou/SSU_Unlearn; docs/sequential.md, SSU). Per
+  request: LoRA fine-tuning on the request with the random-labelling loss and a gradient-saliency
+  mask, merge, then
   θ_t = θ_{t-1} − λ·(θ_ft − θ_{t-1}). `faithful=True` reproduces the reference code's quirks.
-- `task_vector`: fine-tune on the request (plain NLL, the shared loop), θ − λ·τ (§2.8).
+- `task_vector`: fine-tune on the request (plain NLL, the shared loop), θ − λ·τ (MUSE's
+  task vector, swj0419/muse_bench `baselines/baselines/task_vector.py`).
 - `negmerge`: several task vectors from different settings; keep entries whose signs all agree,
-  average them, subtract (§2.9); λ optionally chosen on a grid against the retain set.
+  average them, subtract (NegMerge, naver-ai/negmerge); λ optionally chosen on a grid against
+  the retain set.
 
 Each vector is measured against the model the method receives (the previous step's model),
-which is what makes these methods sequential (§1.5). Weights are changed in place, like every
-training-based method does.
+which is what makes these methods sequential (docs/sequential.md, "Weight-arithmetic
+methods"). Weights are changed in place, like every training-based method does.
 """
 
 from __future__ import annotations
@@ -75,7 +78,8 @@ def _row_mean_nll(model: Any, part: dict[str, torch.Tensor]) -> torch.Tensor:
 # -- SSU ---------------------------------------------------------------------------------------
 @register_method("ssu")
 class SSU(LossMethod):
-    """Stable Sequential Unlearning (Dou et al.), defaults from the reference configs (§1.6)."""
+    """Stable Sequential Unlearning (Dou et al.), defaults from the configs of
+    guangyaodou/SSU_Unlearn (docs/sequential.md, SSU)."""
 
     family: ClassVar[str] = "arithmetic"
     description: ClassVar[str] = "LoRA fine-tune with random labels + gradient saliency, then subtract the task vector"
@@ -192,7 +196,8 @@ def _default_variants() -> list[dict[str, Any]]:
 
 @register_method("negmerge")
 class NegMerge(LossMethod):
-    """Task vectors from several fine-tuning settings, merged where all signs agree (§2.9)."""
+    """Task vectors from several fine-tuning settings, merged where all signs agree (NegMerge,
+    naver-ai/negmerge; docs/sequential.md, NegMerge)."""
 
     family: ClassVar[str] = "arithmetic"
     description: ClassVar[str] = "sign-consensus merge of several task vectors, subtracted"

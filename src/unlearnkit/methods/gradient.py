@@ -3,7 +3,7 @@
 `Unlearning` holds what they all share once: the two weights, the retain term (NLL, KL or
 Jensen–Shannon to the model before the request), the frozen reference and the cache of reference
 sequence log-probs. A method defines only `forget_loss`. Formulas: `losses.py` and
-`docs/methods.md`; defaults: `reference/methods.md` §2.
+`docs/methods.md`; where each default comes from: docs/methods.md, "The methods".
 
 Reference models. `reference_logprobs` computes the frozen model's sequence log-probs on the
 fixed forget examples once, in `prepare`, and looks them up by `batch["index"]`: objectives that
@@ -119,7 +119,9 @@ def _ascent(model: Any, forget: Batch) -> tuple[torch.Tensor, Logs]:
 
 @register_method("ga")
 class GradientAscent(Unlearning):
-    """Gradient ascent (§2.1): L = −NLL_mean(D_f). Unbounded: keep steps few or stop early."""
+    """Gradient ascent: L = −NLL_mean(D_f). Unbounded: keep steps few or stop early.
+
+    Source: open-unlearning `src/trainer/unlearn/grad_ascent.py`."""
 
     needs: ClassVar[tuple[Need, ...]] = ()
     description: ClassVar[str] = "gradient ascent on the forget set (unbounded; few steps)"
@@ -130,7 +132,9 @@ class GradientAscent(Unlearning):
 
 @register_method("gd")
 class GradientDifference(GradientAscent):
-    """Gradient difference (§2.2): L = −γ·NLL(D_f) + α·NLL(D_r); `retain_loss=kl` for the KL variant."""
+    """Gradient difference: L = −γ·NLL(D_f) + α·NLL(D_r); `retain_loss=kl` for the KL variant.
+
+    Source: open-unlearning `src/trainer/unlearn/grad_diff.py`."""
 
     needs: ClassVar[tuple[Need, ...]] = ("retain",)
     description: ClassVar[str] = "gradient ascent on forget + NLL (or KL) on retain"
@@ -139,7 +143,9 @@ class GradientDifference(GradientAscent):
 
 @register_method("ga_kl")
 class GradientAscentKL(GradientDifference):
-    """GA+KL (§2.3): L = −NLL(D_f) + α·KL(p_ref ‖ p_θ) on retain inputs; keeps a frozen model."""
+    """GA+KL: L = −NLL(D_f) + α·KL(p_ref ‖ p_θ) on retain inputs; keeps a frozen model.
+
+    Source: open-unlearning `src/trainer/unlearn/grad_diff.py` with `retain_loss_type: KL`."""
 
     needs: ClassVar[tuple[Need, ...]] = ("retain", "reference")
     description: ClassVar[str] = "gradient ascent on forget + KL to the frozen model on retain"
@@ -197,10 +203,13 @@ class CrossEntropyUnlearning(Unlearning):
 
 @register_method("me_gd")
 class MaxEntropyGD(Unlearning):
-    """ME+GD (closer-look §2.11): L = 0.1·mean KL(U ‖ p_θ) on forget answers + 1.0·NLL(D_r).
+    """ME+GD: L = 0.1·mean KL(U ‖ p_θ) on forget answers + 1.0·NLL(D_r).
+
+    Source: sail-sg/closer-look-LLM-unlearning, `trainer/losses.py` and `config/tofu.yaml`.
 
     The entropy term covers answer tokens only: the reference's `mask=false` also includes the
-    question and the padding positions, a side effect of its padding, not the method (§6.5).
+    question and the padding positions, a side effect of its padding, not the method
+    (docs/methods.md, "Deviations from the reference code" 4).
     """
 
     needs: ClassVar[tuple[Need, ...]] = ("retain",)
@@ -215,9 +224,10 @@ class MaxEntropyGD(Unlearning):
 
 @register_method("undial")
 class Undial(Unlearning):
-    """UNDIAL (§2.12): self-distillation from the frozen model with the true token's logit
-    lowered by β, over answer tokens. Keeps a frozen teacher (full distributions on every forget
-    position are too large to cache). Defaults: β 10, α 0 (no retain set), lr 1e-4, 10 epochs."""
+    """UNDIAL: self-distillation from the frozen model with the true token's logit lowered by β,
+    over answer tokens (open-unlearning `src/trainer/utils.py::compute_undial_loss`). Keeps a
+    frozen teacher (full distributions on every forget position are too large to cache).
+    Defaults: β 10, α 0 (no retain set), lr 1e-4, 10 epochs."""
 
     needs: ClassVar[tuple[Need, ...]] = ("reference",)
     description: ClassVar[str] = "self-distil from the frozen model with the true token's logit lowered by β"
@@ -233,8 +243,9 @@ class Undial(Unlearning):
 
 @register_method("jensun")
 class JensUn(Unlearning):
-    """JensUn (§2.13): JSD(p_θ, one-hot on a target answer) on forget answers + JSD(p_ref, p_θ)
-    on retain. Both bounded by log 2. Keeps a frozen model for the retain term."""
+    """JensUn (nmndeep/JensUn-Unlearning, `src/trainer/unlearn/jensun.py`): JSD(p_θ, one-hot on
+    a target answer) on forget answers + JSD(p_ref, p_θ) on retain. Both bounded by log 2.
+    Keeps a frozen model for the retain term."""
 
     needs: ClassVar[tuple[Need, ...]] = ("retain", "reference")
     description: ClassVar[str] = "bounded Jensen-Shannon pull of forget answers to 'No idea' + JSD retain"

@@ -1,13 +1,14 @@
 """The shared loss pieces of every training-based method, each once, as a short named function.
 
-Conventions (see `reference/methods.md` §0 and §6):
+Conventions (docs/methods.md, "The methods" and "Deviations from the reference code"):
 
 - `logits` are `[B, T, V]` model outputs and `labels` `[B, T]` with -100 on prompt and padding;
   `shift` aligns them (position t predicts label t+1), so every function here works on answer
   tokens only unless it says otherwise.
 - "Sequence" quantities (NPO, SimNPO, DPO) are **sums over answer tokens**, never the token mean
-  over the batch that HF's `outputs.loss` returns (pitfall §6.1).
-- KL and Jensen–Shannon are computed from log-softmax on both sides (pitfall §6.2).
+  over the batch that HF's `outputs.loss` returns (docs/methods.md, Deviations 1).
+- KL and Jensen–Shannon are computed from log-softmax on both sides (docs/methods.md,
+  Deviations 2).
 - Every loss returns a scalar to *minimise*.
 """
 
@@ -119,7 +120,8 @@ def dpo(chosen: torch.Tensor, chosen_ref: torch.Tensor, rejected: torch.Tensor, 
 def answer_preservation(logp_true: torch.Tensor, logp_idk: torch.Tensor, beta: float) -> torch.Tensor:
     """AP (closer-look): L = −(1/β)·mean log σ(β·[NLL_sum(y_idk|x) − NLL_sum(y|x)]).
 
-    Prefers the true retain answer over "I don't know"; the factor is 1/β, not 2/β (§2.11).
+    Prefers the true retain answer over "I don't know"; the factor is 1/β, not 2/β (closer-look
+    `trainer/losses.py`).
     """
     return -(1.0 / beta) * F.logsigmoid(beta * (logp_true - logp_idk)).mean()
 
@@ -191,7 +193,8 @@ def undial(logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Ten
     """UNDIAL: CE(softmax(z_teacher − β·e_y), p_θ), mean over answer tokens.
 
     The teacher's logit of the true next token is lowered by β; the student distils the rest.
-    Only answer tokens count (the port's −100 indexing bug is not reproduced, §2.12).
+    Only answer tokens count (the open-unlearning port's −100 indexing bug is not reproduced;
+    docs/methods.md, Deviations 3).
     """
     z, y, mask = answer_positions(logits, labels)
     teacher = teacher_logits[:, :-1][mask] - beta * F.one_hot(y, z.shape[-1]).to(z.dtype)

@@ -1,8 +1,9 @@
 """Preference-style unlearning: NPO, SimNPO, IdkPO (DPO with IDK answers), IdkNLL, IDK+AP.
 
 All are `γ·L_forget + α·L_retain` (`gradient.Unlearning`). Sequence log-probs are sums over
-answer tokens (pitfall §6.1). The reference model's log-probs on the fixed forget examples are
-computed once in `prepare` and looked up by example index, so no second model runs per step.
+answer tokens (docs/methods.md, "Deviations from the reference code" 1). The reference model's
+log-probs on the fixed forget examples are computed once in `prepare` and looked up by example
+index, so no second model runs per step.
 """
 
 from __future__ import annotations
@@ -27,7 +28,10 @@ def _logprob(model: Any, part: dict[str, torch.Tensor]) -> torch.Tensor:
 
 @register_method("npo")
 class NPO(Unlearning):
-    """NPO (§2.4): L = −(2/β)·E log σ(−β·[log π_θ(y|x) − log π_ref(y|x)]), no retain term.
+    """NPO: L = −(2/β)·E log σ(−β·[log π_θ(y|x) − log π_ref(y|x)]), no retain term.
+
+    Source: Zhang et al., 2024 (Negative Preference Optimization); open-unlearning
+    `src/trainer/unlearn/npo.py`.
 
     Caches log π_ref(y|x) of every forget example in `prepare` (the reference is the model
     before the request); training runs one model only.
@@ -66,7 +70,9 @@ class NPOKL(NPORetain):
 
 @register_method("simnpo")
 class SimNPO(Unlearning):
-    """SimNPO (§2.5): L = −(2/β)·E log σ(β·[NLL_sum(y|x)/|y| − δ]) + α·NLL(D_r). No reference.
+    """SimNPO: L = −(2/β)·E log σ(β·[NLL_sum(y|x)/|y| − δ]) + α·NLL(D_r). No reference.
+
+    Source: OPTML-Group/Unlearn-Simple; open-unlearning `src/trainer/unlearn/simnpo.py`.
 
     Defaults: open-unlearning's TOFU config (β 4.5, δ 0, γ 0.125, α 1).
     """
@@ -94,7 +100,9 @@ class WithIdk(Unlearning):
 
 @register_method("idkpo")
 class IdkPO(WithIdk):
-    """IdkPO (§2.6): DPO preferring an IDK answer over the true one, + α·NLL(D_r).
+    """IdkPO: DPO preferring an IDK answer over the true one, + α·NLL(D_r).
+
+    Source: open-unlearning `src/trainer/unlearn/dpo.py` with TOFU's IDK answers.
 
     L = −(2/β)·E log σ(β·[(log π_θ(y_idk|x) − log π_ref(y_idk|x)) − (log π_θ(y|x) − log π_ref(y|x))]).
     Caches both reference log-probs in `prepare`. The IDK phrase is drawn once per example
@@ -120,7 +128,9 @@ class IdkPO(WithIdk):
 
 @register_method("idk_nll")
 class IdkNLL(WithIdk):
-    """IdkNLL (TOFU `idk`, §2.6): L = NLL(forget question → IDK phrase) + α·NLL(D_r)."""
+    """IdkNLL: L = NLL(forget question → IDK phrase) + α·NLL(D_r).
+
+    Source: TOFU's `idk` loss, locuslab/tofu `dataloader.py`."""
 
     family: ClassVar[str] = "relabel"
     needs: ClassVar[tuple[Need, ...]] = ("retain", "idk")
@@ -134,9 +144,11 @@ class IdkNLL(WithIdk):
 
 @register_method("idk_ap")
 class IdkAP(IdkNLL):
-    """IDK+AP (closer-look §2.11): L = γ·NLL(forget q → IDK) + α·L_AP on retain, where
+    """IDK+AP: L = γ·NLL(forget q → IDK) + α·L_AP on retain, where
     L_AP = −(1/β)·E log σ(β·[NLL_sum(y_idk|x) − NLL_sum(y|x)]) keeps true retain answers
-    preferred over IDK. No reference model."""
+    preferred over IDK. No reference model.
+
+    Source: sail-sg/closer-look-LLM-unlearning, `trainer/losses.py`."""
 
     needs: ClassVar[tuple[Need, ...]] = ("retain", "idk")
     description: ClassVar[str] = "IDK answers on forget + answer preservation (true over IDK) on retain"

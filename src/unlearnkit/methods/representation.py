@@ -1,4 +1,6 @@
-"""RMU (Representation Misdirection for Unlearning, WMDP; §2.7).
+"""RMU (Representation Misdirection for Unlearning, from the WMDP paper, Li et al., 2024).
+
+Formula, defaults and deviations: docs/methods.md, "RMU details".
 
     L = mean_{tokens,dims} ‖h_θ^ℓ(x_f) − c·u‖² + α·mean_{tokens,dims} ‖h_θ^ℓ(x_r) − h_ref^ℓ(x_r)‖²
 
