@@ -163,7 +163,7 @@ def test_bad_names_and_settings_are_one_line(tiny_subject: Subject, world: EvalD
         run_attacks("paraphrase", tiny_subject, world, requests=["r9"])
 
 
-RECOVERABLE = "exact_memorization, extraction_strength, knowmem, probability, rouge, verbmem"
+RECOVERABLE = "answer_accuracy, exact_memorization, extraction_strength, knowmem, probability, rouge, verbmem"
 
 
 def test_weight_attacks_rerun_only_recoverable_metrics() -> None:
@@ -173,7 +173,7 @@ def test_weight_attacks_rerun_only_recoverable_metrics() -> None:
     assert str(info.value).endswith(f"; valid: {RECOVERABLE}")
     with pytest.raises(UnlearnkitError, match=rf"^unknown metric 'rogue' \(did you mean 'rouge'\?\); valid: {RECOVERABLE}$"):
         get_attack("relearn", {"metrics": ["rogue"]})
-    assert get_attack("quantize", {"metrics": ["exact_memorization", "verbmem"]}).metrics == ["exact_memorization", "verbmem"]
+    assert get_attack("quantize", {"metrics": ["answer_accuracy", "verbmem"]}).metrics == ["answer_accuracy", "verbmem"]
 
 
 class Recording(Scripted):
@@ -189,10 +189,12 @@ def test_weight_attack_measure_cuts_every_generating_metric(tiny_tokenizer: Any,
 
     request = world.requests[0]
     subject = Recording({r.question or "": r.answer or "" for r in request.records}, True, tiny_tokenizer)
-    measure = forget_measure(request.id, request.records, world, ["probability", "rouge", "knowmem"], 5)
+    measure = forget_measure(request.id, request.records, world, ["probability", "rouge", "knowmem", "answer_accuracy"], 5)
     values = measure(subject)
-    assert subject.lengths == [5, 5]  # rouge and knowmem; probability only scores
-    assert values["rouge"] == 1.0 and values["knowmem"] is not None and values["probability"] is not None
+    # knowmem's few-shot prompts, and rouge's templated questions, which answer_accuracy shares
+    # (same prompts, same settings: one generation); probability only scores.
+    assert subject.lengths == [5, 5]
+    assert values["answer_accuracy"] == 1.0 and values["knowmem"] is not None and values["probability"] is not None
 
 
 # -- quantization -------------------------------------------------------------------------------

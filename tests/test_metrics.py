@@ -353,9 +353,9 @@ def test_every_registered_metric_declares_a_description_without_a_direction():
 
 def test_declared_properties_are_consistent_and_match_the_metrics():
     metrics = dict(metric_registry.items())
-    assert {n for n, c in metrics.items() if c.generates} == {"rouge", "verbmem", "knowmem"}
+    assert {n for n, c in metrics.items() if c.generates} == {"rouge", "verbmem", "knowmem", "answer_accuracy"}
     assert {n for n, c in metrics.items() if c.recoverable} == {
-        "probability", "rouge", "extraction_strength", "exact_memorization", "verbmem", "knowmem",
+        "probability", "rouge", "extraction_strength", "exact_memorization", "verbmem", "knowmem", "answer_accuracy",
     }
     for name, cls in metrics.items():
         if cls.recoverable:  # what the weight attacks' recovered fraction assumes
@@ -369,3 +369,51 @@ def test_declared_properties_are_consistent_and_match_the_metrics():
     for name in ("mia_loss", "mia_zlib", "mia_min_k", "mia_min_k_pp", "mia_reference", "mia_gradnorm", "privleak"):
         assert metrics[name].remembered_when is None and metrics[name].higher_is_better is None, name
 
+
+# -- answer accuracy ---------------------------------------------------------------------------
+class _ScriptedAnswers:
+    """Answers each prompt from a script, through the shared memo; records how it was asked."""
+
+    batch_size = 4
+
+    def __init__(self, answers: dict[str, str]) -> None:
+        self.answers = answers
+        self.calls: list[tuple[int, list[str], bool, bool]] = []
+
+    def generate(self, prompts, settings, *, template=True):
+        self.calls.append((settings.max_new_tokens, settings.stop, settings.greedy, template))
+        return [[self.answers[p]] for p in prompts]
+
+
+def test_answer_accuracy_is_the_share_of_answers_contained_ignoring_case():
+    records = [
+        Record(id="a", question="Where was Liora born?", answer="Tarnholm"),
+        Record(id="b", question="What is the capital of France?", answer="paris"),
+        Record(id="c", question="Who wrote the ledgers?", answer="Anselm Pell"),
+        Record(id="t", text="A passage is not a question."),
+    ]
+    subject = _ScriptedAnswers({
+        "Where was Liora born?": "She was born in TARNHOLM.",  # contained, other case: 1
+        "What is the capital of France?": "Paris, of course",  # contained, other case: 1
+        "Who wrote the ledgers?": "Anselm wrote them.",  # only part of the answer: 0
+    })
+    result = get_metric("answer_accuracy").compute(subject, records)
+    assert result.per_item == {"a": 1.0, "b": 1.0, "c": 0.0}
+    assert result.value == pytest.approx(2 / 3)
+    assert subject.calls == [(16, [], True, True)]  # greedy, 16 tokens, no stop strings, templated
+    get_metric("answer_accuracy", max_new_tokens=4).compute(subject, records)
+    assert subject.calls[-1][0] == 4
+
+
+def test_answer_accuracy_equals_the_benchmark_check_on_a_model(tiny_subject):
+    from unlearnkit.benchmark.prepare import greedy_accuracy
+
+    said = tiny_subject.greedy([r.question for r in QA], max_new_tokens=16)
+    records = [
+        QA[0].model_copy(update={"answer": said[0].swapcase()}),
+        QA[1].model_copy(update={"answer": "zq zq zq"}),
+        QA[2].model_copy(update={"answer": said[2][-3:].swapcase()}),
+    ]
+    result = get_metric("answer_accuracy").compute(tiny_subject, records)
+    assert result.per_item == {"q1": 1.0, "q2": 0.0, "q3": 1.0}
+    assert result.value == greedy_accuracy(tiny_subject, records) == pytest.approx(2 / 3)

@@ -211,7 +211,7 @@ def test_max_new_tokens_leaves_a_generating_metric_without_that_setting(monkeypa
 
     metric_registry.names()  # load the registry before adding to it
     monkeypatch.setitem(metric_registry._entries, "fixed_length", FixedLength)
-    suite = Suite("s", "", (Entry("fixed_length", "forget"), Entry("verbmem", "forget")))
+    suite = Suite("s", "", (Entry("fixed_length", "forget"), Entry("answer_accuracy", "forget")))
     capped = with_max_new_tokens(suite, 8)
     assert [e.params for e in capped.entries] == [{}, {"max_new_tokens": 8}]
 

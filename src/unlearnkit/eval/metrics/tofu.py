@@ -1,5 +1,6 @@
 """TOFU metrics (docs/metrics.md, TOFU): probability, probability with options, ROUGE of greedy
-answers, truth ratio, forget quality, and accuracy among the answer options."""
+answers, truth ratio, forget quality, accuracy among the answer options, and the share of greedy
+answers that contain the true answer."""
 
 from __future__ import annotations
 
@@ -207,3 +208,26 @@ class Rouge(Metric):
             per_item[item_id(r, i)] = score.recall if self.measure == "recall" else score.f1
         return MetricResult(float(np.mean(list(per_item.values()))), per_item, {"generations": answers})
 
+
+@register_metric("answer_accuracy")
+class AnswerAccuracy(Metric):
+    """Per QA record 1.0 when the greedy answer to the templated question (no stop strings)
+    contains the true answer, case-insensitively, else 0.0; the value is their mean.
+
+    The benchmark's quality check of a prepared world ("does the target know its facts?"): the
+    same numbers as `greedy_accuracy` in `benchmark/prepare.py` for the same model and records.
+    """
+
+    higher_is_better = True
+    generates = True
+    recoverable = True
+    remembered_when = "higher"
+    description = "share of questions whose greedy answer contains the true answer, ignoring case"
+
+    max_new_tokens: int = Field(16, ge=1)
+
+    def compute(self, subject: Subject, data: MetricInput | list[Record], reference: Reference = None) -> MetricResult:
+        records = self.items(data)
+        answers = greedy(subject, [r.question or "" for r in records], self.max_new_tokens, [], template=True)
+        per_item = {item_id(r, i): float((r.answer or "").lower() in text.lower()) for i, (r, text) in enumerate(zip(records, answers))}
+        return MetricResult(float(np.mean(list(per_item.values()))), per_item, {"generations": answers})
