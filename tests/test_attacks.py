@@ -163,6 +163,40 @@ def test_bad_names_and_settings_are_one_line(tiny_subject: Subject, world: EvalD
         run_attacks("paraphrase", tiny_subject, world, requests=["r9"])
 
 
+RECOVERABLE = "answer_accuracy, exact_memorization, extraction_strength, knowmem, probability, rouge, verbmem"
+
+
+def test_weight_attacks_rerun_only_recoverable_metrics() -> None:
+    with pytest.raises(UnlearnkitError) as info:
+        get_attack("quantize", {"metrics": ["probability", "truth_ratio"]})
+    assert str(info.value).startswith("metric 'truth_ratio' cannot be re-run by a weight attack")
+    assert str(info.value).endswith(f"; valid: {RECOVERABLE}")
+    with pytest.raises(UnlearnkitError, match=rf"^unknown metric 'rogue' \(did you mean 'rouge'\?\); valid: {RECOVERABLE}$"):
+        get_attack("relearn", {"metrics": ["rogue"]})
+    assert get_attack("quantize", {"metrics": ["answer_accuracy", "verbmem"]}).metrics == ["answer_accuracy", "verbmem"]
+
+
+class Recording(Scripted):
+    """Scripted, and notes the generation length of every call."""
+
+    def generate(self, prompts: list[str], settings: GenerationSettings | None = None, **kwargs: Any) -> list[list[str]]:  # type: ignore[override]
+        self.lengths = getattr(self, "lengths", []) + [(settings or GenerationSettings()).max_new_tokens]
+        return super().generate(prompts, settings, **kwargs)
+
+
+def test_weight_attack_measure_cuts_every_generating_metric(tiny_tokenizer: Any, world: EvalData) -> None:
+    from unlearnkit.eval.attacks._forget import forget_measure
+
+    request = world.requests[0]
+    subject = Recording({r.question or "": r.answer or "" for r in request.records}, True, tiny_tokenizer)
+    measure = forget_measure(request.id, request.records, world, ["probability", "rouge", "knowmem", "answer_accuracy"], 5)
+    values = measure(subject)
+    # knowmem's few-shot prompts, and rouge's templated questions, which answer_accuracy shares
+    # (same prompts, same settings: one generation); probability only scores.
+    assert subject.lengths == [5, 5]
+    assert values["answer_accuracy"] == 1.0 and values["knowmem"] is not None and values["probability"] is not None
+
+
 # -- quantization -------------------------------------------------------------------------------
 def test_quantization_error_is_bounded_and_8_bit_is_closer_than_4_bit() -> None:
     weight = torch.randn(16, 128, generator=torch.Generator().manual_seed(0))

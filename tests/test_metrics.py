@@ -277,3 +277,143 @@ def test_gradnorm_leaves_the_model_untouched(tiny_subject):
     get_metric("mia_gradnorm", kind="qa").compute(tiny_subject, MetricInput(QA[:1], HOLDOUT[:1]))
     assert all(p.grad is None for p in tiny_subject.model.parameters())
     assert all(torch.equal(a, b) for a, b in zip(before, tiny_subject.model.parameters()))
+
+
+# -- typed settings and declared properties ----------------------------------------------------
+from unlearnkit.errors import UnlearnkitError  # noqa: E402
+
+
+def test_an_unknown_setting_is_one_line_naming_it():
+    with pytest.raises(UnlearnkitError) as info:
+        get_metric("rouge", max_tokens=3)
+    assert str(info.value) == (
+        "metric 'rouge': unknown setting 'max_tokens' (did you mean 'max_new_tokens'?); "
+        "valid: measure, stemmer, max_new_tokens, question"
+    )
+    with pytest.raises(UnlearnkitError, match=r"^metric 'probability': unknown setting 'kind'; valid: none$"):
+        get_metric("probability", kind="qa")
+
+
+@pytest.mark.parametrize(
+    "name,settings",
+    [
+        ("truth_ratio", {"aggregation": "both"}),
+        ("truth_ratio", {"correct": "perturbed"}),
+        ("forget_quality", {"correct": "perturbed"}),
+        ("rouge", {"measure": "precision"}),
+        ("rouge", {"question": "paraphrases"}),
+        ("rouge", {"max_new_tokens": 0}),
+        ("exact_memorization", {"kind": "auto"}),
+        ("mia_loss", {"kind": "all"}),
+        ("mia_min_k", {"k": 1.5}),
+        ("privleak", {"attack": "gradnorm"}),
+    ],
+)
+def test_an_invalid_value_is_one_line_naming_the_setting(name, settings):
+    key = next(iter(settings))
+    with pytest.raises(UnlearnkitError) as info:
+        get_metric(name, **settings)
+    message = str(info.value)
+    assert message.startswith(f"metric '{name}': setting '{key}': ") and "\n" not in message
+
+
+def test_truth_ratio_aggregation_both_is_refused_with_the_allowed_values():
+    with pytest.raises(UnlearnkitError, match=r"^metric 'truth_ratio': setting 'aggregation': Input should be 'forget' or 'retain'$"):
+        get_metric("truth_ratio", aggregation="both")
+
+
+def test_settings_are_the_typed_fields_with_their_defaults_and_frozen():
+    rouge = get_metric("rouge", measure="f1")
+    assert rouge.settings() == {"measure": "f1", "stemmer": True, "max_new_tokens": 200, "question": "question"}
+    assert rouge.measure == "f1" and rouge.name == "rouge"
+    assert get_metric("verbmem").settings() == {"max_new_tokens": 128, "stemmer": False}
+    assert get_metric("knowmem").settings() == {"shots": 10, "max_new_tokens": 32, "stemmer": False}
+    assert get_metric("truth_ratio").settings() == {"aggregation": "forget", "correct": "auto"}
+    assert get_metric("privleak").settings() == {"attack": "min_k", "kind": "auto", "k": 0.4}
+    assert get_metric("mia_gradnorm").settings() == {"kind": "auto", "p": 2.0}
+    assert get_metric("extraction_strength").settings() == {"kind": "qa"}
+    assert get_metric("probability").settings() == {}
+    with pytest.raises(Exception, match="frozen"):
+        rouge.measure = "recall"
+
+
+DIRECTION_WORDS = ("higher", "lower", "better", "worse", "forgotten", "remembered")
+
+
+def test_every_registered_metric_declares_a_description_without_a_direction():
+    descriptions = {}
+    for name, cls in metric_registry.items():
+        text = vars(cls).get("description", "")  # its own, not inherited from a base class
+        assert text.strip(), f"{name} declares no description"
+        assert "\n" not in text, name
+        assert not any(word in text.lower() for word in DIRECTION_WORDS), (name, text)
+        descriptions[name] = text
+    assert len(set(descriptions.values())) == len(descriptions)  # no two metrics described alike
+
+
+def test_declared_properties_are_consistent_and_match_the_metrics():
+    metrics = dict(metric_registry.items())
+    assert {n for n, c in metrics.items() if c.generates} == {"rouge", "verbmem", "knowmem", "answer_accuracy"}
+    assert {n for n, c in metrics.items() if c.recoverable} == {
+        "probability", "rouge", "extraction_strength", "exact_memorization", "verbmem", "knowmem", "answer_accuracy",
+    }
+    for name, cls in metrics.items():
+        if cls.recoverable:  # what the weight attacks' recovered fraction assumes
+            assert cls.remembered_when == "higher" and not cls.needs_reference and not cls.needs_nonmembers, name
+        if cls.generates:  # every generating metric can be capped
+            assert "max_new_tokens" in cls.model_fields, name
+    assert metrics["probability"].remembered_when == "higher"
+    assert metrics["truth_ratio"].remembered_when == "lower" and metrics["truth_ratio"].higher_is_better is True
+    assert metrics["forget_quality"].remembered_when == "lower"
+    assert metrics["perplexity"].remembered_when == "lower" and metrics["perplexity"].higher_is_better is False
+    for name in ("mia_loss", "mia_zlib", "mia_min_k", "mia_min_k_pp", "mia_reference", "mia_gradnorm", "privleak"):
+        assert metrics[name].remembered_when is None and metrics[name].higher_is_better is None, name
+
+
+# -- answer accuracy ---------------------------------------------------------------------------
+class _ScriptedAnswers:
+    """Answers each prompt from a script, through the shared memo; records how it was asked."""
+
+    batch_size = 4
+
+    def __init__(self, answers: dict[str, str]) -> None:
+        self.answers = answers
+        self.calls: list[tuple[int, list[str], bool, bool]] = []
+
+    def generate(self, prompts, settings, *, template=True):
+        self.calls.append((settings.max_new_tokens, settings.stop, settings.greedy, template))
+        return [[self.answers[p]] for p in prompts]
+
+
+def test_answer_accuracy_is_the_share_of_answers_contained_ignoring_case():
+    records = [
+        Record(id="a", question="Where was Liora born?", answer="Tarnholm"),
+        Record(id="b", question="What is the capital of France?", answer="paris"),
+        Record(id="c", question="Who wrote the ledgers?", answer="Anselm Pell"),
+        Record(id="t", text="A passage is not a question."),
+    ]
+    subject = _ScriptedAnswers({
+        "Where was Liora born?": "She was born in TARNHOLM.",  # contained, other case: 1
+        "What is the capital of France?": "Paris, of course",  # contained, other case: 1
+        "Who wrote the ledgers?": "Anselm wrote them.",  # only part of the answer: 0
+    })
+    result = get_metric("answer_accuracy").compute(subject, records)
+    assert result.per_item == {"a": 1.0, "b": 1.0, "c": 0.0}
+    assert result.value == pytest.approx(2 / 3)
+    assert subject.calls == [(16, [], True, True)]  # greedy, 16 tokens, no stop strings, templated
+    get_metric("answer_accuracy", max_new_tokens=4).compute(subject, records)
+    assert subject.calls[-1][0] == 4
+
+
+def test_answer_accuracy_equals_the_benchmark_check_on_a_model(tiny_subject):
+    from unlearnkit.benchmark.prepare import greedy_accuracy
+
+    said = tiny_subject.greedy([r.question for r in QA], max_new_tokens=16)
+    records = [
+        QA[0].model_copy(update={"answer": said[0].swapcase()}),
+        QA[1].model_copy(update={"answer": "zq zq zq"}),
+        QA[2].model_copy(update={"answer": said[2][-3:].swapcase()}),
+    ]
+    result = get_metric("answer_accuracy").compute(tiny_subject, records)
+    assert result.per_item == {"q1": 1.0, "q2": 0.0, "q3": 1.0}
+    assert result.value == greedy_accuracy(tiny_subject, records) == pytest.approx(2 / 3)

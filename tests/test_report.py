@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from html import escape
 import shutil
 import subprocess
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 
 from unlearnkit.report.compare import compare, run_row
 from unlearnkit.report.data import load_run
-from unlearnkit.report.html import write_report
+from unlearnkit.report.html import caption, write_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -55,6 +56,26 @@ def test_report_is_self_contained_with_every_chart(tmp_path: Path) -> None:
     assert "<script src" not in html and "<link" not in html
     for text in ("r1", "r2", "npo_gd", "quantize", "recovered fraction", "checkpoints/step-002"):
         assert text in html
+
+
+def test_captions_say_per_scope_which_direction_means_forgotten_or_better(tmp_path: Path) -> None:
+    forget_probability = caption("r1", "probability")
+    assert forget_probability.endswith("(lower = forgotten)")
+    assert caption("retain", "probability").endswith("(higher is better)")
+    retain_truth = caption("retain", "truth_ratio")
+    assert "forgotten" not in retain_truth and "forget" not in retain_truth
+    assert retain_truth.endswith("(higher is better)")
+    assert caption("r1", "truth_ratio").endswith("(higher = forgotten)")
+    assert caption("general_text", "perplexity").endswith("(lower is better)")
+    # A suffixed row is its metric's; membership and PrivLeak aim at the oracle, not a direction.
+    assert caption("r2", "mia_min_k/passage") == caption("r1", "mia_min_k")
+    assert caption("r1", "mia_min_k").endswith("(closest to the oracle = forgotten)")
+    assert caption("r1", "privleak/qa").endswith("(closest to the oracle = forgotten)")
+    assert "harmonic mean" in caption("utility", "model_utility")
+    assert caption("r1", "not_a_metric/x") == "not_a_metric/x"
+    # In the page: the forget chart and the retain chart of one metric say different things.
+    html = write_report(make_run(tmp_path / "run")).read_text()
+    assert escape(forget_probability) in html and escape(caption("retain", "probability")) in html
 
 
 def test_missing_results_is_one_line(tmp_path: Path) -> None:

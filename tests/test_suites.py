@@ -12,7 +12,8 @@ from unlearnkit.data.schema import ForgetRequest, Record
 from unlearnkit.eval.data import EvalData
 from unlearnkit.eval.result import Row, SuiteResult
 from unlearnkit.eval.sequential import forget_table, relapse_flags, scalability, utility_curve
-from unlearnkit.eval.suites import SUITES, evaluate, get_suite, with_max_new_tokens
+from unlearnkit.eval.metric import Metric, metric_registry
+from unlearnkit.eval.suites import SUITES, Entry, Suite, evaluate, get_suite, with_max_new_tokens
 from unlearnkit.errors import UnlearnkitError
 
 
@@ -71,6 +72,8 @@ def test_every_suite_runs_and_shares_passes(tiny_subject, oracle, data, name):
         assert result.value("utility", "model_utility") is not None
     back = SuiteResult.from_json(json.loads(json.dumps(result.to_json())))
     assert back.aggregates() == result.aggregates()
+    if name == "tofu":  # the recorded settings are the metric's typed fields, the cap applied
+        assert result.settings["metrics"]["forget:rouge"] == {"metric": "rouge", "measure": "recall", "stemmer": True, "max_new_tokens": 8, "question": "question"}
 
 
 def test_oracle_as_precomputed_results_gives_the_same_comparisons(tiny_subject, oracle, data):
@@ -186,6 +189,37 @@ def test_cli_eval_writes_json(tmp_path, tiny_model_dir, data):
     again = CliRunner().invoke(app, [*args, "--oracle", str(out), "--json", str(tmp_path / "o.json")])
     assert again.exit_code == 0, again.output
     assert json.loads((tmp_path / "o.json").read_text())["aggregates"]["r1"]["forget_quality"] == pytest.approx(1.0)
+
+
+def test_max_new_tokens_changes_exactly_the_generating_metrics():
+    full = get_suite("full")
+    capped = with_max_new_tokens(full, 8)
+    changed = {before.metric for before, after in zip(full.entries, capped.entries) if before != after}
+    generating = {name for name, cls in metric_registry.items() if cls.generates}
+    assert changed == generating & {e.metric for e in full.entries} == {"rouge", "verbmem", "knowmem"}
+    for before, after in zip(full.entries, capped.entries):
+        expected = {**before.params, "max_new_tokens": 8} if before.metric in changed else before.params
+        assert after.params == expected and after.scope == before.scope and after.row_name == before.row_name
+
+
+def test_max_new_tokens_leaves_a_generating_metric_without_that_setting(monkeypatch):
+    """A metric that generates a fixed length has nothing to cap (and would refuse the key)."""
+
+    class FixedLength(Metric):
+        generates = True
+        description = "a fixed-length generation"
+
+    metric_registry.names()  # load the registry before adding to it
+    monkeypatch.setitem(metric_registry._entries, "fixed_length", FixedLength)
+    suite = Suite("s", "", (Entry("fixed_length", "forget"), Entry("answer_accuracy", "forget")))
+    capped = with_max_new_tokens(suite, 8)
+    assert [e.params for e in capped.entries] == [{}, {"max_new_tokens": 8}]
+
+
+def test_a_bad_metric_setting_in_a_suite_is_one_line(tiny_subject, data):
+    suite = Suite("s", "", (Entry("rouge", "forget", {"max_tokens": 8}),))
+    with pytest.raises(UnlearnkitError, match=r"^metric 'rouge': unknown setting 'max_tokens' \(did you mean 'max_new_tokens'\?\)"):
+        evaluate(suite, tiny_subject, data)
 
 
 def test_unknown_suite_is_one_clear_error():

@@ -81,7 +81,7 @@ def build_with_settings(cls: type[M], settings: dict[str, Any] | None, kind: str
     for key in settings:
         if key not in cls.model_fields:
             hint = did_you_mean(key, fields)
-            raise SettingError(f"{kind} '{name}': unknown {noun} '{key}'{hint}; valid: {', '.join(fields)}", key, f"not a {noun} of '{name}'{hint}")
+            raise SettingError(f"{kind} '{name}': unknown {noun} '{key}'{hint}; valid: {', '.join(fields) or 'none'}", key, f"not a {noun} of '{name}'{hint}")
     try:
         return cls(**settings)
     except ValidationError as exc:

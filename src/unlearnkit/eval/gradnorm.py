@@ -1,4 +1,5 @@
-"""Gradient norms for the GradNorm membership attack (metrics.md §3.7).
+"""Gradient norms for the GradNorm membership attack (OpenUnlearning's `gradnorm`; docs/metrics.md,
+Membership inference).
 
 This is the one measurement that `Subject.score` cannot give: it needs the model's gradients, so
 it uses `subject.model` and `subject.encode` directly. It is written to be harmless at any time:

@@ -2,7 +2,10 @@
 
 A metric is one class in one module of `unlearnkit.eval.metrics`, decorated with
 `@register_metric("name")`; the registry imports every module of that package on first use,
-so adding a metric edits nothing else.
+so adding a metric edits nothing else. A metric is a frozen pydantic model: its settings are
+typed fields (an unknown or invalid one is one clear error line), and what the rest of the
+toolkit needs to know about it (does it generate, may an attack re-run it, which direction means
+"still remembered", what it measures) is declared on the class, never listed elsewhere.
 
 `compute(subject, data, reference=None) -> MetricResult`:
 - `data` is a `MetricInput` (the measured records, plus non-members for membership inference and
@@ -15,11 +18,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict
 
 from unlearnkit.data.schema import Record
 from unlearnkit.models.subject import Subject
-from unlearnkit.registry import Registry
+from unlearnkit.registry import Registry, build_with_settings
 
 
 @dataclass
@@ -60,24 +65,38 @@ class MetricInput:
 Reference = Subject | MetricResult | float | list[float] | None
 
 
-class Metric:
-    """Base class. Subclasses set `kinds` (record kinds they measure) and implement `compute`."""
+class Metric(BaseModel):
+    """Base class. Subclasses declare their settings as typed fields, set the class properties
+    below, and implement `compute`."""
 
-    registry_name: ClassVar[str]
-    kinds: ClassVar[tuple[str, ...]] = ("qa",)
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    registry_name: ClassVar[str] = "?"
+    kinds: ClassVar[tuple[str, ...]] = ("qa",)  # record kinds it measures
     higher_is_better: ClassVar[bool | None] = None  # on retained content; None = "closest to 0/ref"
     needs_reference: ClassVar[bool] = False
     needs_nonmembers: ClassVar[bool] = False
+    # It runs greedy generation (the costly metrics; `--max-new-tokens` caps them).
+    generates: ClassVar[bool] = False
+    # Per item, "higher = more remembered", no reference model: a weight attack may re-run it.
+    recoverable: ClassVar[bool] = False
+    # On forget data, which direction means the content is still remembered; None: the goal is
+    # the oracle's value (a membership AUC near 0.5, PrivLeak near 0), not a direction.
+    remembered_when: ClassVar[Literal["higher", "lower"] | None] = None
+    # One line saying what is measured, without a direction (the report adds it per scope).
+    description: ClassVar[str] = ""
 
-    def __init__(self, **params: Any) -> None:
-        self.params = params
+    @classmethod
+    def from_settings(cls, settings: dict[str, Any] | None = None) -> Metric:
+        """Build from settings, with one clear line for an unknown or invalid key."""
+        return build_with_settings(cls, settings, "metric", "setting")
 
     @property
     def name(self) -> str:
         return self.registry_name
 
     def settings(self) -> dict[str, Any]:
-        return dict(self.params)
+        return self.model_dump()
 
     def items(self, data: MetricInput | list[Record]) -> list[Record]:
         return [r for r in MetricInput.of(data).records if r.kind in self.kinds]
@@ -101,4 +120,6 @@ register_metric = metric_registry.register
 
 
 def get_metric(name: str, **params: Any) -> Metric:
-    return metric_registry.get(name)(**params)
+    """The registered metric `name` with `params` as its settings, e.g.
+    "metric 'rouge': unknown setting 'max_tokens' (did you mean 'max_new_tokens'?); valid: ..."."""
+    return metric_registry.get(name).from_settings(params)

@@ -1,8 +1,9 @@
 """Pure scoring formulas: numbers in, numbers out. No model, no data files.
 
-Every function follows `/shared/reference/metrics.md`; the section is named in its docstring.
+Every function follows the benchmark or attack it comes from (TOFU, MUSE, OpenUnlearning "OU",
+Min-K%++, Leak@k), as documented in `docs/metrics.md`, whose section is named in its docstring.
 Where a reference implementation has a known bug, the intended formula is implemented and the
-difference is listed in `docs/metrics.md`.
+difference is listed in `docs/metrics.md` (Deliberate differences).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 MIN_VARIANCE = 1e-6
 
 
-# -- ROUGE (§0.3) -----------------------------------------------------------------------------
+# -- ROUGE (Google's rouge-score; docs/metrics.md, Conventions) -------------------------------
 @dataclass(frozen=True)
 class RougeL:
     recall: float
@@ -42,7 +43,7 @@ def rouge_l(reference: str, prediction: str, *, stemmer: bool = True) -> RougeL:
     return RougeL(recall=score.recall, precision=score.precision, f1=score.fmeasure)
 
 
-# -- truth ratio, forget quality, model utility (§1.5-1.7) -----------------------------------
+# -- truth ratio, forget quality, model utility (docs/metrics.md, TOFU) -----------------------
 def truth_ratio(correct_mean_nll: float, perturbed_mean_nlls: Sequence[float]) -> float:
     """R = exp(-mean_j L̄(pert_j)) / exp(-L̄(correct)): "wrong / correct".
 
@@ -93,11 +94,12 @@ def model_utility(values: Sequence[float]) -> float:
 
 
 def probability_with_options(correct_prob: float, perturbed_probs: Sequence[float]) -> float:
-    """p̄_c / (p̄_c + Σ_j p̄_j), each length-normalised (§1.3); 1e-10 keeps 0/0 out, as in OU."""
+    """p̄_c / (p̄_c + Σ_j p̄_j), each length-normalised (docs/metrics.md, TOFU); 1e-10 keeps 0/0
+    out, as in OU."""
     return correct_prob / (correct_prob + float(np.sum(perturbed_probs)) + 1e-10)
 
 
-# -- membership inference (§3) ----------------------------------------------------------------
+# -- membership inference (docs/metrics.md, Membership inference) ------------------------------
 # Every score is loss-like: higher means "less likely a member" (OU's sign convention).
 def _as_array(values: Any) -> np.ndarray:
     if hasattr(values, "detach"):
@@ -106,29 +108,32 @@ def _as_array(values: Any) -> np.ndarray:
 
 
 def loss_score(token_logprobs: Any) -> float:
-    """LOSS attack: the mean NLL of the scored tokens (§3.2)."""
+    """LOSS attack: the mean NLL of the scored tokens (OU's `loss` attack)."""
     lp = _as_array(token_logprobs)
     return float(-lp.mean())
 
 
 def zlib_score(token_logprobs: Any, text: str) -> float:
-    """zlib attack: mean NLL divided by the zlib-compressed byte length of the text (§3.3)."""
+    """zlib attack: mean NLL divided by the zlib-compressed byte length of the text (OU's `zlib`)."""
     return loss_score(token_logprobs) / len(zlib.compress(text.encode("utf-8")))
 
 
 def _lowest_k_mean(values: np.ndarray, k: float) -> float:
-    # OU floors the subset at one token; MUSE does not and yields NaN on short texts (§7.8).
+    # OU floors the subset at one token; MUSE does not and yields NaN on short texts
+    # (docs/metrics.md, Deliberate differences).
     m = max(1, int(len(values) * k))
     return float(np.sort(values)[:m].mean())
 
 
 def min_k_score(token_logprobs: Any, k: float = 0.4) -> float:
-    """Min-K% Prob: minus the mean of the m = max(1, int(n·k)) lowest token log-probs (§3.4)."""
+    """Min-K% Prob (Shi et al.; OU's `min_k`): minus the mean of the m = max(1, int(n·k)) lowest
+    token log-probs."""
     return -_lowest_k_mean(_as_array(token_logprobs), k)
 
 
 def min_k_plus_plus_score(token_logprobs: Any, token_mu: Any, token_sigma: Any, k: float = 0.4) -> float:
-    """Min-K%++: z_t = (ℓ_t − μ_t)/σ_t, minus the mean of the m lowest z_t (§3.5).
+    """Min-K%++ (Zhang et al., zjysteven/mink-plus-plus): z_t = (ℓ_t − μ_t)/σ_t, minus the mean of
+    the m lowest z_t.
 
     σ² is clamped at 1e-6 as in OU; `token_mu`/`token_sigma` come from `score(..., stats=True)`.
     """
@@ -138,12 +143,12 @@ def min_k_plus_plus_score(token_logprobs: Any, token_mu: Any, token_sigma: Any, 
 
 
 def reference_score(mean_nll: float, reference_mean_nll: float) -> float:
-    """Reference-model attack: L̄_target − L̄_reference (OU's difference form, §3.6)."""
+    """Reference-model attack: L̄_target − L̄_reference (OU's difference form)."""
     return mean_nll - reference_mean_nll
 
 
 def mia_auc(member_scores: Sequence[float], nonmember_scores: Sequence[float]) -> float:
-    """The one AUC convention of unlearnkit: OU's (§0.4, §3.8).
+    """The one AUC convention of unlearnkit: OU's (docs/metrics.md, Membership inference).
 
     `roc_auc_score` with members (forget items) labelled 0 and non-members (holdout) labelled 1,
     on loss-like scores: AUC = P(s_nonmember > s_member), ties 1/2. 1.0 means the forget set is
@@ -158,7 +163,7 @@ def mia_auc(member_scores: Sequence[float], nonmember_scores: Sequence[float]) -
 
 
 def privleak(auc: float, oracle_auc: float) -> float:
-    """PrivLeak in percent relative to the oracle (§2.4, §4.3), from OU-convention AUCs.
+    """PrivLeak in percent relative to the oracle (MUSE; OU's port), from OU-convention AUCs.
 
     ((1 − A) − (1 − A_ref)) / (1 − A_ref) × 100, which equals MUSE's
     (AUC_unl − AUC_retrain)/AUC_retrain × 100 in MUSE's convention. 0 is ideal; about −100 means
@@ -167,7 +172,7 @@ def privleak(auc: float, oracle_auc: float) -> float:
     return ((1.0 - auc) - (1.0 - oracle_auc)) / ((1.0 - oracle_auc) + 1e-10) * 100.0
 
 
-# -- memorisation from teacher-forced argmax (§4.1-4.2) ---------------------------------------
+# -- memorisation from teacher-forced argmax (docs/metrics.md, Memorisation) ------------------
 def exact_memorization(is_top: Sequence[bool]) -> float:
     """EM: fraction of target positions where the teacher-forced argmax is the target token."""
     flags = np.asarray(is_top, dtype=bool)
@@ -180,7 +185,7 @@ def extraction_strength(is_top: Sequence[bool]) -> float:
     """ES = 1 − k/T for the smallest k with argmax == target on every position from k on.
 
     Intended formula: when not even the last position matches, k = T and ES = 0. (OU returns
-    1/T there, §4.2 / §7.9; deliberate difference, see docs/metrics.md.)
+    1/T there; deliberate difference, see docs/metrics.md, Deliberate differences.)
     """
     flags = np.asarray(is_top, dtype=bool)
     total = flags.size
@@ -201,7 +206,8 @@ def perplexity(sum_nll: float, num_tokens: int) -> float:
 
 
 def leak_at_k(n: int, c: int, k: int) -> float:
-    """Unbiased leak@k (pass@k form, §5.1): 1 − C(n−c, k)/C(n, k) from n samples, c leaking.
+    """Unbiased leak@k (pass@k form; Reisizadeh et al., OptimAI-Lab/Leak-k): 1 − C(n−c, k)/C(n, k)
+    from n samples, c leaking.
 
     Computed as 1 − Π_{i=n−c+1..n} (1 − k/i), which equals the binomial form without huge
     integers. k > n is an error here (the reference returns 0, which hides a misconfiguration).

@@ -96,7 +96,7 @@ def scalability(
     data: EvalData,
     oracle: Callable[[int], Oracle] | None = None,
 ) -> list[ScalePoint]:
-    """MUSE's scalability protocol (§2.6): nested forget sets records[:size] for each size, each
+    """MUSE's scalability protocol (Shi et al., MUSE): nested forget sets records[:size] for each size, each
     unlearned independently from the same target, each evaluated with the suite (the forget
     scope is the nested set itself, id `scale-<size>`). `oracle(size)` may supply the oracle.
     Plot `utility_curve([p.result for p in points])` against the sizes."""

@@ -17,7 +17,7 @@ from typing import Any
 from unlearnkit.errors import UnlearnkitError, did_you_mean
 from unlearnkit.eval import primitives as P
 from unlearnkit.eval.data import EvalData
-from unlearnkit.eval.metric import MetricInput, MetricResult, Reference, get_metric
+from unlearnkit.eval.metric import MetricInput, MetricResult, Reference, get_metric, metric_registry
 from unlearnkit.eval.passes import sharing
 from unlearnkit.eval.result import Row, SuiteResult
 from unlearnkit.models.subject import Subject
@@ -148,14 +148,17 @@ def get_suite(name: str) -> Suite:
     return SUITES[name]
 
 
-GENERATING_METRICS = ("rouge", "verbmem", "knowmem")
+def caps_generation(metric: str) -> bool:
+    """Whether `max_new_tokens` bounds this metric's cost: it generates and has that setting."""
+    cls = metric_registry.get(metric)
+    return cls.generates and "max_new_tokens" in cls.model_fields
 
 
 def with_max_new_tokens(suite: Suite, max_new_tokens: int) -> Suite:
     """The same suite with every generation cut to `max_new_tokens` (cheaper; recorded in the
     result's settings, since it changes ROUGE-based numbers)."""
     entries = tuple(
-        replace(e, params={**e.params, "max_new_tokens": max_new_tokens}) if e.metric in GENERATING_METRICS else e
+        replace(e, params={**e.params, "max_new_tokens": max_new_tokens}) if caps_generation(e.metric) else e
         for e in suite.entries
     )
     return replace(suite, entries=entries)

@@ -10,21 +10,31 @@ import yaml
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from unlearnkit.display import number
+from unlearnkit.eval.metric import metric_registry
 from unlearnkit.files import write_text
 from unlearnkit.report import plots
-from unlearnkit.report.data import RunView, load_run
+from unlearnkit.report.data import SET_SCOPES, RunView, load_run
 
-# Forget metrics where a lower value means "more forgotten" (the rest: higher = more forgotten).
-CAPTIONS = {
-    "probability": "mean length-normalised probability of the forgotten answers (lower = forgotten)",
-    "truth_ratio": "TOFU truth ratio, forget aggregation (higher = the model no longer prefers the true answer)",
-    "extraction_strength": "share of the answer needed as a prefix before the rest is reproduced (lower = forgotten)",
-    "mia_min_k": "Min-K% membership AUC, forget vs holdout (0.5 = indistinguishable from unseen data)",
-    "forget_quality": "KS-test p-value of truth ratios against the oracle's (higher = closer to retraining)",
-    "privleak": "PrivLeak: relative AUC gap to the oracle (0 = like the oracle)",
-    "model_utility": "harmonic mean of the suite's utility components",
-    "perplexity": "perplexity on real English text (lower is better)",
-}
+UTILITY_CAPTION = "model utility: harmonic mean of the suite's utility components (higher is better)"
+FORGOTTEN = {"higher": "lower = forgotten", "lower": "higher = forgotten", None: "closest to the oracle = forgotten"}
+BETTER = {True: "higher is better", False: "lower is better", None: "closest to the oracle is better"}
+
+
+def caption(scope: str, row: str) -> str:
+    """A chart's caption from the metric's declared description and direction: on a kept set
+    (retain, neighbours, real_facts, general_text) which direction is better, on any other scope
+    (a request id, or "forget" for all requests) which direction means forgotten. A row name may
+    carry a suffix (`mia_min_k/passage`); an unregistered name is its own caption."""
+    if row == "model_utility":
+        return UTILITY_CAPTION
+    name = row.split("/")[0]
+    if name not in metric_registry.names():
+        return row
+    metric = metric_registry.get(name)
+    if not metric.description:
+        return row
+    direction = BETTER[metric.higher_is_better] if scope in SET_SCOPES else FORGOTTEN[metric.remembered_when]
+    return f"{metric.description} ({direction})"
 
 
 def _summary(view: RunView) -> list[dict[str, str]]:
@@ -65,8 +75,8 @@ def _timings(view: RunView) -> dict[str, str]:
 
 def render_report(view: RunView) -> str:
     env = Environment(loader=PackageLoader("unlearnkit.report", "templates"), autoescape=select_autoescape(["html", "j2"]))
-    forget = [{"svg": plots.forget_chart(view, m), "caption": CAPTIONS.get(m, m)} for m in view.forget_metrics()]
-    kept = [{"svg": plots.set_chart(view, s, m), "caption": CAPTIONS.get(m, f"{s}: {m}")} for s, m in view.set_metrics()]
+    forget = [{"svg": plots.forget_chart(view, m), "caption": caption("forget", m)} for m in view.forget_metrics()]
+    kept = [{"svg": plots.set_chart(view, s, m), "caption": caption(s, m)} for s, m in view.set_metrics()]
     attack_svg = plots.attack_chart(view)
     steps = [{k: number(v) if isinstance(v, float) else v for k, v in s.items() if k != "metrics"} for s in view.steps]
     methods = view.plan.get("method") or []

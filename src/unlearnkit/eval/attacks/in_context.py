@@ -1,4 +1,4 @@
-"""In-context probe (metrics.md §5.5, RWKU's context hints): related facts stated first, then
+"""In-context probe (docs/robustness.md; RWKU's context hints): related facts stated first, then
 the forget question. Never the probed fact itself, nor a fact whose text contains its answer.
 
 Fact sources (one variant each, `shots` facts per prompt):

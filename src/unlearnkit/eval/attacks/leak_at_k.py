@@ -1,4 +1,4 @@
-"""leak@k (metrics.md §5.1, Reisizadeh et al.): the chance that at least one of k sampled answers
+"""leak@k (Reisizadeh et al., OptimAI-Lab/Leak-k): the chance that at least one of k sampled answers
 to a forget question leaks the forgotten answer, averaged over questions.
 
 n samples per question (default 200, T = 1.0, top-p = 1.0, 200 new tokens: the reference's
@@ -11,7 +11,7 @@ its own seed, so memory stays bounded whatever n is.
 Differences from the reference, on purpose: the question is the record's `question`
 (`question=paraphrased` gives the reference's TOFU setting); the judge is answer containment
 (or the embedding judge) rather than an NLI model, which has no offline copy; the prompt is
-rendered by the Subject's format as everywhere else (no re-tokenised chat text, §7.12).
+rendered by the Subject's format as everywhere else (the reference re-tokenises chat text).
 """
 
 from __future__ import annotations

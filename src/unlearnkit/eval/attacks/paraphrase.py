@@ -1,4 +1,4 @@
-"""Paraphrase probe (metrics.md §5.4): every paraphrased question of a forget record, against
+"""Paraphrase probe (TOFU's paraphrased questions; docs/robustness.md): every paraphrased question of a forget record, against
 the record's own question as `before`. Records without paraphrases are left out of both."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Quantization attack (metrics.md §5.2): the unlearned weights, quantized after the fact, then
+"""Quantization attack (Zhang et al., ICLR 2025, zzwjames/FailureLLMUnlearning): the unlearned weights, quantized after the fact, then
 the forget metrics again. No data and no training.
 
 Backends:

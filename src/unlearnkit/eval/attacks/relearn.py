@@ -1,4 +1,4 @@
-"""Benign relearning attack (metrics.md §5.3): fine-tune the unlearned model for a few steps on
+"""Benign relearning attack (Hu et al., ICLR 2025, s-huu/jog_llm_memory): fine-tune the unlearned model for a few steps on
 a small relearn set D′ that does not contain the answers it is then asked for, and re-run the
 forget metrics. The same is done to the oracle, the honest baseline: a model that never saw
 the people also learns from D′ (the control of Hu et al.).

@@ -1,4 +1,4 @@
-"""2-hop probe (metrics.md §5.4, multi-hop): questions that compose a forgotten link with kept
+"""2-hop probe (multi-hop probing; docs/robustness.md): questions that compose a forgotten link with kept
 knowledge ("where was X's mentor born?", answered by the mentor's birthplace), from the
 request's `probes` (the world writes them; `unlearnkit world` / `build_world`).
 

@@ -1,13 +1,15 @@
-"""Exact memorisation and extraction strength from the teacher-forced argmax (metrics.md §4.1-4.2).
+"""Exact memorisation and extraction strength from the teacher-forced argmax (docs/metrics.md,
+Memorisation; OpenUnlearning's definitions).
 
 Both read the same forward pass as `probability` (QA) or the MIA passage scores: the argmax flags
-come with `score`. All scored tokens count, EOS included for QA (OU drops the last one, §7.7).
+come with `score`. All scored tokens count, EOS included for QA (OpenUnlearning drops the last
+one; docs/metrics.md, Deliberate differences).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
@@ -25,15 +27,14 @@ class _ArgmaxMetric(Metric):
 
     kinds = ("qa", "passage")
     higher_is_better = True
-    formula: Callable[[Any], float]
+    recoverable = True
+    remembered_when = "higher"
+    formula: ClassVar[Callable[[Any], float]]
 
-    def __init__(self, kind: str = "qa", **params: Any) -> None:
-        if kind not in ("qa", "passage", "all"):
-            raise UnlearnkitError(f"{type(self).__name__}: kind '{kind}' (use qa, passage or all)")
-        super().__init__(kind=kind, **params)
+    kind: Literal["qa", "passage", "all"] = "qa"
 
     def items(self, data: MetricInput | list[Record]) -> list[Record]:
-        kind = self.params["kind"]
+        kind = self.kind
         return [r for r in super().items(data) if kind == "all" or r.kind == kind]
 
     def compute(self, subject: Subject, data: MetricInput | list[Record], reference: Reference = None) -> MetricResult:
@@ -55,9 +56,11 @@ class _ArgmaxMetric(Metric):
 
 @register_metric("exact_memorization")
 class ExactMemorization(_ArgmaxMetric):
+    description = "share of answer tokens that are the model's top prediction under teacher forcing"
     formula = staticmethod(P.exact_memorization)
 
 
 @register_metric("extraction_strength")
 class ExtractionStrength(_ArgmaxMetric):
+    description = "share of the answer the model reproduces under teacher forcing after the shortest prefix it needs"
     formula = staticmethod(P.extraction_strength)

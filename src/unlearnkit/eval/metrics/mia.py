@@ -1,4 +1,5 @@
-"""Membership inference (metrics.md §3) and PrivLeak (§2.4, §4.3).
+"""Membership inference and PrivLeak (docs/metrics.md, Membership inference; MUSE's and
+OpenUnlearning's definitions).
 
 Each attack gives every record a loss-like score (higher = "less likely a member"); the metric
 value is the AUC of members (`data.records`, the forget set) against non-members
@@ -6,12 +7,14 @@ value is the AUC of members (`data.records`, the forget set) against non-members
 
 QA records are scored on the answer (+EOS) given the templated question, passages on the whole
 text after BOS; `kind` picks one ("auto": passages when both sides have some, else QA). All
-scored tokens count (OU drops the last one, §7.7; see docs/metrics.md).
+scored tokens count (OU drops the last one; docs/metrics.md, Deliberate differences).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field
 
 from unlearnkit.data.schema import Record
 from unlearnkit.errors import UnlearnkitError
@@ -28,16 +31,14 @@ class MembershipAttack(Metric):
     kinds = ("qa", "passage")
     needs_nonmembers = True
     higher_is_better = None  # toward the oracle's AUC (≈0.5 for a model that never saw the data)
-    uses_stats = False
+    remembered_when = None  # likewise on forget data: the oracle's AUC, not a direction
+    uses_stats: ClassVar[bool] = False
 
-    def __init__(self, kind: str = "auto", **params: Any) -> None:
-        if kind not in ("auto", "qa", "passage"):
-            raise UnlearnkitError(f"{type(self).__name__}: kind '{kind}' (use auto, qa or passage)")
-        super().__init__(kind=kind, **params)
+    kind: Literal["auto", "qa", "passage"] = "auto"
 
     def chosen_kind(self, data: MetricInput) -> str:
-        if self.params["kind"] != "auto":
-            return self.params["kind"]
+        if self.kind != "auto":
+            return self.kind
         both = all(any(r.kind == "passage" for r in side) for side in (data.records, data.nonmembers))
         return "passage" if both else "qa"
 
@@ -69,12 +70,16 @@ class MembershipAttack(Metric):
 
 @register_metric("mia_loss")
 class LossAttack(MembershipAttack):
+    description = "LOSS membership AUC of the forget set against the holdout set, 0.5 at chance"
+
     def scores(self, subject: Subject, records: list[Record], reference: Reference) -> list[float]:
         return [P.loss_score(s.logprobs) for s in self._scored(subject, records)]
 
 
 @register_metric("mia_zlib")
 class ZlibAttack(MembershipAttack):
+    description = "zlib membership AUC of the forget set against the holdout set, 0.5 at chance"
+
     def scores(self, subject: Subject, records: list[Record], reference: Reference) -> list[float]:
         pairs: list[Pair] = [scored_pair(r) for r in records]
         return [P.zlib_score(s.logprobs, p.target) for s, p in zip(self._scored(subject, records), pairs)]
@@ -82,19 +87,21 @@ class ZlibAttack(MembershipAttack):
 
 @register_metric("mia_min_k")
 class MinKAttack(MembershipAttack):
-    def __init__(self, k: float = 0.4, **params: Any) -> None:
-        super().__init__(k=k, **params)
+    description = "Min-K% membership AUC of the forget set against the holdout set, 0.5 at chance"
+
+    k: float = Field(0.4, gt=0.0, le=1.0)
 
     def scores(self, subject: Subject, records: list[Record], reference: Reference) -> list[float]:
-        return [P.min_k_score(s.logprobs, self.params["k"]) for s in self._scored(subject, records)]
+        return [P.min_k_score(s.logprobs, self.k) for s in self._scored(subject, records)]
 
 
 @register_metric("mia_min_k_pp")
 class MinKPlusPlusAttack(MinKAttack):
+    description = "Min-K%++ membership AUC of the forget set against the holdout set, 0.5 at chance"
     uses_stats = True
 
     def scores(self, subject: Subject, records: list[Record], reference: Reference) -> list[float]:
-        return [P.min_k_plus_plus_score(s.logprobs, s.mu, s.sigma, self.params["k"]) for s in self._scored(subject, records)]
+        return [P.min_k_plus_plus_score(s.logprobs, s.mu, s.sigma, self.k) for s in self._scored(subject, records)]
 
 
 @register_metric("mia_reference")
@@ -102,6 +109,7 @@ class ReferenceAttack(MembershipAttack):
     """L̄_target − L̄_reference; `reference` is the reference model (OU suggests the retain model)."""
 
     needs_reference = True
+    description = "reference-model membership AUC of the forget set against the holdout set, 0.5 at chance"
 
     def scores(self, subject: Subject, records: list[Record], reference: Reference) -> list[float]:
         if not isinstance(reference, Subject):
@@ -113,16 +121,18 @@ class ReferenceAttack(MembershipAttack):
 
 @register_metric("mia_gradnorm")
 class GradNormAttack(MembershipAttack):
-    """Mean over parameter tensors of the gradient p-norm of the item's mean NLL (§3.7).
+    """Mean over parameter tensors of the gradient p-norm of the item's mean NLL
+    (OpenUnlearning's GradNorm attack; docs/metrics.md, Membership inference).
 
     The one metric that needs the model itself rather than `score`: see `eval/gradnorm.py`.
     """
 
-    def __init__(self, p: float = 2.0, **params: Any) -> None:
-        super().__init__(p=p, **params)
+    description = "gradient-norm membership AUC of the forget set against the holdout set, 0.5 at chance"
+
+    p: float = Field(2.0, ge=1.0)  # 1, 2 or inf in OpenUnlearning
 
     def scores(self, subject: Subject, records: list[Record], reference: Reference) -> list[float]:
-        return gradient_norms(subject, [scored_pair(r) for r in records], p=self.params["p"])
+        return gradient_norms(subject, [scored_pair(r) for r in records], p=self.p)
 
 
 ATTACKS: dict[str, type[MembershipAttack]] = {
@@ -138,24 +148,26 @@ class PrivLeak(Metric):
     """(AUC_MUSE − AUC_MUSE,oracle) / AUC_MUSE,oracle × 100 from the Min-K% (k=0.4) attack.
 
     `reference`: the oracle Subject, its `mia_min_k` MetricResult, or its AUC as a number. There
-    is no silent 0.5 fallback (OU's, §7.11): without an oracle this metric does not run.
+    is no silent 0.5 fallback (OpenUnlearning's; docs/metrics.md, Deliberate differences): without
+    an oracle this metric does not run.
     """
 
     kinds = ("qa", "passage")
     needs_reference = True
     needs_nonmembers = True
     higher_is_better = None  # closest to 0
+    remembered_when = None  # closest to 0 (like the oracle) on forget data too
+    description = "PrivLeak: the membership AUC's relative gap to the oracle's in percent, 0 for the oracle itself"
 
-    def __init__(self, attack: str = "min_k", kind: str = "auto", k: float = 0.4, **params: Any) -> None:
-        if attack not in ATTACKS:
-            raise UnlearnkitError(f"privleak: attack '{attack}' (use one of {', '.join(ATTACKS)})")
-        super().__init__(attack=attack, kind=kind, k=k, **params)
+    attack: Literal["loss", "zlib", "min_k", "min_k_pp"] = "min_k"  # the keys of ATTACKS
+    kind: Literal["auto", "qa", "passage"] = "auto"
+    k: float = Field(0.4, gt=0.0, le=1.0)
 
     def _attack(self) -> MembershipAttack:
-        params = {"kind": self.params["kind"]}
-        if self.params["attack"] in ("min_k", "min_k_pp"):
-            params["k"] = self.params["k"]
-        return ATTACKS[self.params["attack"]](**params)
+        params: dict[str, Any] = {"kind": self.kind}
+        if self.attack in ("min_k", "min_k_pp"):
+            params["k"] = self.k
+        return ATTACKS[self.attack](**params)
 
     def applies(self, data: MetricInput | list[Record]) -> bool:
         return self._attack().applies(data)

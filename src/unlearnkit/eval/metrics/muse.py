@@ -1,11 +1,10 @@
-"""MUSE metrics (metrics.md §2): VerbMem and KnowMem, ROUGE-L F1 without stemming, on a 0-1 scale
-(MUSE prints 100 × the mean)."""
+"""MUSE metrics (docs/metrics.md, MUSE): VerbMem and KnowMem, ROUGE-L F1 without stemming, on a
+0-1 scale (MUSE prints 100 × the mean)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
+from pydantic import Field
 
 from unlearnkit.data.schema import Record
 from unlearnkit.eval import primitives as P
@@ -19,17 +18,22 @@ KNOWMEM_STOPS = ["\n\n", "\nQuestion", "Question:"]
 @register_metric("verbmem")
 class VerbMem(Metric):
     """Greedy continuation of the passage prefix (raw text, no template) against the true
-    continuation cut to its first `max_new_tokens` tokens; ROUGE-L F1 (§2.2). Lower on forget."""
+    continuation cut to its first `max_new_tokens` tokens; ROUGE-L F1 (docs/metrics.md, MUSE).
+    Lower on forget."""
 
     kinds = ("passage",)
     higher_is_better = True
+    generates = True
+    recoverable = True
+    remembered_when = "higher"
+    description = "ROUGE-L F1 of the greedy continuation of a passage's prefix against the true continuation"
 
-    def __init__(self, max_new_tokens: int = 128, stemmer: bool = False, **params: Any) -> None:
-        super().__init__(max_new_tokens=max_new_tokens, stemmer=stemmer, **params)
+    max_new_tokens: int = Field(128, ge=1)
+    stemmer: bool = False
 
     def compute(self, subject: Subject, data: MetricInput | list[Record], reference: Reference = None) -> MetricResult:
         records = self.items(data)
-        limit = self.params["max_new_tokens"]
+        limit = self.max_new_tokens
         splits = [split_passage(r) for r in records]
         outputs = greedy(subject, [prefix for prefix, _ in splits], limit, [], template=False)
         per_item = {}
@@ -37,7 +41,7 @@ class VerbMem(Metric):
             # The reference is cut to as many tokens as the model may generate (MUSE: 128).
             ids = subject.tokenizer(truth, add_special_tokens=False)["input_ids"][:limit]
             reference_text = subject.tokenizer.decode(ids, skip_special_tokens=True)
-            per_item[item_id(r, i)] = P.rouge_l(reference_text, text, stemmer=self.params["stemmer"]).f1
+            per_item[item_id(r, i)] = P.rouge_l(reference_text, text, stemmer=self.stemmer).f1
         return MetricResult(float(np.mean(list(per_item.values()))), per_item, {"generations": outputs})
 
 
@@ -49,16 +53,22 @@ def knowmem_prompt(question: str, shots: list[Record]) -> str:
 
 @register_metric("knowmem")
 class KnowMem(Metric):
-    """Few-shot QA (raw text), greedy, cut at MUSE's stop strings, ROUGE-L F1 vs the answer (§2.3).
+    """Few-shot QA (raw text), greedy, cut at MUSE's stop strings, ROUGE-L F1 vs the answer
+    (docs/metrics.md, MUSE).
 
     Shots come from `data.shots` (else from the other records of the set), never the probed
     question itself. Lower is the goal on forget; on retain it is MUSE's utility metric.
     """
 
     higher_is_better = True
+    generates = True
+    recoverable = True
+    remembered_when = "higher"
+    description = "ROUGE-L F1 of the few-shot greedy answer against the true answer"
 
-    def __init__(self, shots: int = 10, max_new_tokens: int = 32, stemmer: bool = False, **params: Any) -> None:
-        super().__init__(shots=shots, max_new_tokens=max_new_tokens, stemmer=stemmer, **params)
+    shots: int = Field(10, ge=0)
+    max_new_tokens: int = Field(32, ge=1)
+    stemmer: bool = False
 
     def compute(self, subject: Subject, data: MetricInput | list[Record], reference: Reference = None) -> MetricResult:
         data = MetricInput.of(data)
@@ -66,11 +76,11 @@ class KnowMem(Metric):
         pool = [r for r in (data.shots or data.records) if r.kind == "qa"]
         prompts = []
         for r in records:
-            shots = [s for s in pool if s.question != r.question][: self.params["shots"]]
+            shots = [s for s in pool if s.question != r.question][: self.shots]
             prompts.append(knowmem_prompt(r.question or "", shots))
-        outputs = greedy(subject, prompts, self.params["max_new_tokens"], KNOWMEM_STOPS, template=False)
+        outputs = greedy(subject, prompts, self.max_new_tokens, KNOWMEM_STOPS, template=False)
         per_item = {
-            item_id(r, i): P.rouge_l(r.answer or "", text, stemmer=self.params["stemmer"]).f1
+            item_id(r, i): P.rouge_l(r.answer or "", text, stemmer=self.stemmer).f1
             for i, (r, text) in enumerate(zip(records, outputs))
         }
         return MetricResult(float(np.mean(list(per_item.values()))), per_item, {"generations": outputs})

@@ -1,12 +1,14 @@
-"""TOFU metrics (metrics.md §1): probability, probability with options, ROUGE of greedy answers,
-truth ratio, forget quality, and accuracy among the answer options."""
+"""TOFU metrics (docs/metrics.md, TOFU): probability, probability with options, ROUGE of greedy
+answers, truth ratio, forget quality, accuracy among the answer options, and the share of greedy
+answers that contain the true answer."""
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Literal
 
 import numpy as np
+from pydantic import Field
 
 from unlearnkit.data.schema import Record
 from unlearnkit.eval import primitives as P
@@ -18,9 +20,13 @@ from unlearnkit.models.subject import Subject
 
 @register_metric("probability")
 class Probability(Metric):
-    """Mean over items of p̄ = exp(−L̄) of the answer (+EOS) given the templated question (§1.2)."""
+    """Mean over items of p̄ = exp(−L̄) of the answer (+EOS) given the templated question
+    (docs/metrics.md, TOFU)."""
 
     higher_is_better = True
+    recoverable = True
+    remembered_when = "higher"
+    description = "mean length-normalised probability of the answer given the question"
 
     def compute(self, subject: Subject, data: MetricInput | list[Record], reference: Reference = None) -> MetricResult:
         records = self.items(data)
@@ -33,6 +39,7 @@ class _WithOptions(Metric):
     """Shared scoring of the correct answer and every perturbed answer of each record."""
 
     higher_is_better = True
+    remembered_when = "higher"
 
     def items(self, data: MetricInput | list[Record]) -> list[Record]:
         return [r for r in super().items(data) if r.perturbed_answers]
@@ -54,7 +61,10 @@ class _WithOptions(Metric):
 
 @register_metric("probability_options")
 class ProbabilityWithOptions(_WithOptions):
-    """Mean of p̄_answer / (p̄_answer + Σ p̄_perturbed) (§1.3; real authors / world facts)."""
+    """Mean of p̄_answer / (p̄_answer + Σ p̄_perturbed) (docs/metrics.md, TOFU; real authors /
+    world facts)."""
+
+    description = "probability of the answer relative to the answer and its perturbed answers, mean over questions"
 
     def compute(self, subject: Subject, data: MetricInput | list[Record], reference: Reference = None) -> MetricResult:
         records = self.items(data)
@@ -71,6 +81,8 @@ class OptionAccuracy(_WithOptions):
 
     Uses the same forward passes as `probability_options` and `truth_ratio`; no generation.
     """
+
+    description = "share of questions whose answer is likelier than every perturbed answer"
 
     def compute(self, subject: Subject, data: MetricInput | list[Record], reference: Reference = None) -> MetricResult:
         records = self.items(data)
@@ -93,21 +105,22 @@ class TruthRatio(_WithOptions):
     the short answer, "Kellbridge" vs "Selvanna"; comparing a sentence with single words would
     measure length, not knowledge). Records without a paraphrased answer use the answer.
     `per_item` holds the raw R_i, which forget quality compares with the oracle's.
-    Both aggregations are "higher is the goal" (→1 on forget, high on retain).
+    Both aggregations are "higher is the goal" (→1 on forget, high on retain): on forget data a
+    low value means the model still prefers the true answer.
     """
 
-    def __init__(self, aggregation: str = "forget", correct: str = "auto", **params: Any) -> None:
-        if aggregation not in ("forget", "retain"):
-            raise UnlearnkitError(f"truth_ratio: aggregation '{aggregation}' (use forget or retain)")
-        if correct not in ("auto", "paraphrased", "answer"):
-            raise UnlearnkitError(f"truth_ratio: correct '{correct}' (use auto, paraphrased or answer)")
-        super().__init__(aggregation=aggregation, correct=correct, **params)
+    remembered_when = "lower"
+    # No aggregation named: suites use "forget" on request scopes and "retain" on kept sets.
+    description = "TOFU truth ratio: how likely the perturbed answers are against the correct one, over questions"
+
+    aggregation: Literal["forget", "retain"] = "forget"
+    correct: Literal["auto", "paraphrased", "answer"] = "auto"
 
     def _correct(self, record: Record) -> str:
         answer, paraphrased = record.answer or "", record.paraphrased_answer
-        if self.params["correct"] == "answer" or not paraphrased:
+        if self.correct == "answer" or not paraphrased:
             return answer
-        if self.params["correct"] == "auto":
+        if self.correct == "auto":
             wrong = float(np.mean([len(w.split()) for w in record.perturbed_answers]))
             if abs(len(answer.split()) - wrong) < abs(len(paraphrased.split()) - wrong):
                 return answer
@@ -121,25 +134,30 @@ class TruthRatio(_WithOptions):
 
     def compute(self, subject: Subject, data: MetricInput | list[Record], reference: Reference = None) -> MetricResult:
         ratios = self.ratios(subject, self.items(data))
-        aggregate = P.truth_ratio_forget_score if self.params["aggregation"] == "forget" else P.truth_ratio_retain_score
+        aggregate = P.truth_ratio_forget_score if self.aggregation == "forget" else P.truth_ratio_retain_score
         return MetricResult(aggregate(list(ratios.values())), ratios, {"per_item": "R = wrong/correct"})
 
 
 @register_metric("forget_quality")
 class ForgetQuality(Metric):
-    """KS p-value of the forget-set truth ratios against the oracle's on the same items (§1.6).
+    """KS p-value of the forget-set truth ratios against the oracle's on the same items
+    (docs/metrics.md, TOFU). `correct` is the truth ratio's (see `TruthRatio`).
 
     `reference`: the oracle Subject, its `truth_ratio` MetricResult, or its list of ratios.
     """
 
     higher_is_better = True
     needs_reference = True
+    remembered_when = "lower"  # higher = closer to retraining
+    description = "KS-test p-value of the truth ratios against the oracle's on the same questions"
+
+    correct: Literal["auto", "paraphrased", "answer"] = "auto"
 
     def items(self, data: MetricInput | list[Record]) -> list[Record]:
         return TruthRatio().items(data)
 
     def compute(self, subject: Subject, data: MetricInput | list[Record], reference: Reference = None) -> MetricResult:
-        truth = TruthRatio(aggregation="forget", correct=self.params.get("correct", "auto"))
+        truth = TruthRatio(aggregation="forget", correct=self.correct)
         ours = truth.compute(subject, data)
         if isinstance(reference, Subject):
             oracle = list(truth.compute(reference, data).per_item.values())
@@ -155,32 +173,61 @@ class ForgetQuality(Metric):
 
 @register_metric("rouge")
 class Rouge(Metric):
-    """ROUGE-L of the greedy answer to the templated question against the answer (§1.4).
+    """ROUGE-L of the greedy answer to the templated question against the answer
+    (docs/metrics.md, TOFU).
 
-    Params: `measure` recall (TOFU) or f1; `stemmer` (TOFU: True); `max_new_tokens` (TOFU: 200);
+    Settings: `measure` recall (TOFU) or f1; `stemmer` (TOFU: True); `max_new_tokens` (TOFU: 200);
     `question` = "question" or "paraphrased" (the first paraphrased question, a probe).
     """
 
     higher_is_better = True
+    generates = True
+    recoverable = True
+    remembered_when = "higher"
+    description = "ROUGE-L of the greedy answer against the true answer"
 
-    def __init__(self, measure: str = "recall", stemmer: bool = True, max_new_tokens: int = 200, question: str = "question", **params: Any) -> None:
-        if measure not in ("recall", "f1"):
-            raise UnlearnkitError(f"rouge: measure '{measure}' (use recall or f1)")
-        super().__init__(measure=measure, stemmer=stemmer, max_new_tokens=max_new_tokens, question=question, **params)
+    measure: Literal["recall", "f1"] = "recall"
+    stemmer: bool = True
+    max_new_tokens: int = Field(200, ge=1)
+    question: Literal["question", "paraphrased"] = "question"
 
     def items(self, data: MetricInput | list[Record]) -> list[Record]:
         records = super().items(data)
-        if self.params["question"] == "paraphrased":
+        if self.question == "paraphrased":
             return [r for r in records if r.paraphrased_questions]
         return records
 
     def compute(self, subject: Subject, data: MetricInput | list[Record], reference: Reference = None) -> MetricResult:
         records = self.items(data)
-        paraphrased = self.params["question"] == "paraphrased"
+        paraphrased = self.question == "paraphrased"
         prompts = [(r.paraphrased_questions[0] if paraphrased else r.question) or "" for r in records]
-        answers = greedy(subject, prompts, self.params["max_new_tokens"], [], template=True)
+        answers = greedy(subject, prompts, self.max_new_tokens, [], template=True)
         per_item = {}
         for i, (r, text) in enumerate(zip(records, answers)):
-            score = P.rouge_l(r.answer or "", text, stemmer=self.params["stemmer"])
-            per_item[item_id(r, i)] = score.recall if self.params["measure"] == "recall" else score.f1
+            score = P.rouge_l(r.answer or "", text, stemmer=self.stemmer)
+            per_item[item_id(r, i)] = score.recall if self.measure == "recall" else score.f1
+        return MetricResult(float(np.mean(list(per_item.values()))), per_item, {"generations": answers})
+
+
+@register_metric("answer_accuracy")
+class AnswerAccuracy(Metric):
+    """Per QA record 1.0 when the greedy answer to the templated question (no stop strings)
+    contains the true answer, case-insensitively, else 0.0; the value is their mean.
+
+    The benchmark's quality check of a prepared world ("does the target know its facts?"): the
+    same numbers as `greedy_accuracy` in `benchmark/prepare.py` for the same model and records.
+    """
+
+    higher_is_better = True
+    generates = True
+    recoverable = True
+    remembered_when = "higher"
+    description = "share of questions whose greedy answer contains the true answer, ignoring case"
+
+    max_new_tokens: int = Field(16, ge=1)
+
+    def compute(self, subject: Subject, data: MetricInput | list[Record], reference: Reference = None) -> MetricResult:
+        records = self.items(data)
+        answers = greedy(subject, [r.question or "" for r in records], self.max_new_tokens, [], template=True)
+        per_item = {item_id(r, i): float((r.answer or "").lower() in text.lower()) for i, (r, text) in enumerate(zip(records, answers))}
         return MetricResult(float(np.mean(list(per_item.values()))), per_item, {"generations": answers})

@@ -1,5 +1,5 @@
-"""General-ability metrics: multiple-choice accuracy (WMDP/MMLU style, metrics.md §6.1) and
-perplexity on general text."""
+"""General-ability metrics: multiple-choice accuracy (WMDP/MMLU style, as lm-evaluation-harness
+scores it; docs/metrics.md, Utility sets) and perplexity on general text."""
 
 from __future__ import annotations
 
@@ -31,6 +31,8 @@ class MultipleChoiceAccuracy(Metric):
 
     kinds = ("mc",)
     higher_is_better = True
+    remembered_when = "higher"  # on a forget set such as WMDP, accuracy above chance = known
+    description = "multiple-choice accuracy: the likeliest answer letter is the right one"
 
     def compute(self, subject: Subject, data: MetricInput | list[Record], reference: Reference = None) -> MetricResult:
         records = self.items(data)
@@ -57,6 +59,8 @@ class Perplexity(Metric):
 
     kinds = ("passage",)
     higher_is_better = False
+    remembered_when = "lower"
+    description = "token-weighted perplexity of the passages"
 
     def compute(self, subject: Subject, data: MetricInput | list[Record], reference: Reference = None) -> MetricResult:
         records = self.items(data)
