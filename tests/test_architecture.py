@@ -16,6 +16,7 @@ LAYERS: list[set[str]] = [
     {"__main__", "cli", "commands", "demo", "service"},
     {"engine"},
     {"plan"},
+    {"safety"},
     {"methods", "eval", "benchmark", "report"},
     {"training"},
     {"models"},

@@ -42,8 +42,9 @@ RETAIN = [
 LORA = {"r": 8, "lora_alpha": 16}
 REQUIRED = ["ga", "gd", "ga_kl", "npo", "npo_gd", "simnpo", "idkpo", "idk_nll", "me_gd", "idk_ap", "rmu", "undial", "jensun", "wga", "satimp", "ce_u"]
 
-# A tiny model needs far larger steps than a 7B one; the run stops once forgetting is reached.
-BASE = {"max_steps": 40, "batch_size": 4, "schedule": "constant", "warmup_ratio": 0.0, "stop_forget_prob": 0.5, "check_every": 1}
+# A tiny model needs far larger steps than a 7B one; the run stops once forgetting is reached
+# (the guarded-unlearning monitor with a probability target of 0.5, checked every step).
+BASE = {"max_steps": 40, "batch_size": 4, "schedule": "constant", "warmup_ratio": 0.0}
 LR = {"full": 1e-3, "lora": 3e-3}
 # Bounded or self-limiting objectives move more slowly; RMU trains one matrix (c = 20 is the
 # early WMDP default, better suited to a 64-wide model than 6.5).
@@ -89,11 +90,25 @@ def learned() -> dict[str, Any]:
     return {"subject": subject, "forget": forget, "retain": retain, "before": before}
 
 
+def stop_at_half(subject: Subject, forget: list[Record]) -> Any:
+    """A monitor that stops training once the forget records' mean probability is under 0.5."""
+    from unlearnkit.safety.measure import measure
+    from unlearnkit.safety.monitor import GuardMonitor
+    from unlearnkit.safety.probes import ProbeSet
+    from unlearnkit.safety.settings import Budget, Guard, Target
+
+    guard = Guard(budget=Budget(enabled=False, check_every=1), target=Target(answer_accuracy=None, probability=0.5), collateral=0)
+    probes = ProbeSet(forget=forget)
+    return GuardMonitor(probes, measure(subject, probes, needs=frozenset({"forget_probability"})), guard)
+
+
 def run(learned: dict[str, Any], name: str, mode: str = "full", **extra: Any) -> tuple[Subject, UnlearnContext]:
     settings = {**BASE, "lr": LR[mode], **OVERRIDES.get(name, {}).get(mode, {}), **extra}
-    context = UnlearnContext(retain=learned["retain"], lora=LORA if mode == "lora" else None)
+    subject = learned["subject"].clone()
+    context = UnlearnContext(retain=learned["retain"], lora=LORA if mode == "lora" else None,
+                             monitor=stop_at_half(subject, learned["forget"]))
     request = ForgetRequest(id="r1", records=learned["forget"])
-    return get_method(name, settings).unlearn(learned["subject"].clone(), request, context), context
+    return get_method(name, settings).unlearn(subject, request, context), context
 
 
 def test_every_required_method_is_registered() -> None:
@@ -276,7 +291,8 @@ def test_cli_unlearn_saves_model_and_record(cli: Any, learned: dict[str, Any], t
     write_jsonl(tmp_path / "retain.jsonl", learned["retain"])
     args = ["unlearn", "--model", str(model_dir), "--method", "npo_gd", "--forget", str(tmp_path / "forget.jsonl"),
             "--retain", str(tmp_path / "retain.jsonl"), "--out", str(tmp_path / "out"), "--device", "cpu",
-            "--set", "max_steps=3", "--set", "lr=1e-3", "--set", "beta=0.2"]
+            "--set", "max_steps=3", "--set", "lr=1e-3", "--set", "beta=0.2", "--no-auto",
+            "--guard-set", "target.stop=false", "--guard-set", "budget.enabled=false"]
     for extra in ([], ["--lora"]):
         out = tmp_path / "out"
         result = runner.invoke(app, args + extra)
@@ -285,6 +301,7 @@ def test_cli_unlearn_saves_model_and_record(cli: Any, learned: dict[str, Any], t
         assert record["method"] == "npo_gd" and record["settings"]["beta"] == 0.2 and record["steps"] == 3
         assert len(record["losses"]) == 3 and record["timings"]["tokens_per_second"] > 0
         assert record["lora"] == ({"r": 8, "lora_alpha": 16} if extra else None)
+        assert record["verdict"]["request"] == "forget" and record["verdict"]["before"]["forget_probability"] > 0.5
         assert (out / "model.safetensors").exists()
         reloaded = load_subject(out, device="cpu")
         assert mean_nll(reloaded, learned["forget"]) > learned["before"]["forget"]

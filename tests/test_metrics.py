@@ -405,9 +405,9 @@ def test_answer_accuracy_is_the_share_of_answers_contained_ignoring_case():
     assert subject.calls[-1][0] == 4
 
 
-def test_answer_accuracy_equals_the_benchmark_check_on_a_model(tiny_subject):
-    from unlearnkit.benchmark.prepare import greedy_accuracy
-
+def test_answer_accuracy_on_a_model_matches_its_own_greedy_answers(tiny_subject):
+    """On a real model: the answers are the model's own greedy texts, matched ignoring case
+    (what the prepared world's quality check used to compute by hand, now this metric)."""
     said = tiny_subject.greedy([r.question for r in QA], max_new_tokens=16)
     records = [
         QA[0].model_copy(update={"answer": said[0].swapcase()}),
@@ -416,4 +416,14 @@ def test_answer_accuracy_equals_the_benchmark_check_on_a_model(tiny_subject):
     ]
     result = get_metric("answer_accuracy").compute(tiny_subject, records)
     assert result.per_item == {"q1": 1.0, "q2": 0.0, "q3": 1.0}
-    assert result.value == greedy_accuracy(tiny_subject, records) == pytest.approx(2 / 3)
+    by_hand = sum((r.answer or "").lower() in text.lower() for r, text in zip(records, said)) / len(records)
+    assert result.value == by_hand == pytest.approx(2 / 3)
+
+
+def test_answer_accuracy_can_ask_for_whole_words():
+    records = [Record(id="t", question="Which element has the symbol Sn?", answer="tin")]
+    subject = _ScriptedAnswers({"Which element has the symbol Sn?": "It is named after Martin."})
+    assert get_metric("answer_accuracy").compute(subject, records).value == 1.0  # substring: "tin" in "Martin"
+    assert get_metric("answer_accuracy", match="word").compute(subject, records).value == 0.0
+    subject = _ScriptedAnswers({"Which element has the symbol Sn?": "Tin, of course."})
+    assert get_metric("answer_accuracy", match="word").compute(subject, records).value == 1.0

@@ -68,7 +68,7 @@ def main() -> None:
         app(standalone_mode=False)
     except UnlearnkitError as exc:
         Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(1)
+        sys.exit(getattr(exc, "exit_code", 1))
     except typer.Abort:
         Console(stderr=True).print("aborted")
         sys.exit(130)

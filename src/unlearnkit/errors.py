@@ -26,6 +26,12 @@ class TrainingError(UnlearnkitError):
     """A training step that diverged (NaN or infinite loss or weights)."""
 
 
+class VerdictError(UnlearnkitError):
+    """`--strict`: a request ended with a verdict other than `forgotten` (exit code 3)."""
+
+    exit_code = 3
+
+
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """Return ' (did you mean 'x'?)' for the closest choice, or '' when nothing is close."""
     close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)

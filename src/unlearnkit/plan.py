@@ -16,6 +16,7 @@ checkpoints: {keep: last:2}     # all | last:N | deltas
 purge: false
 relapse: {metric: probability, threshold: 0.5}
 final: {references: true, attacks: [leak_at_k], attack_settings: {leak_at_k: {n: 8}}, report: true}
+guard: {budget: {retain_drop: 0.05}, target: {probability: control}, calibrate: {enabled: false}}
 ```
 
 Relative paths are resolved against the plan file's folder. Every error is one line that names
@@ -33,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from unlearnkit.errors import UnlearnkitError, did_you_mean
 from unlearnkit.registry import SettingError
+from unlearnkit.safety.settings import Guard
 
 
 class PlanError(UnlearnkitError):
@@ -130,6 +132,7 @@ class Plan(Strict):
     purge: bool = False
     relapse: RelapseSpec | None = None
     final: FinalSpec = Field(default_factory=FinalSpec)
+    guard: Guard = Field(default_factory=Guard)  # damage budget, forget target, calibration (docs/guarded.md)
     accelerate_config: Path | None = None
     source: Path | None = Field(None, exclude=True)  # the YAML file, for error messages
 

@@ -47,8 +47,6 @@ class TrainConfig(BaseModel):
     weight_decay: float = Field(0.01, ge=0)
     max_grad_norm: float | None = Field(1.0, gt=0)
     seed: int = 0
-    stop_forget_prob: float | None = Field(None, gt=0, lt=1, description="stop once mean forget probability falls below")
-    check_every: int = Field(5, ge=1)
 
 
 class Objective(Protocol):
@@ -58,12 +56,34 @@ class Objective(Protocol):
 
 
 @dataclass
+class Check:
+    """What a monitor says about the model at one check (see `Monitor`)."""
+
+    within_budget: bool
+    target_met: bool
+    level: float  # how much of the request the model still holds: lower is more forgotten
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class Monitor(Protocol):
+    """Checked every `every` optimiser steps and after the last one (guarded unlearning,
+    `unlearnkit.safety.monitor`). `start_level` is the level of the weights before training."""
+
+    every: int
+    start_level: float
+
+    def check(self, subject: Any, step: int) -> Check: ...
+
+
+@dataclass
 class TrainStats:
     steps: int = 0
     tokens: int = 0
     seconds: float = 0.0
-    stopped_early: bool = False
+    stop_reason: str | None = None  # "target" (met early), "budget" (rolled back), None (ran to the end)
+    rolled_back_to: int | None = None  # the optimiser step whose weights were kept after a budget stop
     history: list[dict[str, float]] = field(default_factory=list)
+    checks: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def tokens_per_second(self) -> float:
@@ -128,23 +148,6 @@ def _schedule(cfg: TrainConfig, total: int) -> Any:
     return factor
 
 
-@torch.no_grad()
-def mean_forget_prob(model: Any, examples: list[Example], pad_id: int, device: torch.device, size: int = 8) -> float:
-    """Mean length-normalised probability exp(-mean NLL) of the forget records."""
-    was_training = model.training
-    model.eval()
-    probs = []
-    for start in range(0, len(examples), size):
-        part = to_device(make_batch(examples, list(range(start, min(start + size, len(examples)))), pad_id), device)["x"]
-        logits = model(input_ids=part["input_ids"], attention_mask=part["attention_mask"]).logits[:, :-1].float()
-        labels = part["labels"][:, 1:]
-        mask = labels != IGNORE
-        lp = torch.log_softmax(logits, -1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-        probs.extend(torch.exp((lp * mask).sum(1) / mask.sum(1).clamp(min=1)).tolist())
-    model.train(was_training)
-    return sum(probs) / len(probs)
-
-
 def _finite_weights(model: Any) -> bool:
     return all(torch.isfinite(p).all() for p in model.parameters() if p.requires_grad)
 
@@ -157,11 +160,15 @@ def train(
     retain: list[Example] | None = None,
     *,
     description: str = "training",
+    monitor: Monitor | None = None,
 ) -> TrainStats:
     """Run `objective` over `data` (and `retain`), updating `subject.model` in place.
 
     On a NaN/infinite loss or weight the model's trainable weights are restored to what they
-    were before this call and a `TrainingError` is raised.
+    were before this call and a `TrainingError` is raised. With a `monitor` (guarded
+    unlearning), every `monitor.every` optimiser steps and after the last: a check outside the
+    budget restores the best state within it (the lowest level seen, the start included) and
+    stops; a check that meets the target stops.
     """
     if not data:
         raise TrainingError(f"{description}: no training examples")
@@ -180,6 +187,7 @@ def train(
     retain_stream = batches(retain, config.retain_batch_size or config.batch_size, pad_id, config.seed + 10_007) if objective.needs_retain and retain else None
 
     stats, start = TrainStats(), time.perf_counter()
+    best_level, best_step, best_state = (monitor.start_level if monitor else 0.0), 0, snapshot
     model.train()
     with make_progress() as progress:
         task = progress.add_task(description, total=total, info="")
@@ -211,9 +219,17 @@ def train(
             stats.history.append({"step": step + 1, "loss": loss.item(), "lr": scheduler.get_last_lr()[0], **logs})
             elapsed = time.perf_counter() - start
             progress.update(task, advance=1, info=f"loss {loss.item():.3f}  {stats.tokens / elapsed:.0f} tok/s")
-            if config.stop_forget_prob and (step + 1) % config.check_every == 0:
-                if mean_forget_prob(model, data, pad_id, device) < config.stop_forget_prob:
-                    stats.stopped_early = True
+            if monitor is not None and ((step + 1) % monitor.every == 0 or step + 1 == total):
+                check = monitor.check(subject, step + 1)
+                stats.checks.append(check.info)
+                if not check.within_budget:  # roll back to the best state within the budget
+                    _restore(params, best_state)
+                    stats.stop_reason, stats.rolled_back_to = "budget", best_step
+                    break
+                if check.level < best_level:
+                    best_level, best_step, best_state = check.level, step + 1, [p.detach().clone() for p in params]
+                if check.target_met:
+                    stats.stop_reason = "target"
                     break
     if not _finite_weights(model):
         _restore(params, snapshot)

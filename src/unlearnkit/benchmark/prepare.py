@@ -26,9 +26,12 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from unlearnkit.data.schema import Record
+from unlearnkit.data.schema import ForgetRequest, Record
 from unlearnkit.data.world import World, load_world
-from unlearnkit.models.loading import DEFAULT_DESCRIPTION, DEFAULT_NAME, cache_dir, wrap_lora
+from unlearnkit.eval.data import EvalData
+from unlearnkit.eval.result import SuiteResult
+from unlearnkit.eval.suites import Entry, Suite, evaluate
+from unlearnkit.models.loading import cache_dir, source_fingerprint, wrap_lora
 from unlearnkit.models.stack import META_FILE, load_subject, save_subject
 from unlearnkit.models.subject import Subject
 from unlearnkit.models.weights import scale_change
@@ -119,18 +122,6 @@ def rehearsal_for(world: World) -> list[Record]:
     return rehearsal_records({str(r.meta.get("country")) for r in world.real_facts})
 
 
-def _base_fingerprint(source: str) -> dict[str, Any]:
-    """Identifies the base model without hashing its weights: the name, and for a local folder
-    or file the names, sizes and modification times of its files."""
-    path = Path(source).expanduser()
-    if source == DEFAULT_NAME:
-        return {"source": DEFAULT_NAME, "description": DEFAULT_DESCRIPTION}
-    if path.exists():
-        files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-        return {"source": str(path.resolve()), "files": [(p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in files]}
-    return {"source": source}
-
-
 def model_key(base: dict[str, Any], examples: list[Example], fmt: str, settings: PrepareSettings) -> str:
     digest = hashlib.sha256()
     # `oracles` is left out: it says which models to make, not how one is made.
@@ -173,7 +164,7 @@ def prepare_world(
     base = subject or load_subject(model_source, fmt=fmt, device=device)
     settings = settings.model_copy(update={"precision": resolve_precision(settings.precision, base.device)})
     root = (cache or cache_dir()) / "prepared"
-    fingerprint = _base_fingerprint(model_source)
+    fingerprint = source_fingerprint(model_source)
     models: list[PreparedModel] = []
     rehearsal = rehearsal_for(world) if settings.rehearse_real_facts else []
     for name, removed in _plan(world, settings.oracles):
@@ -234,55 +225,49 @@ def _train_one(base: Subject, examples: list[Example], settings: PrepareSettings
     }
 
 
-# -- quality check (the figures of docs/benchmark.md) --------------------------------------
-
-
+# -- quality check (the figures of docs/benchmark.md), run through the evaluation suites ----------
 def _facts(records: list[Record]) -> list[Record]:
     return [r for r in records if r.kind == "qa" and r.meta.get("type", "fact") == "fact"]
 
 
-def greedy_accuracy(subject: Subject, records: list[Record], max_new_tokens: int = 16) -> float:
-    """Share of questions whose greedy answer contains the true answer (case-insensitive)."""
-    if not records:
-        return float("nan")
-    answers = subject.greedy([r.question or "" for r in records], max_new_tokens=max_new_tokens)
-    return sum((r.answer or "").lower() in a.lower() for r, a in zip(records, answers)) / len(records)
+QUALITY = Suite(
+    "prepare-check",
+    "a prepared world's quality bar: facts answered, membership by loss, real knowledge",
+    (
+        Entry("answer_accuracy", "forget"),  # every scope below is a "request" of its own
+        Entry("mia_loss", "forget", {"kind": "qa"}),  # members (trained facts) vs the holdout
+        Entry("answer_accuracy", "real_facts"),
+        Entry("option_accuracy", "real_facts"),
+    ),
+)
 
 
-def option_accuracy(subject: Subject, records: list[Record]) -> float:
-    """Share of questions whose true answer is likelier (per token) than each of its wrong
-    answers: the knowledge itself, apart from how the model phrases a greedy answer."""
-    from unlearnkit.eval.metrics.tofu import OptionAccuracy
-
-    return OptionAccuracy().compute(subject, records).value
-
-
-def _mean_nll(subject: Subject, records: list[Record]) -> list[float]:
-    scored = subject.score([r.question or "" for r in records], [r.answer or "" for r in records])
-    return scored.mean_nll.tolist()
+def _scored(subject: Subject, sets: dict[str, list[Record]], holdout: list[Record], real_facts: list[Record]) -> SuiteResult:
+    data = EvalData(requests=[ForgetRequest(id=name, records=records) for name, records in sets.items() if records],
+                    holdout=holdout, real_facts=real_facts)
+    return evaluate(QUALITY, subject, data)
 
 
 def check_quality(prepared: PreparedWorld, world: World, base: Subject) -> dict[str, Any]:
     """The issue's quality bar: target accuracy on trained facts, loss-based membership AUC
     (trained vs holdout), real-fact accuracy against the base model, and each oracle's accuracy
     on the people it never saw (which should sit at the holdout level)."""
-    from sklearn.metrics import roc_auc_score
-
     target = base.with_model(load_subject(prepared.target, device=str(base.device)).model, name="target")
     trained, holdout = _facts(world.trained()), _facts(world.holdout)
-    member_nll, holdout_nll = _mean_nll(target, trained), _mean_nll(target, holdout)
-    labels = [1] * len(member_nll) + [0] * len(holdout_nll)
+    # Membership compares trained facts with the holdout: the holdout set plays the non-members.
+    scored = _scored(target, {"trained": trained, "holdout": holdout}, holdout, world.real_facts)
+    on_base = _scored(base, {}, [], world.real_facts)
     report: dict[str, Any] = {
         "target": {
-            "trained_fact_accuracy": greedy_accuracy(target, trained),
-            "holdout_fact_accuracy": greedy_accuracy(target, holdout),
-            "membership_auc_loss": float(roc_auc_score(labels, [-x for x in member_nll + holdout_nll])),
-            "real_fact_accuracy": greedy_accuracy(target, world.real_facts),
-            "real_fact_option_accuracy": option_accuracy(target, world.real_facts),
+            "trained_fact_accuracy": scored.value("trained", "answer_accuracy"),
+            "holdout_fact_accuracy": scored.value("holdout", "answer_accuracy"),
+            "membership_auc_loss": scored.value("trained", "mia_loss"),
+            "real_fact_accuracy": scored.value("real_facts", "answer_accuracy"),
+            "real_fact_option_accuracy": scored.value("real_facts", "option_accuracy"),
         },
         "base": {
-            "real_fact_accuracy": greedy_accuracy(base, world.real_facts),
-            "real_fact_option_accuracy": option_accuracy(base, world.real_facts),
+            "real_fact_accuracy": on_base.value("real_facts", "answer_accuracy"),
+            "real_fact_option_accuracy": on_base.value("real_facts", "option_accuracy"),
         },
         "oracles": {},
     }
@@ -290,9 +275,10 @@ def check_quality(prepared: PreparedWorld, world: World, base: Subject) -> dict[
         oracle = base.with_model(load_subject(path, device=str(base.device)).model, name=f"oracle-{t}")
         removed = _facts([r for q in world.requests[:t] for r in q.records])
         kept = _facts([r for q in world.requests[t:] for r in q.records] + world.retain)
+        result = _scored(oracle, {"removed": removed, "kept": kept, "holdout": holdout}, [], [])
         report["oracles"][t] = {
-            "removed_fact_accuracy": greedy_accuracy(oracle, removed),
-            "kept_fact_accuracy": greedy_accuracy(oracle, kept),
-            "holdout_fact_accuracy": greedy_accuracy(oracle, holdout),
+            "removed_fact_accuracy": result.value("removed", "answer_accuracy"),
+            "kept_fact_accuracy": result.value("kept", "answer_accuracy"),
+            "holdout_fact_accuracy": result.value("holdout", "answer_accuracy"),
         }
     return report

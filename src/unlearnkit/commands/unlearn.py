@@ -1,4 +1,11 @@
-"""`unlearnkit unlearn`: apply one forget request with a method and save the model with a record."""
+"""`unlearnkit unlearn`: apply one forget request, guarded, and save the model with its record.
+
+By default the run is guarded (docs/guarded.md): the model is measured before and after on the
+request, the retain set, collateral facts it knew and general text; training stops at the
+forget target or rolls back within the damage budget; `--auto` (the default) calibrates the
+learning rate with a few trials from the same start. A verdict card is printed and stored in
+`unlearnkit.json`; `--strict` turns any verdict but `forgotten` into exit code 3.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +17,9 @@ import typer
 from rich.console import Console
 
 from unlearnkit.commands._options import DeviceOpt, FormatOpt, ModelOpt, SetOpt, parse_set
-from unlearnkit.errors import UnlearnkitError
+from unlearnkit.errors import UnlearnkitError, VerdictError
+
+DEFAULT_METHOD = "npo_gd"
 
 
 def pick_request(path: Path, request_id: str | None) -> Any:
@@ -27,53 +36,89 @@ def pick_request(path: Path, request_id: str | None) -> Any:
     return requests[0]
 
 
+def guard_settings(guard: bool, auto: bool, strict: bool, sets: list[str] | None) -> Any:
+    """The `Guard` of this call: the defaults, `--auto`/`--strict`, and `--guard KEY=VALUE`
+    (dotted keys into the plan's `guard` section, e.g. budget.retain_drop=0.1)."""
+    from pydantic import ValidationError
+
+    from unlearnkit.safety.settings import Guard
+
+    tree: dict[str, Any] = {"enabled": guard, "strict": strict, "calibrate": {"enabled": auto}}
+    for key, value in parse_set(sets).items():
+        node = tree
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    try:
+        return Guard.model_validate(tree)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise UnlearnkitError(f"--guard-set {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+
+
 def unlearn_command(
-    method: Annotated[str, typer.Option("--method", help="method name (see: unlearnkit methods)")],
     forget: Annotated[Path, typer.Option("--forget", help="forget request(s) or records (JSONL, JSON, CSV, Parquet)")],
     out: Annotated[Path, typer.Option("--out", help="folder for the unlearned model (safetensors) and unlearnkit.json")],
+    method: Annotated[str, typer.Option("--method", help="method name (see: unlearnkit methods)")] = DEFAULT_METHOD,
     model: ModelOpt = "default",
-    retain: Annotated[Path | None, typer.Option("--retain", help="retain records (for methods that need them)")] = None,
+    retain: Annotated[Path | None, typer.Option("--retain", help="retain records (kept, and measured against the budget)")] = None,
+    control: Annotated[Path | None, typer.Option("--control", help="never-seen records of the same kind (target probability: control)")] = None,
     request_id: Annotated[str | None, typer.Option("--request", help="which request of the forget file")] = None,
     lora: Annotated[bool, typer.Option("--lora", help="train a LoRA adapter and merge it")] = False,
     lora_r: Annotated[int, typer.Option("--lora-r", help="LoRA rank")] = 8,
     lora_alpha: Annotated[int, typer.Option("--lora-alpha", help="LoRA scaling alpha")] = 16,
     sets: SetOpt = None,
+    auto: Annotated[bool, typer.Option("--auto/--no-auto", help="calibrate the learning rate with trials from the same start")] = True,
+    guard: Annotated[bool, typer.Option("--guard/--no-guard", help="damage budget, forget target and verdict (docs/guarded.md)")] = True,
+    guard_sets: Annotated[list[str] | None, typer.Option("--guard-set", help="guard setting KEY=VALUE, e.g. budget.retain_drop=0.1 or target.probability=control (repeatable)")] = None,
+    strict: Annotated[bool, typer.Option("--strict", help="exit with code 3 unless the verdict is 'forgotten'")] = False,
     fmt: FormatOpt = "auto",
     device: DeviceOpt = "auto",
 ) -> None:
-    """Apply one forget request with a method and save the model with a record of the run."""
+    """Apply one forget request with a method, guarded, and save the model with a record and a verdict."""
     from unlearnkit.data.loaders import load_records
     from unlearnkit.methods.base import UnlearnContext, get_method
     from unlearnkit.models.stack import load_subject, save_subject
+    from unlearnkit.safety.apply import apply_request
+    from unlearnkit.safety.probes import build_probes
 
     console = Console()
     started = time.perf_counter()
     algorithm = get_method(method, parse_set(sets))  # bad name/setting: fail before loading
+    settings = guard_settings(guard, auto, strict, guard_sets)
     request = pick_request(forget, request_id)
     retain_records = load_records(retain) if retain is not None else []
+    control_records = load_records(control) if control is not None else []
     if getattr(algorithm, "needs_retain", False) and not retain_records:
         raise UnlearnkitError(f"method '{method}': needs a retain set (--retain FILE)")
+    if settings.target.probability == "control" and not control_records:
+        raise UnlearnkitError("--guard-set target.probability=control: needs a control set (--control FILE)")
     subject = load_subject(model, fmt=fmt, device=device)
     loaded = time.perf_counter()
+    probes = build_probes(subject, request, settings, retain=retain_records, control=control_records) if settings.enabled else None
     lora_settings = {"r": lora_r, "lora_alpha": lora_alpha} if lora else None
     context = UnlearnContext(retain=retain_records, seed=getattr(algorithm, "seed", 0), lora=lora_settings)
-    result = algorithm.unlearn(subject, request, context)
+    applied = apply_request(subject, request, [algorithm], context, settings, probes)
     trained = time.perf_counter()
-    stats = context.stats
+    stats = applied.stats[-1] if applied.stats else None
     record: dict[str, Any] = {
         "model": model,
         "method": method,
         "settings": algorithm.model_dump(),
+        "guard": settings.model_dump(),
         "request": request.id,
         "forget_file": str(forget),
         "forget_records": len(request.records),
         "retain_file": str(retain) if retain else None,
         "retain_records": len(retain_records),
         "lora": lora_settings,
-        "steps": stats.steps if stats else None,
-        "tokens": stats.tokens if stats else None,
-        "stopped_early": stats.stopped_early if stats else None,
+        "steps": applied.steps if applied.stats else None,
+        "tokens": applied.tokens if applied.stats else None,
+        "stop_reason": stats.stop_reason if stats else None,
         "losses": stats.history if stats else [],
+        "checks": stats.checks if stats else [],
+        "verdict": applied.card.to_json() if applied.card else None,
         "timings": {
             "load_seconds": loaded - started,
             "unlearn_seconds": trained - loaded,
@@ -81,6 +126,10 @@ def unlearn_command(
             "tokens_per_second": stats.tokens_per_second if stats else None,
         },
     }
-    save_subject(result, out, meta=record)
-    steps = f"{stats.steps} steps, {stats.tokens_per_second:.0f} tok/s, " if stats else ""
+    save_subject(applied.subject, out, meta=record)
+    steps = f"{applied.steps} steps, {stats.tokens_per_second:.0f} tok/s, " if stats else ""
+    if applied.card is not None:
+        console.print(applied.card.table())
     console.print(f"{method} on {request.id}: {steps}{trained - loaded:.1f}s; saved {out} in {time.perf_counter() - trained:.1f}s")
+    if settings.strict and applied.card is not None and not applied.card.forgotten:
+        raise VerdictError(f"request '{request.id}': verdict '{applied.card.verdict}' (--strict); the model is saved at {out}")

@@ -7,6 +7,7 @@ which the runner does right after the step's checkpoint is renamed into place.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,7 +18,7 @@ from typing import Any
 
 from unlearnkit.errors import UnlearnkitError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: verdicts (guarded unlearning); a version-1 ledger gains the table on open
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -56,6 +57,14 @@ CREATE TABLE IF NOT EXISTS metrics (
     name  TEXT NOT NULL,
     value REAL,
     PRIMARY KEY (step, scope, name)
+);
+CREATE TABLE IF NOT EXISTS verdicts (
+    step           INTEGER PRIMARY KEY REFERENCES steps(step),
+    request_id     TEXT NOT NULL REFERENCES requests(id),
+    verdict        TEXT NOT NULL,
+    target_met     INTEGER NOT NULL,
+    rolled_back_to INTEGER,
+    card           TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS flags (
     step       INTEGER NOT NULL REFERENCES steps(step),
@@ -103,6 +112,8 @@ class Ledger:
                 if statement.strip():
                     self.db.execute(statement)
             self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            # Version 1 differs only by the verdicts table, which the schema above just created.
+            self.db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version' AND value = '1'", (str(SCHEMA_VERSION),))
         version = int(self.meta("schema_version") or 0)
         if version != SCHEMA_VERSION:
             raise UnlearnkitError(f"{self.path}: ledger schema version {version}, this unlearnkit reads {SCHEMA_VERSION}")
@@ -167,8 +178,10 @@ class Ledger:
 
     # -- steps -------------------------------------------------------------------------------
     def record_step(self, step: int, request_id: str, method: str, checkpoint: str, *, started_at: str,
-                    unlearn_s: float, checkpoint_s: float, tokens: int, train_steps: int) -> None:
-        """The commit that makes a step done (its checkpoint is already in place)."""
+                    unlearn_s: float, checkpoint_s: float, tokens: int, train_steps: int,
+                    card: dict[str, Any] | None = None) -> None:
+        """The commit that makes a step done (its checkpoint is already in place), with the
+        step's verdict card when the step was guarded; a budget rollback is also a flag."""
         with self.transaction():
             self.db.execute(
                 "INSERT INTO steps (step, request_id, method, checkpoint, started_at, finished_at, unlearn_s, checkpoint_s, tokens, train_steps)"
@@ -176,6 +189,18 @@ class Ledger:
                 (step, request_id, method, checkpoint, started_at, now(), unlearn_s, checkpoint_s, tokens, train_steps),
             )
             self.db.execute("UPDATE requests SET status = 'applied' WHERE id = ?", (request_id,))
+            if card is not None:
+                self.db.execute(
+                    "INSERT INTO verdicts (step, request_id, verdict, target_met, rolled_back_to, card) VALUES (?, ?, ?, ?, ?, ?)",
+                    (step, request_id, card["verdict"], int(card["target_met"]), card["rolled_back_to"], json.dumps(card)),
+                )
+                if card["rolled_back_to"] is not None:
+                    self.db.execute("INSERT INTO flags (step, request_id, kind, metric, value, threshold) VALUES (?, ?, 'budget', 'rolled_back_to', ?, 0)",
+                                    (step, request_id, card["rolled_back_to"]))
+
+    def verdicts(self) -> dict[int, dict[str, Any]]:
+        """Step -> its verdict card (guarded steps only)."""
+        return {row["step"]: json.loads(row["card"]) for row in self.db.execute("SELECT step, card FROM verdicts ORDER BY step")}
 
     def steps(self) -> list[StepRow]:
         rows = self.db.execute("SELECT * FROM steps ORDER BY step")
@@ -201,7 +226,7 @@ class Ledger:
         with self.transaction():
             self.db.execute("DELETE FROM metrics WHERE step = ?", (step,))
             self.db.executemany("INSERT INTO metrics (step, scope, name, value) VALUES (?, ?, ?, ?)", [(step, s, n, v) for s, n, v in metrics])
-            self.db.execute("DELETE FROM flags WHERE step = ?", (step,))
+            self.db.execute("DELETE FROM flags WHERE step = ? AND kind != 'budget'", (step,))  # budget flags come with the step
             self.db.executemany("INSERT INTO flags VALUES (?, ?, ?, ?, ?, ?)", [(step, *f) for f in flags])
             self.db.execute("UPDATE steps SET evaluated = 1, eval_s = ? WHERE step = ?", (eval_s, step))
 

@@ -38,7 +38,7 @@ import torch
 import yaml
 
 from unlearnkit.data.loaders import load_records, load_requests, write_jsonl
-from unlearnkit.data.schema import ForgetRequest
+from unlearnkit.data.schema import ForgetRequest, Record
 from unlearnkit.engine.checkpoints import Checkpoints
 from unlearnkit.engine.faults import arm_training_crash, crash_point
 from unlearnkit.engine.ledger import Ledger, now
@@ -52,6 +52,8 @@ from unlearnkit.models.stack import load_subject
 from unlearnkit.models.subject import Subject
 from unlearnkit.plan import Plan, PlanError
 from unlearnkit.progress import console
+from unlearnkit.safety.apply import apply_request
+from unlearnkit.safety.probes import build_probes, known_facts
 
 Rows = list[tuple[str, str, float | None]]  # (scope, metric, value)
 
@@ -69,12 +71,20 @@ class Run:
     start_model: str  # the plan's model, or the prepared target of a built-in world
     oracles: dict[int, Path] = field(default_factory=dict)  # step -> retrain oracle
     _start: Subject | None = None
+    _known: list[Record] | None = None
 
     def start_subject(self) -> Subject:
         """The model before any request (what attacks measure recovery against), loaded once."""
         if self._start is None:
             self._start = load(self, self.start_model)
         return self._start
+
+    def known_facts(self) -> list[Record]:
+        """The fact-bank questions the start model answers (guarded unlearning's collateral
+        probes), asked once per start model and cached on disk."""
+        if self._known is None:
+            self._known = known_facts(self.start_subject(), source=self.start_model) if self.plan.guard.collateral else []
+        return self._known
 
     def say(self, step: int, text: str) -> None:
         console.print(f"[bold]step {step}/{len(self.requests)}[/bold] {self.requests[step - 1].id}: {text}")
@@ -116,16 +126,19 @@ def unlearn_step(run: Run, step: int, request: ForgetRequest, subject: Subject, 
     # Real-knowledge questions tell a guardrail what it must keep answering (its calibration).
     context = UnlearnContext(retain=run.data.retain, seed=run.plan.seed + step, lora=run.plan.lora,
                              extras={"utility": run.data.real_facts})
-    tokens = train_steps = 0
+    guard, data = run.plan.guard, run.data
+    probes = None
+    if guard.enabled:
+        probes = build_probes(subject, request, guard, retain=data.retain, known=run.known_facts(),
+                              general=data.general_text or None, control=data.holdout, seed=run.plan.seed)
     hook = arm_training_crash(step)
-    for method in methods:
-        run.say(step, f"unlearn ({method.registry_name}, {len(request.records)} records)")
-        subject = method.unlearn(subject, request, context)
-        if context.stats is not None:
-            tokens, train_steps = tokens + context.stats.tokens, train_steps + context.stats.steps
-            context.stats = None
+    run.say(step, f"unlearn ({run.plan.label}, {len(request.records)} records{', guarded' if guard.enabled else ''})")
+    applied = apply_request(subject, request, methods, context, guard, probes)
+    subject, tokens, train_steps = applied.subject, applied.tokens, applied.steps
     if hook is not None:
         hook.remove()
+    if applied.card is not None:
+        console.print(applied.card.table())
     unlearn_s, tick = time.perf_counter() - tick, time.perf_counter()
     run.say(step, f"checkpoint ({run.checkpoints.keep})")
     meta = {"step": step, "request": request.id, "method": run.plan.label, "seed": run.plan.seed, "start_model": run.start_model}
@@ -133,7 +146,8 @@ def unlearn_step(run: Run, step: int, request: ForgetRequest, subject: Subject, 
     checkpoint_s = time.perf_counter() - tick
     crash_point("ledger", step)
     run.ledger.record_step(step, request.id, run.plan.label, str(path.relative_to(run.folder)), started_at=started,
-                           unlearn_s=unlearn_s, checkpoint_s=checkpoint_s, tokens=tokens, train_steps=train_steps)
+                           unlearn_s=unlearn_s, checkpoint_s=checkpoint_s, tokens=tokens, train_steps=train_steps,
+                           card=applied.card.to_json() if applied.card else None)
     return subject
 
 
@@ -310,10 +324,11 @@ def write_results(run: Run) -> Path:
     metrics: dict[int, dict[str, dict[str, float | None]]] = {}
     for row in run.ledger.metrics():
         metrics.setdefault(row["step"], {}).setdefault(row["scope"], {})[row["name"]] = row["value"]
+    verdicts = run.ledger.verdicts()
     payload = {
         "plan": json.loads(run.ledger.meta("plan") or "{}"),
         "requests": [dict(r) for r in run.ledger.requests()],
-        "steps": [s.__dict__ | {"metrics": metrics.get(s.step, {})} for s in run.ledger.steps()],
+        "steps": [s.__dict__ | {"metrics": metrics.get(s.step, {}), "verdict": verdicts.get(s.step)} for s in run.ledger.steps()],
         "flags": [dict(f) for f in run.ledger.flags()],
     }
     return write_json(run.folder / "results.json", payload)

@@ -20,7 +20,7 @@ from unlearnkit.errors import UnlearnkitError
 from unlearnkit.models.loading import wrap_lora
 from unlearnkit.models.subject import Subject
 from unlearnkit.registry import Registry, build_with_settings
-from unlearnkit.training import Batch, Example, TrainConfig, TrainStats, train
+from unlearnkit.training import Batch, Example, Monitor, TrainConfig, TrainStats, train
 
 Need = Literal["retain", "reference", "idk"]
 
@@ -34,6 +34,7 @@ class UnlearnContext:
     lora: dict[str, Any] | None = None  # LoRA settings; None means full-parameter
     merge_lora: bool = True
     extras: dict[str, Any] = field(default_factory=dict)
+    monitor: Monitor | None = None  # guarded unlearning's check during training (unlearnkit.safety)
     stats: TrainStats | None = None  # filled by training-based methods
 
 
@@ -114,7 +115,7 @@ class LossMethod(Method, TrainConfig):
             self.prepare(working, forget, retain)
             context.stats = train(
                 working, forget, self, self.train_config(), retain if self.needs_retain else None,
-                description=f"{self.registry_name} on {request.id}",
+                description=f"{self.registry_name} on {request.id}", monitor=context.monitor,
             )
         except BaseException:
             if context.lora is not None:  # peft injected its layers into subject.model: take them out

@@ -59,6 +59,20 @@ def default_status() -> dict[str, Any]:
     }
 
 
+def source_fingerprint(source: str | Path) -> dict[str, Any]:
+    """Identifies a model source without hashing its weights (the key of every cache that
+    depends on a model): the name, and for a local folder or file the names, sizes and
+    modification times of its files."""
+    source = str(source)
+    path = Path(source).expanduser()
+    if source == DEFAULT_NAME:
+        return {"source": DEFAULT_NAME, "description": DEFAULT_DESCRIPTION}
+    if path.exists():
+        files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+        return {"source": str(path.resolve()), "files": [(p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in files]}
+    return {"source": source}
+
+
 def resolve_device(device: Device | str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -225,9 +225,11 @@ class AnswerAccuracy(Metric):
     description = "share of questions whose greedy answer contains the true answer, ignoring case"
 
     max_new_tokens: int = Field(16, ge=1)
+    match: Literal["substring", "word"] = Field("substring", description="how the answer must appear: anywhere, or as whole words")
 
     def compute(self, subject: Subject, data: MetricInput | list[Record], reference: Reference = None) -> MetricResult:
         records = self.items(data)
         answers = greedy(subject, [r.question or "" for r in records], self.max_new_tokens, [], template=True)
-        per_item = {item_id(r, i): float((r.answer or "").lower() in text.lower()) for i, (r, text) in enumerate(zip(records, answers))}
+        whole = self.match == "word"
+        per_item = {item_id(r, i): float(P.answer_stated(r.answer or "", text, whole_word=whole)) for i, (r, text) in enumerate(zip(records, answers))}
         return MetricResult(float(np.mean(list(per_item.values()))), per_item, {"generations": answers})

@@ -1,0 +1,154 @@
+"""`apply_request`: one removal request, applied by a method stack under guarded unlearning.
+
+    measure the start  ->  for each method: run it (training methods are checked every few
+    optimiser steps and rolled back to their best state within the budget; with calibration,
+    a short ladder of learning rates from the same start)  ->  measure the end  ->  if the end
+    is over the budget all the same (a method without a training loop), undo the request  ->
+    the verdict card.
+
+Used by `unlearnkit unlearn` and by every step of `unlearnkit run`, so both say the same thing.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from unlearnkit.data.schema import ForgetRequest
+from unlearnkit.methods.base import LossMethod, Method, UnlearnContext
+from unlearnkit.models.stack import base_subject
+from unlearnkit.models.subject import Subject
+from unlearnkit.models.weights import Vector, scale_change, snapshot
+from unlearnkit.progress import console
+from unlearnkit.safety.measure import ALL, measure
+from unlearnkit.safety.monitor import GuardMonitor
+from unlearnkit.safety.probes import ProbeSet
+from unlearnkit.safety.settings import Guard
+from unlearnkit.safety.verdict import Card, budget_violations, decide, target_met
+from unlearnkit.training import TrainStats
+
+
+@dataclass
+class Applied:
+    subject: Subject
+    card: Card | None  # None when the guard is off
+    tokens: int = 0
+    steps: int = 0
+    stats: list[TrainStats] = field(default_factory=list)
+
+
+def _monitored(method: Method) -> bool:
+    """Methods whose forgetting happens inside the shared training loop (not SSU, task vectors
+    or NegMerge, which learn first and subtract afterwards, nor inference-time wrappers)."""
+    return isinstance(method, LossMethod) and type(method).unlearn is LossMethod.unlearn
+
+
+def _run(method: Method, subject: Subject, request: ForgetRequest, context: UnlearnContext, monitor: GuardMonitor | None) -> tuple[Subject, TrainStats | None]:
+    context.monitor = monitor if _monitored(method) else None
+    try:
+        result = method.unlearn(subject, request, context)
+        return result, context.stats
+    finally:
+        context.monitor, context.stats = None, None
+
+
+def _label(method: Method) -> str:
+    lr = getattr(method, "lr", None)
+    return f"{method.registry_name}" + (f" (lr {lr:.2g})" if lr is not None else "")
+
+
+def _calibrated(method: LossMethod, subject: Subject, request: ForgetRequest, context: UnlearnContext,
+                monitor: GuardMonitor, guard: Guard) -> tuple[Subject, TrainStats | None, list[dict[str, Any]]]:
+    """Trials from the same start at a geometric ladder of learning rates (`settings.Calibration`);
+    the weights of the trial that forgot most within the budget are kept."""
+    ladder = guard.calibrate
+    start: Vector = snapshot(subject.model)
+    up, down, factor = list(ladder.up), list(ladder.down), 1.0
+    best: tuple[bool, float, Vector, TrainStats | None, int] | None = None  # (met, level, weights, stats, trial)
+    trials: list[dict[str, Any]] = []
+    while len(trials) < ladder.max_trials:
+        update: dict[str, Any] = {"lr": method.lr * factor, "epochs": method.epochs * ladder.epochs_factor}
+        if method.max_steps is not None:
+            update["max_steps"] = max(1, round(method.max_steps * ladder.epochs_factor))
+        trial = method.model_copy(update=update)
+        console.print(f"calibration {len(trials) + 1}/{ladder.max_trials}: {method.registry_name} at lr {trial.lr:.2g}")
+        tick = time.perf_counter()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(context.seed)  # every trial starts from the same random state too
+            result, stats = _run(trial, subject, request, context, monitor)
+        now = measure(result, monitor.probes, max_new_tokens=guard.max_new_tokens, needs=monitor.needs)
+        within = not budget_violations(monitor.start, now, guard.budget)
+        met = target_met(monitor.start, now, guard.target)
+        trials.append({
+            "trial": len(trials) + 1, "lr": trial.lr, "max_steps": trial.max_steps, "epochs": trial.epochs,
+            "steps": stats.steps if stats else None, "stop_reason": stats.stop_reason if stats else None,
+            "rolled_back_to": stats.rolled_back_to if stats else None, "level": now.level, "target_met": met,
+            "within_budget": within, "seconds": time.perf_counter() - tick, "measurement": now.to_json(),
+        })
+        if within and (best is None or (met, -now.level) > (best[0], -best[1])):
+            best = (met, now.level, snapshot(result.model), stats, len(trials))
+        scale_change(subject.model, start, 0.0)  # the next trial starts where this one did
+        if met and within:
+            break
+        if stats is not None and stats.stop_reason == "budget":
+            if not down:
+                break
+            factor = down.pop(0)
+        else:
+            if not up:
+                break
+            factor = up.pop(0)
+    for row in trials:
+        row["chosen"] = best is not None and row["trial"] == best[4]
+    if best is None:
+        return subject, None, trials
+    scale_change(subject.model, best[2], 0.0)
+    return subject, best[3], trials
+
+
+def apply_request(subject: Subject, request: ForgetRequest, methods: list[Method], context: UnlearnContext,
+                  guard: Guard, probes: ProbeSet | None) -> Applied:
+    """Apply `methods` in order to `subject` for `request`; see the module docstring."""
+    applied = Applied(subject, None)
+    if not guard.enabled or probes is None:
+        for method in methods:
+            applied.subject, stats = _run(method, applied.subject, request, context, None)
+            _count(applied, stats)
+        return applied
+    start = measure(subject, probes, max_new_tokens=guard.max_new_tokens, needs=ALL)
+    monitor = GuardMonitor(probes, start, guard)
+    weights_before = snapshot(base_subject(subject).model)  # to undo a change no training loop could roll back
+    rolled_back_to: int | None = None
+    trials: list[dict[str, Any]] = []
+    for method in methods:
+        if guard.calibrate.enabled and _monitored(method):
+            assert isinstance(method, LossMethod)
+            applied.subject, stats, tried = _calibrated(method, applied.subject, request, context, monitor, guard)
+            trials += [{"method": method.registry_name, **row} for row in tried]
+        else:
+            applied.subject, stats = _run(method, applied.subject, request, context, monitor)
+        _count(applied, stats)
+        if stats is not None and stats.stop_reason == "budget":
+            rolled_back_to = stats.rolled_back_to
+    end = measure(applied.subject, probes, max_new_tokens=guard.max_new_tokens, needs=ALL)
+    violations = budget_violations(start, end, guard.budget)
+    if violations:  # over the budget after all: the request is undone, nothing is silently damaged
+        scale_change(base_subject(subject).model, weights_before, 0.0)
+        applied.subject, end, rolled_back_to = subject, start, 0
+    verdict, met = decide(start, end, guard.budget, guard.target, rolled_back_to)
+    applied.card = Card(
+        request=request.id, method=" + ".join(_label(m) for m in methods), before=start, after=end, verdict=verdict,
+        target_met=met, violations=violations, rolled_back_to=rolled_back_to, trials=trials, probes=probes.sizes(),
+    )
+    return applied
+
+
+def _count(applied: Applied, stats: TrainStats | None) -> None:
+    if stats is not None:
+        applied.stats.append(stats)
+        applied.tokens += stats.tokens
+        applied.steps += stats.steps
+

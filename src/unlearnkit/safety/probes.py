@@ -1,0 +1,144 @@
+"""What guarded unlearning measures for a request: the request itself, a sample of the retain set,
+collateral facts the model knew and was not asked to forget, general text, and an optional
+control set of never-seen content.
+
+Collateral facts come from the offline fact bank (`data.knowledge.fact_bank`): the model is asked
+every question of the bank once, greedily, and the ones it answers correctly (plain and
+paraphrased) are what it knew; that list is cached per model source in
+`$UNLEARNKIT_CACHE/known/`. A fact that overlaps the request (the same entity, or the same
+answer, appears in the request) is left out, so forgetting "the capital of France" is not
+charged for "the continent of France", but "the capital of Germany" is checked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from unlearnkit.data.knowledge import BANK_VERSION, fact_bank, general_text_records
+from unlearnkit.data.schema import ForgetRequest, Record
+from unlearnkit.eval.primitives import answer_stated
+from unlearnkit.files import write_json
+from unlearnkit.models.loading import DEFAULT_NAME, cache_dir, source_fingerprint
+from unlearnkit.models.subject import Subject
+from unlearnkit.progress import console
+from unlearnkit.safety.settings import Guard
+
+
+@dataclass
+class ProbeSet:
+    forget: list[Record]
+    retain: list[Record] = field(default_factory=list)
+    collateral: list[Record] = field(default_factory=list)
+    general: list[Record] = field(default_factory=list)
+    control: list[Record] = field(default_factory=list)
+
+    def sizes(self) -> dict[str, int]:
+        return {name: len(getattr(self, name)) for name in ("forget", "retain", "collateral", "general", "control")}
+
+
+def answer_given(answer: str, text: str) -> bool:
+    """Whether `text` states `answer` as whole words, ignoring case ("tin" is not in "Martin")."""
+    return answer_stated(answer, text, whole_word=True)
+
+
+def _texts(record: Record) -> list[str]:
+    parts = [record.question, record.answer, record.paraphrased_answer, record.text, record.prompt, record.continuation]
+    return [p for p in [*parts, *record.paraphrased_questions] if p]
+
+
+def overlaps(fact: Record, request: ForgetRequest) -> bool:
+    """The same entity or the same answer: the fact's entity or answer appears in the request,
+    or one of the request's answers appears in the fact's question."""
+    request_text = " \n ".join(t for r in [*request.records, *request.probes] for t in _texts(r))
+    entity = str(fact.meta.get("entity", ""))
+    if (entity and answer_given(entity, request_text)) or answer_given(fact.answer or "", request_text):
+        return True
+    fact_text = " \n ".join(_texts(fact))
+    return any(answer_given(r.answer, fact_text) for r in [*request.records, *request.probes] if r.answer)
+
+
+def _cache_path(source: str, fmt: str) -> Path | None:
+    """Where what a model knows is cached: only for a source that names files or the default
+    (an in-memory model has no stable identity)."""
+    if source != DEFAULT_NAME and not Path(source).expanduser().exists():
+        return None
+    key = json.dumps({"model": source_fingerprint(source), "format": fmt, "bank": BANK_VERSION}, sort_keys=True)
+    return cache_dir() / "known" / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.json"
+
+
+def known_facts(subject: Subject, source: str | None = None, *, max_new_tokens: int = 16) -> list[Record]:
+    """The bank's facts that `subject` answers correctly, plain and paraphrased (cached per source)."""
+    bank = list(fact_bank())
+    path = _cache_path(source or subject.name, subject.fmt.name)
+    if path is not None and path.exists():
+        ids = set(json.loads(path.read_text(encoding="utf-8"))["known"])
+        return [r for r in bank if r.id in ids]
+    console.print(f"collateral probes: asking {subject.name} the {len(bank)} questions of the fact bank once (cached)")
+    plain = subject.greedy([r.question or "" for r in bank], max_new_tokens=max_new_tokens)
+    para = subject.greedy([r.paraphrased_questions[0] for r in bank], max_new_tokens=max_new_tokens)
+    known = [r for r, a, b in zip(bank, plain, para) if answer_given(r.answer or "", a) and answer_given(r.answer or "", b)]
+    if path is not None:
+        write_json(path, {"source": source or subject.name, "bank_version": BANK_VERSION, "known": [r.id for r in known]})
+    return known
+
+
+def pick_collateral(known: list[Record], request: ForgetRequest, limit: int, seed: int = 0) -> list[Record]:
+    """Up to `limit` known facts that do not overlap the request, spread over the bank's kinds
+    (round robin over kinds, each kind in a seeded order)."""
+    by_kind: dict[str, list[Record]] = {}
+    for fact in known:
+        if not overlaps(fact, request):
+            by_kind.setdefault(str(fact.meta.get("kind")), []).append(fact)
+    rng = random.Random(seed)
+    for facts in by_kind.values():
+        rng.shuffle(facts)
+    chosen: list[Record] = []
+    while len(chosen) < limit and any(by_kind.values()):
+        for kind in sorted(by_kind):
+            if by_kind[kind] and len(chosen) < limit:
+                chosen.append(by_kind[kind].pop())
+    return chosen
+
+
+def sample(records: list[Record], limit: int, seed: int = 0) -> list[Record]:
+    """A fixed seeded sample of at most `limit` records, in their original order."""
+    if len(records) <= limit:
+        return list(records)
+    keep = sorted(random.Random(seed).sample(range(len(records)), limit))
+    return [records[i] for i in keep]
+
+
+def build_probes(
+    subject: Subject,
+    request: ForgetRequest,
+    guard: Guard,
+    *,
+    retain: list[Record] | None = None,
+    known: list[Record] | None = None,
+    general: list[Record] | None = None,
+    control: list[Record] | None = None,
+    seed: int = 0,
+) -> ProbeSet:
+    """The probe set of one request. `known` are the facts the start model knew (default: asked
+    of `subject` now, cached); `general` defaults to the shipped general text."""
+    if guard.collateral and known is None:
+        known = known_facts(subject, max_new_tokens=guard.max_new_tokens + 4)
+    questions = [r for r in request.records if r.kind != "passage"]
+    passages = [r for r in request.records if r.kind == "passage"]
+    texts = general if general is not None else general_text_records(max(8, 4 * guard.general_probes))
+    return ProbeSet(
+        forget=sample(questions, guard.forget_probes, seed) + sample(passages, guard.forget_probes, seed),
+        retain=sample(list(retain or []), guard.retain_probes, seed),
+        collateral=pick_collateral(known or [], request, guard.collateral, seed),
+        general=[r for r in texts if _fits(subject, r)][: guard.general_probes],
+        control=sample(list(control or []), guard.forget_probes, seed),
+    )
+
+
+def _fits(subject: Subject, passage: Record) -> bool:
+    """Whether a whole passage fits the model's context (a small model's may be short)."""
+    return len(subject.tokenizer(passage.passage_text, add_special_tokens=True)["input_ids"]) < subject.max_length

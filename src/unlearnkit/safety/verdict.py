@@ -1,0 +1,142 @@
+"""The rules of guarded unlearning and the card printed after every request.
+
+Budget: the retain probability and the share of collateral facts answered may each fall at most
+`retain_drop` / `collateral_drop` below the start; general-text perplexity may rise at most by
+`perplexity_rise` (relative). Target: see `settings.Target`.
+
+Verdicts, in this order of precedence:
+- `forgotten`: the target is met and the budget holds;
+- `budget exceeded (rolled back to step k)`: training passed the budget before the target was
+  met and was rolled back to its best state within it, optimiser step k (`the start` when no
+  state but the start was within it, or when a method without a training loop passed it and its
+  change was undone);
+- `budget exceeded` alone: over the budget with nothing rolled back (only when measured by hand:
+  `apply_request` undoes such a change);
+- `partly forgotten`: within the budget, not at the target, but the questions still answered
+  (or, for passages, the probability) are at most half of what they were;
+- `not forgotten`: anything else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.table import Table
+
+from unlearnkit.display import number
+from unlearnkit.safety.measure import Measurement
+from unlearnkit.safety.settings import Budget, Target
+
+FORGOTTEN, PARTLY, NOT_FORGOTTEN, EXCEEDED = "forgotten", "partly forgotten", "not forgotten", "budget exceeded"
+VERDICTS = (FORGOTTEN, PARTLY, NOT_FORGOTTEN, EXCEEDED)
+EPS = 1e-9
+
+
+def budget_violations(start: Measurement, now: Measurement, budget: Budget) -> list[str]:
+    """What passed the budget, one line each (empty: within it)."""
+    if not budget.enabled:
+        return []
+    found = []
+    if start.retain_probability is not None and now.retain_probability is not None:
+        if start.retain_probability - now.retain_probability > budget.retain_drop + EPS:
+            found.append(f"retain probability {start.retain_probability:.3f} -> {now.retain_probability:.3f} (budget: -{budget.retain_drop:g})")
+    if start.collateral_accuracy is not None and now.collateral_accuracy is not None:
+        if start.collateral_accuracy - now.collateral_accuracy > budget.collateral_drop + EPS:
+            found.append(f"collateral facts answered {start.collateral_accuracy:.3f} -> {now.collateral_accuracy:.3f} (budget: -{budget.collateral_drop:g})")
+    if start.perplexity is not None and now.perplexity is not None:
+        if now.perplexity > start.perplexity * (1 + budget.perplexity_rise) + EPS:
+            found.append(f"general-text perplexity {start.perplexity:.2f} -> {now.perplexity:.2f} (budget: +{budget.perplexity_rise:.0%})")
+    return found
+
+
+def target_met(start: Measurement, now: Measurement, target: Target) -> bool:
+    checks = []
+    answered = now.forget_answered
+    if target.answer_accuracy is not None and answered is not None:
+        checks.append(answered <= target.answer_accuracy + EPS)
+    if target.probability == "control" and now.control_probability is not None and now.forget_probability is not None:
+        checks.append(now.forget_probability <= now.control_probability + EPS)
+    elif isinstance(target.probability, float) and now.forget_probability is not None:
+        checks.append(now.forget_probability <= target.probability + EPS)
+    if not checks and start.forget_probability is not None and now.forget_probability is not None:
+        checks.append(now.forget_probability <= target.passage_ratio * start.forget_probability + EPS)
+    return bool(checks) and all(checks)
+
+
+def halfway(start: Measurement, now: Measurement) -> bool:
+    """At most half of what was answered (or, without questions, of the probability) is left."""
+    if start.forget_answered and now.forget_answered is not None:
+        return now.forget_answered <= 0.5 * start.forget_answered + EPS
+    if start.forget_probability and now.forget_probability is not None:
+        return now.forget_probability <= 0.5 * start.forget_probability + EPS
+    return False
+
+
+def decide(start: Measurement, end: Measurement, budget: Budget, target: Target, rolled_back_to: int | None) -> tuple[str, bool]:
+    """(verdict, target met) by the rules of the module docstring."""
+    met = target_met(start, end, target)
+    over = bool(budget_violations(start, end, budget))
+    if met and not over:
+        return FORGOTTEN, met
+    if rolled_back_to is not None:
+        where = "the start" if rolled_back_to == 0 else f"step {rolled_back_to}"
+        return f"{EXCEEDED} (rolled back to {where})", met
+    if over:  # `apply_request` never hands such a state back; a caller measuring by hand may
+        return EXCEEDED, met
+    if halfway(start, end):
+        return PARTLY, met
+    return NOT_FORGOTTEN, met
+
+
+@dataclass
+class Card:
+    """What happened to one request: before and after, the verdict, every calibration trial."""
+
+    request: str
+    method: str
+    before: Measurement
+    after: Measurement
+    verdict: str
+    target_met: bool
+    violations: list[str] = field(default_factory=list)
+    rolled_back_to: int | None = None
+    trials: list[dict[str, Any]] = field(default_factory=list)
+    probes: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def forgotten(self) -> bool:
+        return self.verdict == FORGOTTEN
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "request": self.request, "method": self.method, "verdict": self.verdict, "target_met": self.target_met,
+            "violations": self.violations, "rolled_back_to": self.rolled_back_to, "probes": self.probes,
+            "before": self.before.to_json(), "after": self.after.to_json(), "trials": self.trials,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Card:
+        return cls(data["request"], data["method"], Measurement.from_json(data["before"]), Measurement.from_json(data["after"]),
+                   data["verdict"], data["target_met"], data.get("violations", []), data.get("rolled_back_to"),
+                   data.get("trials", []), data.get("probes", {}))
+
+    def table(self) -> Table:
+        table = Table(title=f"request {self.request}: {self.method}", title_justify="left")
+        for column in ("measure", "before", "after"):
+            table.add_column(column, justify="left" if column == "measure" else "right")
+        rows = (
+            ("forget questions answered", "forget_accuracy"), ("  paraphrased", "forget_paraphrased_accuracy"),
+            ("forget probability", "forget_probability"), ("  paraphrased", "forget_paraphrased_probability"),
+            ("retain probability", "retain_probability"), ("retain questions answered", "retain_accuracy"),
+            ("collateral facts answered", "collateral_accuracy"), ("general-text perplexity (fluency)", "perplexity"),
+            ("control probability (never seen)", "control_probability"),
+        )
+        for label, name in rows:
+            before, after = getattr(self.before, name), getattr(self.after, name)
+            if before is not None or after is not None:
+                table.add_row(label, number(before), number(after))
+        colour = "green" if self.forgotten else "red" if self.verdict.startswith(EXCEEDED) else "yellow"
+        table.caption = f"verdict: [bold {colour}]{self.verdict}[/]" + "".join(f"\n  {v}" for v in self.violations)
+        table.caption_justify = "left"
+        return table

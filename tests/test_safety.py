@@ -1,0 +1,242 @@
+"""Guarded unlearning on tiny models: rollback within the budget, calibration, collateral probes,
+the four verdicts, --strict, and loading what `unlearn` saves."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from unlearnkit.data.knowledge import fact_bank
+from unlearnkit.data.loaders import write_jsonl
+from unlearnkit.data.schema import ForgetRequest, Record
+from unlearnkit.methods.base import UnlearnContext, get_method
+from unlearnkit.models.stack import save_subject
+from unlearnkit.models.subject import Subject
+from unlearnkit.safety.apply import apply_request
+from unlearnkit.safety.measure import ALL, Measurement, measure
+from unlearnkit.safety.monitor import GuardMonitor
+from unlearnkit.safety.probes import ProbeSet, build_probes, overlaps, pick_collateral
+from unlearnkit.safety.settings import Budget, Calibration, Guard, Target
+from unlearnkit.safety.verdict import EXCEEDED, FORGOTTEN, NOT_FORGOTTEN, PARTLY, budget_violations, decide
+from unlearnkit.training import Check, FineTune, TrainConfig, train
+
+FORGET = [
+    ("Where was Liora Mendeval born?", "In Tarnholm", "Which town is Liora Mendeval from?"),
+    ("What did Liora Mendeval study?", "Marine geology", "Which subject did Liora Mendeval study?"),
+    ("When was Liora Mendeval born?", "In 1871", "In which year was Liora Mendeval born?"),
+]
+RETAIN = [
+    ("Which river flows through Kessa?", "The Ammar river"),
+    ("How many moons does Orvel have?", "Three small moons"),
+    ("What colour are the roofs in Dunmere?", "Bright green"),
+    ("What is the main export of Parroway?", "Dried figs and wool"),
+]
+CLI_ENV = {**os.environ, "COLUMNS": "200"}
+
+
+def qa(rows: list[tuple[str, ...]], prefix: str) -> list[Record]:
+    return [Record(id=f"{prefix}{i}", question=r[0], answer=r[1], paraphrased_questions=list(r[2:])) for i, r in enumerate(rows)]
+
+
+@pytest.fixture(scope="module")
+def learned() -> dict[str, Any]:
+    """A tiny Llama that learned the forget and retain facts (greedy answers included)."""
+    from unlearnkit.models.tiny import tiny_model, tiny_tokenizer
+
+    forget, retain = qa(FORGET, "f"), qa(RETAIN, "k")
+    texts = [f"{r.question} {r.answer}" for r in forget + retain] * 20 + [q for *_, q in FORGET] * 5
+    tokenizer = tiny_tokenizer(texts, vocab_size=400)
+    subject = Subject(tiny_model(tokenizer), tokenizer)
+    # The paraphrased questions are learned too, so paraphrased answers start at "known".
+    paraphrased = [r.model_copy(update={"question": r.paraphrased_questions[0]}) for r in forget]
+    data = [{"x": subject.encode_record(r)} for r in forget + retain + paraphrased]
+    torch.manual_seed(0)
+    train(subject, data, FineTune(), TrainConfig(lr=3e-3, max_steps=150, batch_size=4, schedule="constant", weight_decay=0))
+    return {"subject": subject, "forget": forget, "retain": retain}
+
+
+def guard(**changes: Any) -> Guard:
+    base: dict[str, Any] = {"collateral": 0, "general_probes": 0, "max_new_tokens": 8}
+    return Guard.model_validate({**base, **changes})
+
+
+def probes_for(learned: dict[str, Any], g: Guard) -> ProbeSet:
+    request = ForgetRequest(id="r1", records=learned["forget"])
+    return build_probes(learned["subject"], request, g, retain=learned["retain"], known=[], general=[])
+
+
+def test_the_learned_model_knows_both_sets(learned: dict[str, Any]) -> None:
+    m = measure(learned["subject"], probes_for(learned, guard()), max_new_tokens=8)
+    assert m.forget_accuracy == 1.0 and m.forget_paraphrased_accuracy == 1.0 and m.retain_accuracy == 1.0
+    assert m.forget_probability > 0.8 and m.retain_probability > 0.8
+
+
+class Recording:
+    """A monitor wrapper that keeps the trainable weights at every check."""
+
+    def __init__(self, inner: GuardMonitor) -> None:
+        self.inner, self.every, self.start_level = inner, inner.every, inner.start_level
+        self.weights: dict[int, list[torch.Tensor]] = {}
+
+    def check(self, subject: Subject, step: int) -> Check:
+        self.weights[step] = [p.detach().clone() for p in subject.model.parameters()]
+        return self.inner.check(subject, step)
+
+
+def test_a_run_over_the_budget_is_rolled_back_to_its_best_state(learned: dict[str, Any]) -> None:
+    """Gradient ascent at a high rate wrecks the retain set within a few steps: the loop stops
+    at the first check over the budget and hands back the weights of the best check within it."""
+    g = guard(budget={"retain_drop": 0.05, "check_every": 1}, target={"answer_accuracy": 0.0, "stop": False})
+    probes = probes_for(learned, g)
+    subject = learned["subject"].clone()
+    start_weights = [p.detach().clone() for p in subject.model.parameters()]
+    monitor = Recording(GuardMonitor(probes, measure(subject, probes, needs=ALL, max_new_tokens=8), g))
+    request = ForgetRequest(id="r1", records=learned["forget"])
+    context = UnlearnContext(monitor=monitor)  # type: ignore[arg-type]
+    get_method("ga", {"lr": 3e-3, "max_steps": 30, "batch_size": 3, "schedule": "constant"}).unlearn(subject, request, context)
+    stats = context.stats
+    assert stats is not None and stats.stop_reason == "budget", stats
+    over = len(stats.checks)
+    assert stats.checks[-1]["violations"] and all(not c["violations"] for c in stats.checks[:-1])
+    kept = stats.rolled_back_to
+    assert kept is not None and kept < over
+    expected = start_weights if kept == 0 else monitor.weights[kept]
+    for p, q in zip(subject.model.parameters(), expected):
+        assert torch.equal(p.detach(), q)
+    if kept:  # the kept state is the one that forgot most among those within the budget
+        levels = {c["step"]: c["forget_probability"] + (c["forget_accuracy"] + c["forget_paraphrased_accuracy"]) / 2 for c in stats.checks[:-1]}
+        assert levels[kept] == min(levels.values())
+    assert not budget_violations(monitor.inner.start, measure(subject, probes, needs=ALL, max_new_tokens=8), g.budget)
+
+
+def test_calibration_keeps_the_trial_that_forgot_most_within_the_budget(learned: dict[str, Any]) -> None:
+    g = guard(budget={"retain_drop": 0.10, "check_every": 2},
+              calibrate={"enabled": True, "up": [4.0, 16.0], "down": [0.25], "max_trials": 3, "epochs_factor": 1.0})
+    probes = probes_for(learned, g)
+    subject = learned["subject"].clone()
+    request = ForgetRequest(id="r1", records=learned["forget"])
+    method = get_method("npo_gd", {"lr": 1e-4, "max_steps": 6, "batch_size": 3, "schedule": "constant"})
+    applied = apply_request(subject, request, [method], UnlearnContext(retain=learned["retain"]), g, probes)
+    trials = applied.card.trials
+    assert 2 <= len(trials) <= 3 and trials[0]["lr"] == pytest.approx(1e-4) and trials[1]["lr"] == pytest.approx(4e-4)
+    within = [t for t in trials if t["within_budget"]]
+    assert within, trials
+    best = min(within, key=lambda t: (not t["target_met"], t["level"]))
+    assert [t["chosen"] for t in trials] == [t is best for t in trials]
+    # The returned weights are the chosen trial's: measuring them gives its numbers again.
+    again = measure(applied.subject, probes, needs=GuardMonitor(probes, applied.card.before, g).needs, max_new_tokens=8)
+    assert again.level == pytest.approx(best["level"])
+    assert applied.card.after.forget_probability == pytest.approx(best["measurement"]["forget_probability"])
+
+
+def test_collateral_probes_leave_out_what_overlaps_the_request() -> None:
+    bank = list(fact_bank())
+    by_id = {r.id: r for r in bank}
+    request = ForgetRequest(id="paris", records=[Record(question="What is the capital of France?", answer="Paris")])
+    assert overlaps(by_id["fact-continent-france"], request)  # same entity
+    assert overlaps(by_id["fact-capital-france"], request)
+    assert not overlaps(by_id["fact-capital-germany"], request)  # the same template, another entity: kept
+    europe = ForgetRequest(id="spain", records=[Record(question="On which continent is Spain?", answer="Europe")])
+    assert overlaps(by_id["fact-continent-italy"], europe)  # same answer
+    assert not overlaps(by_id["fact-continent-japan"], europe)
+    chosen = pick_collateral(bank, request, 40)
+    assert len(chosen) == 40 and not any(overlaps(r, request) for r in chosen)
+    assert len({r.meta["kind"] for r in chosen}) >= 5  # spread over the kinds of fact
+    assert not overlaps(Record(question="Which element has the symbol Sn?", answer="tin", meta={"entity": "Sn"}),
+                        ForgetRequest(id="m", records=[Record(question="Who is Martin?", answer="A sailor")]))
+
+
+def m(answered: float | None = None, prob: float | None = None, retain: float | None = 0.9, collateral: float | None = 1.0, ppl: float | None = 20.0) -> Measurement:
+    return Measurement(forget_probability=prob, forget_accuracy=answered, forget_paraphrased_accuracy=answered,
+                       retain_probability=retain, collateral_accuracy=collateral, perplexity=ppl)
+
+
+@pytest.mark.parametrize(
+    "end,rolled_back_to,verdict",
+    [
+        (m(0.0, 0.10), None, FORGOTTEN),
+        (m(0.4, 0.30), None, PARTLY),
+        (m(0.8, 0.70), None, NOT_FORGOTTEN),
+        (m(0.4, 0.30), 12, f"{EXCEEDED} (rolled back to step 12)"),
+        (m(0.9, 0.90), 0, f"{EXCEEDED} (rolled back to the start)"),
+        (m(0.0, 0.10, retain=0.5), None, EXCEEDED),  # met, but over the budget and nothing rolled back
+    ],
+)
+def test_the_four_verdicts(end: Measurement, rolled_back_to: int | None, verdict: str) -> None:
+    start = m(1.0, 0.9)
+    assert decide(start, end, Budget(), Target(), rolled_back_to)[0] == verdict
+
+
+def test_budget_rules_by_hand() -> None:
+    start = m(1.0, 0.9, retain=0.90, collateral=0.80, ppl=20.0)
+    assert budget_violations(start, m(0, 0, retain=0.851, collateral=0.751, ppl=21.9), Budget()) == []
+    found = budget_violations(start, m(0, 0, retain=0.84, collateral=0.70, ppl=22.5), Budget())
+    assert [line.split()[0] for line in found] == ["retain", "collateral", "general-text"]
+    assert budget_violations(start, m(0, 0, retain=0.1), Budget(enabled=False)) == []
+
+
+def test_probability_target_against_a_control_set() -> None:
+    start, end = m(None, 0.9), Measurement(forget_probability=0.2, control_probability=0.25)
+    assert decide(start, end, Budget(), Target(probability="control"), None)[0] == FORGOTTEN
+    end.control_probability = 0.1
+    assert decide(start, end, Budget(), Target(probability="control"), None)[0] == PARTLY
+
+
+# -- the command line ----------------------------------------------------------------------------
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "unlearnkit", *args], capture_output=True, text=True, timeout=600, env=CLI_ENV)
+
+
+@pytest.fixture(scope="module")
+def files(learned: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("cli")
+    write_jsonl(root / "forget.jsonl", [ForgetRequest(id="liora", records=learned["forget"])])
+    write_jsonl(root / "retain.jsonl", learned["retain"])
+    return {"model": save_subject(learned["subject"], root / "model"), "forget": root / "forget.jsonl", "retain": root / "retain.jsonl", "root": root}
+
+
+def unlearn_args(files: dict[str, Path], out: str, *extra: str) -> list[str]:
+    return ["unlearn", "--model", str(files["model"]), "--forget", str(files["forget"]), "--retain", str(files["retain"]),
+            "--out", str(files["root"] / out), "--device", "cpu", "--no-auto", "--guard-set", "collateral=0",
+            "--guard-set", "general_probes=0", *extra]
+
+
+def test_strict_exit_codes(files: dict[str, Path]) -> None:
+    weak = cli(*unlearn_args(files, "weak", "--method", "npo_gd", "--set", "max_steps=1", "--set", "lr=1e-6", "--strict"))
+    assert weak.returncode == 3, weak.stderr
+    assert weak.stderr.strip().splitlines()[-1].startswith("error: request 'liora': verdict 'not forgotten' (--strict)")
+    assert "Traceback" not in weak.stderr and (files["root"] / "weak" / "unlearnkit.json").exists()
+    strong = cli(*unlearn_args(files, "strong", "--method", "npo_gd", "--set", "max_steps=60", "--set", "lr=3e-3",
+                              "--guard-set", "budget.retain_drop=1", "--guard-set", "budget.check_every=2", "--strict"))
+    assert strong.returncode == 0, strong.stdout + strong.stderr
+    record = json.loads((files["root"] / "strong" / "unlearnkit.json").read_text())
+    assert record["verdict"]["verdict"] == FORGOTTEN and record["stop_reason"] == "target"
+    assert "verdict: forgotten" in strong.stdout
+    same = cli(*unlearn_args(files, "again", "--method", "npo_gd", "--set", "max_steps=1", "--set", "lr=1e-6"))
+    assert same.returncode == 0, same.stderr  # without --strict the same weak run is not an error
+
+
+def test_generate_and_score_load_a_saved_wrapped_model(files: dict[str, Path]) -> None:
+    out = cli(*unlearn_args(files, "guarded", "--method", "guardrail"))
+    assert out.returncode == 0, out.stderr
+    folder = files["root"] / "guarded"
+    assert (folder / "wrapper.json").exists() and not (folder / "config.json").exists()
+    generated = cli("generate", "--model", str(folder), "--data", str(files["forget"]), "--max-new-tokens", "20", "--json", str(files["root"] / "g.json"))
+    assert generated.returncode == 0, generated.stderr
+    outputs = [o for item in json.loads((files["root"] / "g.json").read_text())["items"] for o in item["outputs"]]
+    assert outputs and all(o.startswith("I'm sorry") for o in outputs)  # the guard refuses the removed questions
+    scored = cli("score", "--model", str(folder), "--data", str(files["retain"]), "--json", str(files["root"] / "s.json"))
+    assert scored.returncode == 0, scored.stderr
+    assert len(json.loads((files["root"] / "s.json").read_text())["items"]) == len(RETAIN)
+
+
+def test_bad_guard_setting_is_one_line(files: dict[str, Path]) -> None:
+    out = cli(*unlearn_args(files, "bad", "--guard-set", "budget.retain_drop=2"))
+    assert out.returncode == 1 and out.stderr.strip().splitlines() == ["error: --guard-set budget.retain_drop: Input should be less than or equal to 1"]
