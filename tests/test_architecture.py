@@ -87,7 +87,9 @@ ONE_HOME = {
     # decision: (pattern, the only file allowed to contain it)
     "atomic rename of a temporary file": (r"\.replace\((path|out|final|tmp\b)", {"files.py", "engine/checkpoints.py"}),
     "os.fsync": (r"os\.fsync\(", {"files.py"}),
-    "record encoding rule": (r'kind\s*[!=]=\s*"passage"', {"data/formatting.py", "data/schema.py", "methods/guard.py", "eval/metrics/mia.py"}),
+    # Which records are questions and which passages is read everywhere; how each is *encoded*
+    # (template, EOS) is decided only in data/formatting.py (record_pair).
+    "record encoding rule": (r"template=(not|record\.kind)|add_eos=(not|record\.kind)", {"data/formatting.py"}),
     "Subject construction from a loaded model": (r"\bload_model\(", {"models/loading.py", "models/stack.py", "methods/inference_offset.py"}),
 }
 

@@ -163,7 +163,9 @@ def test_readme_method_table_matches_the_registry() -> None:
 
     rows = table(README.read_text(encoding="utf-8"), "method")
     listed = [name_of(row[0]) for row in rows]
-    assert not mismatch(listed, METHODS.names()), "\n".join(mismatch(listed, METHODS.names()))
+    # Only the package's own methods: a test module may register one of its own.
+    shipped = [name for name, cls in METHODS.items() if cls.__module__.startswith("unlearnkit.")]
+    assert not mismatch(listed, shipped), "\n".join(mismatch(listed, shipped))
     for row in rows:
         cls = METHODS.get(name_of(row[0]))
         assert row[1] == cls.family, f"{row[0]}: README family '{row[1]}', class family '{cls.family}'"

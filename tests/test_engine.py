@@ -140,6 +140,13 @@ def test_three_step_run_evaluates_every_earlier_request(tmp_path: Path) -> None:
     results = json.loads((run / "results.json").read_text())
     assert [s["step"] for s in results["steps"]] == [1, 2, 3]
     assert set(results["steps"][2]["metrics"]) >= {"r1", "r2", "r3", "retain"}
+    # Every step was guarded: its verdict card is in the ledger and in results.json.
+    cards = ledger.verdicts()
+    assert sorted(cards) == [1, 2, 3] and [c["request"] for c in cards.values()] == ["r1", "r2", "r3"]
+    assert all(s["verdict"]["verdict"] == cards[s["step"]]["verdict"] for s in results["steps"])
+    assert all(c["before"]["retain_probability"] is not None and c["probes"]["retain"] > 0 for c in cards.values())
+    report = (run / "report.html").read_text()
+    assert "<h2>Verdicts</h2>" in report and cards[1]["verdict"] in report
     # `unlearnkit ledger RUN` prints the history.
     from typer.testing import CliRunner
 
@@ -287,3 +294,18 @@ def test_built_in_world_with_prepared_target_and_oracles(tmp_path: Path, monkeyp
         assert ("retain", "probability") in names and ("real_facts", "option_accuracy") in names
     plan_json = json.loads(ledger.meta("plan") or "{}")
     assert plan_json["prepare"]["oracles"] == "all"
+
+
+def test_a_version_1_ledger_gains_the_verdicts_table(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite"
+    Ledger(path).close()
+    import sqlite3
+
+    db = sqlite3.connect(path)
+    db.execute("DROP TABLE verdicts")
+    db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    db.commit()
+    db.close()
+    ledger = Ledger(path)
+    assert ledger.meta("schema_version") == "2" and ledger.verdicts() == {}
+    ledger.close()

@@ -85,8 +85,11 @@ def test_each_inference_method_alone_from_a_plan_and_from_unlearn(tmp_path: Path
 
     settings = {k: v for k, v in INFERENCE_SETTINGS[name].items() if k in METHODS.get(name).model_fields}
     req, ret = write_data(tmp_path, 2)
+    # Unguarded: the wrapper itself must land in the checkpoint. (ICUL's instructions cost the
+    # tiny model more retain probability than the default budget allows; guarded, the step is
+    # undone, which the last test of this file checks.)
     plan = {"model": str(learned_model_dir()), "method": {"name": name, "settings": settings}, "requests": [str(req)],
-            "retain": [str(ret)], "evaluation": {"suite": "quick"}, "output": str(tmp_path / "run")}
+            "retain": [str(ret)], "evaluation": {"suite": "quick"}, "output": str(tmp_path / "run"), "guard": {"enabled": False}}
     (tmp_path / "plan.yaml").write_text(yaml.safe_dump(plan))
     loaded = load_plan(tmp_path / "plan.yaml")
     run_plan(loaded)
@@ -98,3 +101,23 @@ def test_each_inference_method_alone_from_a_plan_and_from_unlearn(tmp_path: Path
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert (out / MANIFEST).exists()
+
+
+def test_a_guarded_wrapper_over_the_budget_is_undone(tmp_path: Path) -> None:
+    """ICUL on the tiny model: its in-context instructions cost the retain set more than a tight
+    budget allows; the guarded step hands back the model without the wrapper, says so, and flags it."""
+    import json
+
+    req, ret = write_data(tmp_path, 1)
+    plan = {"model": str(learned_model_dir()), "method": "icul", "requests": [str(req)], "retain": [str(ret)],
+            "evaluation": {"suite": "quick"}, "output": str(tmp_path / "run"),
+            "guard": {"budget": {"retain_drop": 0.001}, "collateral": 0}}
+    (tmp_path / "plan.yaml").write_text(yaml.safe_dump(plan))
+    loaded = load_plan(tmp_path / "plan.yaml")
+    run_plan(loaded)
+    run = open_run(loaded)
+    assert not isinstance(load_step(run, 1), WrappedSubject)
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    card = results["steps"][0]["verdict"]
+    assert card["verdict"] == "budget exceeded (rolled back to the start)" and card["violations"][0].startswith("retain probability")
+    assert [(f["kind"], f["value"]) for f in results["flags"]] == [("budget", 0.0)]

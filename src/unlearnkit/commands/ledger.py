@@ -40,11 +40,13 @@ def print_ledger(run: Path, metric: str = "probability", long: bool = False) -> 
 
     steps = ledger.steps()
     table = Table(title="steps (seconds)")
-    for column in ("step", "request", "method", "unlearn", "checkpoint", "eval", "tokens", "train steps", "checkpoint file"):
+    verdicts = ledger.verdicts()
+    for column in ("step", "request", "method", "verdict", "unlearn", "checkpoint", "eval", "tokens", "train steps", "checkpoint file"):
         table.add_column(column, justify="right" if column in ("unlearn", "checkpoint", "eval", "tokens", "train steps") else "left")
     for s in steps:
         eval_s = f"{s.eval_s:.1f}" if s.eval_s is not None else "pending"
-        table.add_row(str(s.step), s.request_id, s.method, f"{s.unlearn_s:.1f}", f"{s.checkpoint_s:.1f}", eval_s,
+        verdict = verdicts[s.step]["verdict"] if s.step in verdicts else "unguarded"
+        table.add_row(str(s.step), s.request_id, s.method, verdict, f"{s.unlearn_s:.1f}", f"{s.checkpoint_s:.1f}", eval_s,
                       str(s.tokens), str(s.train_steps), s.checkpoint + ("" if s.kept else " (pruned)"))
     console.print(table)
 

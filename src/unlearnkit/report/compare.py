@@ -28,6 +28,9 @@ def run_row(view: RunView) -> dict[str, float | str | None]:
     for attack, fractions in attack_recovery(view).items():
         row[f"{attack} recovered"] = mean(fractions) if fractions else None
     row["unlearn s"] = sum(s.get("unlearn_s") or 0.0 for s in view.steps)
+    verdicts = [card["verdict"] for card in view.verdicts()]
+    if verdicts:
+        row["verdicts"] = ", ".join(f"{verdicts.count(v)} {v}" for v in dict.fromkeys(verdicts))
     return row
 
 

@@ -65,6 +65,10 @@ class RunView:
                     pairs.update({(scope, n): None for n in values if not n.startswith("attack:")})
         return list(pairs)
 
+    def verdicts(self) -> list[dict[str, Any]]:
+        """The verdict card of every guarded step, in step order (docs/guarded.md)."""
+        return [s["verdict"] for s in self.steps if s.get("verdict")]
+
     def last_step(self) -> int:
         return max((s["step"] for s in self.steps), default=0)
 

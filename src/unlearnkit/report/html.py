@@ -51,6 +51,27 @@ def _summary(view: RunView) -> list[dict[str, str]]:
     return rows
 
 
+VERDICT_MEASURES = (
+    ("forget answered", "forget_accuracy"), ("paraphrased answered", "forget_paraphrased_accuracy"),
+    ("forget probability", "forget_probability"), ("retain probability", "retain_probability"),
+    ("collateral answered", "collateral_accuracy"), ("perplexity", "perplexity"),
+)
+
+
+def _verdict_rows(view: RunView) -> list[dict[str, Any]]:
+    """One row per guarded step: its verdict and each measure as `before → after`."""
+    rows = []
+    for step, card in zip([s["step"] for s in view.steps if s.get("verdict")], view.verdicts()):
+        before, after = card.get("before", {}), card.get("after", {})
+        rows.append({
+            "step": step, "request": card["request"], "method": card["method"], "verdict": card["verdict"],
+            "kind": "ok" if card["verdict"] == "forgotten" else "bad" if card["verdict"].startswith("budget") else "warn",
+            "measures": [f"{number(before.get(k), 3)} → {number(after.get(k), 3)}" for _, k in VERDICT_MEASURES],
+            "violations": card.get("violations", []),
+        })
+    return rows
+
+
 def _attack_rows(view: RunView) -> list[dict[str, str]]:
     keys = ("before", "after", "target", "oracle_after", "recovered", "oracle_recovered")
     return [
@@ -78,7 +99,7 @@ def render_report(view: RunView) -> str:
     forget = [{"svg": plots.forget_chart(view, m), "caption": caption("forget", m)} for m in view.forget_metrics()]
     kept = [{"svg": plots.set_chart(view, s, m), "caption": caption(s, m)} for s, m in view.set_metrics()]
     attack_svg = plots.attack_chart(view)
-    steps = [{k: number(v) if isinstance(v, float) else v for k, v in s.items() if k != "metrics"} for s in view.steps]
+    steps = [{k: number(v) if isinstance(v, float) else v for k, v in s.items() if k not in ("metrics", "verdict")} for s in view.steps]
     methods = view.plan.get("method") or []
     return env.get_template("report.html.j2").render(
         title=f"unlearnkit report: {view.folder.name}",
@@ -88,7 +109,9 @@ def render_report(view: RunView) -> str:
         n_requests=len(view.requests),
         generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         summary=_summary(view),
-        flags=view.flags,
+        flags=[f for f in view.flags if f.get("kind", "relapse") == "relapse"],
+        verdicts=_verdict_rows(view),
+        verdict_measures=[label for label, _ in VERDICT_MEASURES],
         forget_charts=forget,
         set_charts=kept,
         charts=forget + kept + ([attack_svg] if attack_svg else []),
