@@ -136,6 +136,25 @@ def test_calibration_keeps_the_trial_that_forgot_most_within_the_budget(learned:
     assert applied.card.after.forget_probability == pytest.approx(best["measurement"]["forget_probability"])
 
 
+def test_an_unchecked_weight_change_over_the_budget_is_scaled_back(learned: dict[str, Any]) -> None:
+    """A task vector (fine-tune on the request, subtract it) has no training loop to check: at a
+    large scale it passes the budget, and the largest halving of its change within it is kept."""
+    g = guard(budget={"retain_drop": 0.15}, scale_back_steps=6)
+    probes = probes_for(learned, g)
+    subject = learned["subject"].clone()
+    before = {k: p.detach().clone() for k, p in subject.model.named_parameters()}
+    request = ForgetRequest(id="r1", records=learned["forget"])
+    method = get_method("task_vector", {"lr": 3e-3, "max_steps": 20, "batch_size": 3, "scale": 8.0})
+    applied = apply_request(subject, request, [method], UnlearnContext(), g, probes)
+    card = applied.card
+    assert card.violations and card.violations[0].startswith("retain probability")  # λ = 8 was over the budget
+    assert card.scaled_to is not None and 0 < card.scaled_to < 1
+    assert card.verdict in (FORGOTTEN, f"{EXCEEDED} (scaled back to {card.scaled_to:.0%} of the change)")
+    assert not budget_violations(card.before, card.after, g.budget)
+    moved = sum(float((p.detach() - before[k]).abs().sum()) for k, p in applied.subject.model.named_parameters())
+    assert moved > 0  # some of the change is kept, not all undone
+
+
 def test_collateral_probes_leave_out_what_overlaps_the_request() -> None:
     bank = list(fact_bank())
     by_id = {r.id: r for r in bank}
@@ -240,3 +259,23 @@ def test_generate_and_score_load_a_saved_wrapped_model(files: dict[str, Path]) -
 def test_bad_guard_setting_is_one_line(files: dict[str, Path]) -> None:
     out = cli(*unlearn_args(files, "bad", "--guard-set", "budget.retain_drop=2"))
     assert out.returncode == 1 and out.stderr.strip().splitlines() == ["error: --guard-set budget.retain_drop: Input should be less than or equal to 1"]
+
+
+def test_the_real_knowledge_cases_keep_their_sets_apart() -> None:
+    from unlearnkit.benchmark.real_knowledge import build_case
+
+    known = list(fact_bank())
+    mixed = build_case(known, "mixed")
+    kinds = {r.meta["kind"] for r in mixed.request.records}
+    assert len(mixed.request.records) == 8 and len(kinds) >= 6  # several kinds of fact, not one template
+    same = build_case(known, "same-template")
+    assert {r.meta["kind"] for r in same.request.records} == {"capital"}
+    assert {r.meta["kind"] for r in same.keep} == {"capital"} and len(same.keep) == 10
+    for case in (mixed, same):
+        assert len(case.never) == 10
+        ids = [r.id for r in case.request.records + case.keep + case.never + case.collateral_pool]
+        assert len(ids) == len(set(ids))  # four disjoint sets
+        assert not any(overlaps(r, case.request) for r in case.keep + case.never)
+    assert build_case(known, "mixed", seed=1).request.records != mixed.request.records
+    with pytest.raises(ValueError, match="knows only"):
+        build_case(known[:3], "mixed")

@@ -194,9 +194,10 @@ class Ledger:
                     "INSERT INTO verdicts (step, request_id, verdict, target_met, rolled_back_to, card) VALUES (?, ?, ?, ?, ?, ?)",
                     (step, request_id, card["verdict"], int(card["target_met"]), card["rolled_back_to"], json.dumps(card)),
                 )
-                if card["rolled_back_to"] is not None:
-                    self.db.execute("INSERT INTO flags (step, request_id, kind, metric, value, threshold) VALUES (?, ?, 'budget', 'rolled_back_to', ?, 0)",
-                                    (step, request_id, card["rolled_back_to"]))
+                for key in ("rolled_back_to", "scaled_to"):  # the budget stepped in: a flag
+                    if card.get(key) is not None:
+                        self.db.execute("INSERT INTO flags (step, request_id, kind, metric, value, threshold) VALUES (?, ?, 'budget', ?, ?, 0)",
+                                        (step, request_id, key, card[key]))
 
     def verdicts(self) -> dict[int, dict[str, Any]]:
         """Step -> its verdict card (guarded steps only)."""

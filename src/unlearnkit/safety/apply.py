@@ -3,8 +3,8 @@
     measure the start  ->  for each method: run it (training methods are checked every few
     optimiser steps and rolled back to their best state within the budget; with calibration,
     a short ladder of learning rates from the same start)  ->  measure the end  ->  if the end
-    is over the budget all the same (a method without a training loop), undo the request  ->
-    the verdict card.
+    is over the budget all the same (a method without a training loop), scale the weight
+    change back by halves until it is within the budget, or undo the request  ->  the verdict.
 
 Used by `unlearnkit unlearn` and by every step of `unlearnkit run`, so both say the same thing.
 """
@@ -135,13 +135,25 @@ def apply_request(subject: Subject, request: ForgetRequest, methods: list[Method
             rolled_back_to = stats.rolled_back_to
     end = measure(applied.subject, probes, max_new_tokens=guard.max_new_tokens, needs=ALL)
     violations = budget_violations(start, end, guard.budget)
-    if violations:  # over the budget after all: the request is undone, nothing is silently damaged
+    scaled_to: float | None = None
+    if violations and not any(m.family == "inference" for m in methods):
+        # A weight change that no training loop checked (task vectors, SSU): keep the largest
+        # share of it, halving, that is within the budget (θ_before + s·(θ_after − θ_before)).
+        model, share = base_subject(applied.subject).model, 1.0
+        for _ in range(guard.scale_back_steps):
+            scale_change(model, weights_before, 0.5)
+            share /= 2
+            now = measure(applied.subject, probes, max_new_tokens=guard.max_new_tokens, needs=ALL)
+            if not budget_violations(start, now, guard.budget):
+                end, scaled_to = now, share
+                break
+    if violations and scaled_to is None:  # over the budget after all: the request is undone
         scale_change(base_subject(subject).model, weights_before, 0.0)
         applied.subject, end, rolled_back_to = subject, start, 0
-    verdict, met = decide(start, end, guard.budget, guard.target, rolled_back_to)
+    verdict, met = decide(start, end, guard.budget, guard.target, rolled_back_to, scaled_to)
     applied.card = Card(
         request=request.id, method=" + ".join(_label(m) for m in methods), before=start, after=end, verdict=verdict,
-        target_met=met, violations=violations, rolled_back_to=rolled_back_to, trials=trials, probes=probes.sizes(),
+        target_met=met, violations=violations, rolled_back_to=rolled_back_to, scaled_to=scaled_to, trials=trials, probes=probes.sizes(),
     )
     return applied
 

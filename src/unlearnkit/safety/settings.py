@@ -73,4 +73,5 @@ class Guard(Strict):
     general_probes: int = Field(2, ge=0, description="general-text passages for perplexity")
     forget_probes: int = Field(16, ge=1, description="forget questions checked during training (every one at the verdict)")
     max_new_tokens: int = Field(12, ge=1, description="greedy tokens per answer checked")
+    scale_back_steps: int = Field(3, ge=0, description="halvings tried on an unchecked weight change over the budget before undoing it")
     strict: bool = Field(False, description="any verdict but 'forgotten' is an error (exit code 3)")

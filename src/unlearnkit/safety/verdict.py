@@ -10,6 +10,8 @@ Verdicts, in this order of precedence:
   met and was rolled back to its best state within it, optimiser step k (`the start` when no
   state but the start was within it, or when a method without a training loop passed it and its
   change was undone);
+- `budget exceeded (scaled back to s% of the change)`: a method without a training loop passed
+  the budget; the largest share of its weight change (halving) within the budget is kept;
 - `budget exceeded` alone: over the budget with nothing rolled back (only when measured by hand:
   `apply_request` undoes such a change);
 - `partly forgotten`: within the budget, not at the target, but the questions still answered
@@ -73,7 +75,8 @@ def halfway(start: Measurement, now: Measurement) -> bool:
     return False
 
 
-def decide(start: Measurement, end: Measurement, budget: Budget, target: Target, rolled_back_to: int | None) -> tuple[str, bool]:
+def decide(start: Measurement, end: Measurement, budget: Budget, target: Target, rolled_back_to: int | None,
+           scaled_to: float | None = None) -> tuple[str, bool]:
     """(verdict, target met) by the rules of the module docstring."""
     met = target_met(start, end, target)
     over = bool(budget_violations(start, end, budget))
@@ -82,6 +85,8 @@ def decide(start: Measurement, end: Measurement, budget: Budget, target: Target,
     if rolled_back_to is not None:
         where = "the start" if rolled_back_to == 0 else f"step {rolled_back_to}"
         return f"{EXCEEDED} (rolled back to {where})", met
+    if scaled_to is not None:
+        return f"{EXCEEDED} (scaled back to {scaled_to:.0%} of the change)", met
     if over:  # `apply_request` never hands such a state back; a caller measuring by hand may
         return EXCEEDED, met
     if halfway(start, end):
@@ -101,6 +106,7 @@ class Card:
     target_met: bool
     violations: list[str] = field(default_factory=list)
     rolled_back_to: int | None = None
+    scaled_to: float | None = None
     trials: list[dict[str, Any]] = field(default_factory=list)
     probes: dict[str, int] = field(default_factory=dict)
 
@@ -111,7 +117,7 @@ class Card:
     def to_json(self) -> dict[str, Any]:
         return {
             "request": self.request, "method": self.method, "verdict": self.verdict, "target_met": self.target_met,
-            "violations": self.violations, "rolled_back_to": self.rolled_back_to, "probes": self.probes,
+            "violations": self.violations, "rolled_back_to": self.rolled_back_to, "scaled_to": self.scaled_to, "probes": self.probes,
             "before": self.before.to_json(), "after": self.after.to_json(), "trials": self.trials,
         }
 
@@ -119,7 +125,7 @@ class Card:
     def from_json(cls, data: dict[str, Any]) -> Card:
         return cls(data["request"], data["method"], Measurement.from_json(data["before"]), Measurement.from_json(data["after"]),
                    data["verdict"], data["target_met"], data.get("violations", []), data.get("rolled_back_to"),
-                   data.get("trials", []), data.get("probes", {}))
+                   data.get("scaled_to"), data.get("trials", []), data.get("probes", {}))
 
     def table(self) -> Table:
         table = Table(title=f"request {self.request}: {self.method}", title_justify="left")
