@@ -222,6 +222,23 @@ def test_a_bad_metric_setting_in_a_suite_is_one_line(tiny_subject, data):
         evaluate(suite, tiny_subject, data)
 
 
+def test_a_missing_utility_component_is_named_not_left_out(tiny_subject, data):
+    """Model utility is the harmonic mean of every declared component; without one it has no
+    value and says which is missing (it used to be the mean of the others)."""
+    from dataclasses import replace
+
+    from unlearnkit.eval.suites import missing_utility
+
+    suite = with_max_new_tokens(get_suite("tofu"), 4)
+    whole = evaluate(suite, tiny_subject, data)
+    assert whole.value("utility", "model_utility") is not None and missing_utility(whole) == {}
+    without = evaluate(suite, tiny_subject, replace(data, real_facts=[]))
+    assert without.value("utility", "model_utility") is None
+    missing = missing_utility(without)["model_utility"]
+    assert "real_facts:probability_options" in missing and "real_facts:truth_ratio" in missing
+    assert "retain:probability" not in missing
+
+
 def test_unknown_suite_is_one_clear_error():
     with pytest.raises(UnlearnkitError, match="unknown suite 'tofo'.*did you mean 'tofu'"):
         get_suite("tofo")
@@ -235,6 +252,7 @@ def test_quick_suite_on_a_built_in_world(tmp_path, tiny_tokenizer):
     data = EvalData.load([str(build_world(tmp_path / "w", seed=0, size="tiny", num_requests=2))])
     subject = Subject(tiny_model(tiny_tokenizer, max_positions=4096), tiny_tokenizer, name="tiny")
     result = evaluate("quick", subject, data)
-    for scope, metric in (("r1", "probability"), ("r2", "truth_ratio"), ("retain", "probability"), ("real_facts", "option_accuracy"), ("general_text", "perplexity"), ("utility", "model_utility")):
+    for scope, metric in (("r1", "probability"), ("r2", "truth_ratio"), ("retain", "probability"), ("real_facts", "option_accuracy"), ("general_text", "perplexity"), ("utility", "quick_utility")):
         assert result.value(scope, metric) is not None, (scope, metric)
+    assert result.value("utility", "model_utility") is None  # TOFU's name is not the quick suite's 3-part one
     assert result.passes["score_computed"] <= 300  # cheap enough for every sequential step

@@ -27,6 +27,10 @@ def print_result(result: object) -> None:
     for row in result.rows:
         table.add_row(row.scope, row.metric, number(row.value), str(row.items), f"{row.seconds:.2f}")
     console.print(table)
+    from unlearnkit.eval.suites import missing_utility
+
+    for name, missing in missing_utility(result).items():
+        console.print(f"[yellow]{name}: not computed, missing {', '.join(missing)}[/yellow]")
     passes = result.passes
     console.print(
         f"forward passes: {passes.get('score_computed', 0)} of {passes.get('score_requested', 0)} asked for; "

@@ -4,7 +4,10 @@ A suite entry says which metric runs on which scope:
 - `forget`: each request's records (non-members: the holdout set; KnowMem shots: retain QA);
 - `probes`: each request's held-out probes (2-hop questions);
 - `retain`, `neighbours`, `real_facts`, `general_text`: those record sets.
-`utility` lists the rows whose harmonic mean is the suite's model utility (scope "utility").
+`utility` lists the rows whose harmonic mean is the suite's utility row (scope "utility", named
+by `utility_name`: TOFU's `model_utility`, the quick suite's own `quick_utility`). Without every
+component the row has no value and names what is missing: a harmonic mean of fewer components is
+another number, not the same one shrunk.
 Entries that compare with the oracle (`oracle=True`) run only when an oracle is given.
 """
 
@@ -43,8 +46,9 @@ class Suite:
     name: str
     description: str
     entries: tuple[Entry, ...]
-    utility: tuple[tuple[str, str], ...] = ()  # (scope, row name) components of model utility
+    utility: tuple[tuple[str, str], ...] = ()  # (scope, row name) components of the utility row
     per_set: int | None = None  # records per kind and set (None: all)
+    utility_name: str = "model_utility"  # the utility row's name
 
 
 def _e(metric: str, scope: str, label: str | None = None, oracle: str | None = None, **params: Any) -> Entry:
@@ -134,12 +138,17 @@ SUITES: dict[str, Suite] = {
         QUICK,
         utility=(("retain", "probability"), ("retain", "truth_ratio"), ("real_facts", "option_accuracy")),
         per_set=8,
+        utility_name="quick_utility",
     ),
     "tofu": Suite("tofu", "TOFU: probability, ROUGE-L recall, truth ratio, forget quality, model utility", TOFU, TOFU_UTILITY),
     "muse": Suite("muse", "MUSE: VerbMem, KnowMem (forget and retain), PrivLeak", MUSE, (("retain", "knowmem"),)),
     "mia": Suite("mia", "membership inference: six attacks on QA and passages, PrivLeak", MIA),
     "full": Suite("full", "everything: tofu + muse + mia + probes, neighbours, utility sets", _union(TOFU, MUSE, MIA, EXTRA), TOFU_UTILITY),
 }
+
+
+# The names utility rows go by (the report and comparisons read whichever a run has).
+UTILITY_ROWS: tuple[str, ...] = tuple(dict.fromkeys(s.utility_name for s in SUITES.values() if s.utility))
 
 
 def get_suite(name: str) -> Suite:
@@ -218,9 +227,22 @@ def evaluate(suite: str | Suite, subject: Subject, data: EvalData, oracle: Oracl
 
 
 def _add_utility(result: SuiteResult, suite: Suite) -> None:
+    """The utility row: the harmonic mean of every declared component, or no value (with the
+    missing components named) when one did not run."""
+    if not suite.utility:
+        return
     components = {f"{scope}:{name}": result.value(scope, name) for scope, name in suite.utility}
     present = {k: v for k, v in components.items() if v is not None}
-    if present:
-        value = P.model_utility([max(0.0, v) for v in present.values()])
-        outcome = MetricResult(value, {}, {"components": present, "missing": sorted(set(components) - set(present))})
-        result.add(Row("utility", "model_utility", value, len(present), 0.0), outcome)
+    missing = [k for k in components if k not in present]
+    value = P.model_utility([max(0.0, v) for v in present.values()]) if present and not missing else None
+    outcome = MetricResult(value, {}, {"components": present, "missing": missing})
+    result.add(Row("utility", suite.utility_name, value, len(present), 0.0), outcome)
+
+
+def missing_utility(result: SuiteResult) -> dict[str, list[str]]:
+    """{utility row: [missing components]} for every utility row left without a value."""
+    return {
+        row.metric: list(outcome.details.get("missing", []))
+        for row in result.rows
+        if row.scope == "utility" and row.value is None and (outcome := result.result(row.scope, row.metric)) is not None
+    }

@@ -2,8 +2,10 @@
 Memorisation; OpenUnlearning's definitions).
 
 Both read the same forward pass as `probability` (QA) or the MIA passage scores: the argmax flags
-come with `score`. All scored tokens count, EOS included for QA (OpenUnlearning drops the last
-one; docs/metrics.md, Deliberate differences).
+come with `score`. As in OpenUnlearning, the last scored position is not measured
+(`last_token="drop"`): for an answer it is the EOS we append, which a model that reproduces the
+whole answer need not predict (a chat model ends its turn with another token). `last_token="keep"`
+measures every scored token (unlearnkit's variant).
 """
 
 from __future__ import annotations
@@ -30,8 +32,10 @@ class _ArgmaxMetric(Metric):
     recoverable = True
     remembered_when = "higher"
     formula: ClassVar[Callable[[Any], float]]
+    defined_when_empty: ClassVar[bool] = False  # whether `formula` has a value for no measured position
 
     kind: Literal["qa", "passage", "all"] = "qa"
+    last_token: Literal["drop", "keep"] = "drop"
 
     def items(self, data: MetricInput | list[Record]) -> list[Record]:
         kind = self.kind
@@ -50,8 +54,12 @@ class _ArgmaxMetric(Metric):
         for i, (r, scored) in enumerate(zip(records, score_pairs(subject, pairs))):
             if scored.is_top is None:
                 raise UnlearnkitError(f"{self.name}: this Subject's score() gives no argmax flags")
-            per_item[item_id(r, i)] = type(self).formula(scored.is_top.tolist())
-        return MetricResult(float(np.mean(list(per_item.values()))), per_item)
+            flags = scored.is_top.tolist()
+            flags = P.reference_span(flags) if self.last_token == "drop" else flags
+            if flags or type(self).defined_when_empty:  # OU: EM of an empty span is None (left out), ES is 0
+                per_item[item_id(r, i)] = type(self).formula(flags)
+        value = float(np.mean(list(per_item.values()))) if per_item else None
+        return MetricResult(value, per_item)
 
 
 @register_metric("exact_memorization")
@@ -64,3 +72,4 @@ class ExactMemorization(_ArgmaxMetric):
 class ExtractionStrength(_ArgmaxMetric):
     description = "share of the answer the model reproduces under teacher forcing after the shortest prefix it needs"
     formula = staticmethod(P.extraction_strength)
+    defined_when_empty = True
