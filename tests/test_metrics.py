@@ -399,12 +399,12 @@ def test_settings_are_the_typed_fields_with_their_defaults_and_frozen():
     rouge = get_metric("rouge", measure="f1")
     assert rouge.settings() == {"measure": "f1", "stemmer": True, "max_new_tokens": 200, "question": "question"}
     assert rouge.measure == "f1" and rouge.name == "rouge"
-    assert get_metric("verbmem").settings() == {"max_new_tokens": 128, "stemmer": False}
-    assert get_metric("knowmem").settings() == {"shots": 10, "max_new_tokens": 32, "stemmer": False}
+    assert get_metric("verbmem").settings() == {"max_new_tokens": 128, "stemmer": False, "truncate": "muse", "source": None}
+    assert get_metric("knowmem").settings() == {"shots": 10, "max_new_tokens": 32, "stemmer": False, "source": None}
     assert get_metric("truth_ratio").settings() == {"aggregation": "forget", "correct": "paraphrased", "epsilon": 1e-10}
-    assert get_metric("privleak").settings() == {"attack": "min_k", "kind": "auto", "k": 0.4, "last_token": "drop"}
-    assert get_metric("mia_gradnorm").settings() == {"kind": "auto", "p": 2.0}
-    assert get_metric("extraction_strength").settings() == {"kind": "qa", "last_token": "drop"}
+    assert get_metric("privleak").settings() == {"attack": "min_k", "kind": "auto", "k": 0.4, "last_token": "drop", "source": None}
+    assert get_metric("mia_gradnorm").settings() == {"kind": "auto", "source": None, "p": 2.0}
+    assert get_metric("extraction_strength").settings() == {"kind": "qa", "last_token": "drop", "source": None}
     assert get_metric("probability").settings() == {}
     with pytest.raises(Exception, match="frozen"):
         rouge.measure = "recall"

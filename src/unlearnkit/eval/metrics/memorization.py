@@ -18,7 +18,7 @@ import numpy as np
 from unlearnkit.data.schema import Record
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.eval import primitives as P
-from unlearnkit.eval.metric import Metric, MetricInput, MetricResult, Reference, item_id, register_metric
+from unlearnkit.eval.metric import Metric, MetricInput, MetricResult, Reference, item_id, of_source, register_metric
 from unlearnkit.eval.metrics._common import Pair, score_pairs, split_passage
 from unlearnkit.models.subject import Subject
 
@@ -36,10 +36,11 @@ class _ArgmaxMetric(Metric):
 
     kind: Literal["qa", "passage", "all"] = "qa"
     last_token: Literal["drop", "keep"] = "drop"
+    source: str | None = None  # the benchmark split measured (see `of_source`)
 
     def items(self, data: MetricInput | list[Record]) -> list[Record]:
         kind = self.kind
-        return [r for r in super().items(data) if kind == "all" or r.kind == kind]
+        return of_source([r for r in super().items(data) if kind == "all" or r.kind == kind], self.source)
 
     def compute(self, subject: Subject, data: MetricInput | list[Record], reference: Reference = None) -> MetricResult:
         records = self.items(data)

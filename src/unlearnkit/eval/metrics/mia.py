@@ -21,7 +21,7 @@ from unlearnkit.data.schema import Record
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.eval import primitives as P
 from unlearnkit.eval.gradnorm import gradient_norms
-from unlearnkit.eval.metric import Metric, MetricInput, MetricResult, Reference, item_id, register_metric
+from unlearnkit.eval.metric import Metric, MetricInput, MetricResult, Reference, item_id, of_source, register_metric
 from unlearnkit.eval.metrics._common import Pair, mean_nll, score_pairs, scored_pair
 from unlearnkit.models.subject import Subject
 
@@ -36,6 +36,7 @@ class MembershipAttack(Metric):
     uses_stats: ClassVar[bool] = False
 
     kind: Literal["auto", "qa", "passage"] = "auto"
+    source: str | None = None  # the members' benchmark split (see `of_source`)
 
     def chosen_kind(self, data: MetricInput) -> str:
         if self.kind != "auto":
@@ -46,7 +47,8 @@ class MembershipAttack(Metric):
     def split(self, data: MetricInput | list[Record]) -> tuple[list[Record], list[Record]]:
         data = MetricInput.of(data)
         kind = self.chosen_kind(data)
-        return [r for r in data.records if r.kind == kind], [r for r in data.nonmembers if r.kind == kind]
+        members = of_source([r for r in data.records if r.kind == kind], self.source)
+        return members, [r for r in data.nonmembers if r.kind == kind]
 
     def applies(self, data: MetricInput | list[Record]) -> bool:
         members, nonmembers = self.split(data)
@@ -171,9 +173,10 @@ class PrivLeak(Metric):
     kind: Literal["auto", "qa", "passage"] = "auto"
     k: float = Field(0.4, gt=0.0, le=1.0)
     last_token: Literal["drop", "keep"] = "drop"  # Min-K's: OU drops it, MUSE keeps it
+    source: str | None = None
 
     def _attack(self) -> MembershipAttack:
-        params: dict[str, Any] = {"kind": self.kind}
+        params: dict[str, Any] = {"kind": self.kind, "source": self.source}
         if self.attack in ("min_k", "min_k_pp"):
             params |= {"k": self.k, "last_token": self.last_token}
         return ATTACKS[self.attack](**params)
