@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from unlearnkit.commands._options import BatchSizeOpt, DeviceOpt, FormatOpt, ModelOpt
+from unlearnkit.commands._options import BatchSizeOpt, BenchmarkOpt, DataDirOpt, DeviceOpt, FormatOpt, ModelOpt
 from unlearnkit.display import number
 from unlearnkit.errors import UnlearnkitError
 
@@ -40,9 +40,11 @@ def print_result(result: object) -> None:
 
 
 def eval_command(
-    data: Annotated[list[str], typer.Option("--data", "-d", help="a WORLD folder, or files as ROLE=PATH (roles: requests, retain, neighbours, holdout, real_facts, general_text); repeatable")],
+    data: Annotated[list[str] | None, typer.Option("--data", "-d", help="a WORLD folder, or files as ROLE=PATH (roles: requests, retain, neighbours, holdout, real_authors, real_facts, general_text); repeatable")] = None,
+    benchmark: BenchmarkOpt = None,
+    data_dir: DataDirOpt = None,
     model: ModelOpt = "default",
-    suite: Annotated[str, typer.Option("--suite", "-s", help="quick, tofu, muse, mia or full")] = "quick",
+    suite: Annotated[str | None, typer.Option("--suite", "-s", help="quick, tofu, tofu_ours, muse, muse_ours, wmdp, mia or full (default: the benchmark's, else quick)")] = None,
     oracle: Annotated[str | None, typer.Option("--oracle", help="the retrain oracle: a model, or a JSON result of the same suite")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="write aggregates, per-item values, settings and timings here")] = None,
     fmt: FormatOpt = "auto",
@@ -52,21 +54,18 @@ def eval_command(
     limit: Annotated[int | None, typer.Option(help="records per kind and set (default: the suite's own; quick uses 8)")] = None,
 ) -> None:
     """Evaluate a model with a suite (forget metrics per request, retain, utility, membership)."""
-    from unlearnkit.eval.data import EvalData
     from unlearnkit.eval.result import SuiteResult
     from unlearnkit.eval.suites import Oracle, evaluate, get_suite, with_max_new_tokens
     from unlearnkit.files import write_json
     from unlearnkit.models.stack import load_subject
 
-    chosen = get_suite(suite)
+    specs = [part for item in data or [] for part in item.split(",") if part]
+    eval_data, default_suite = load_eval_data(specs, benchmark, data_dir)
+    chosen = get_suite(suite or default_suite)
     if max_new_tokens is not None:
         chosen = with_max_new_tokens(chosen, max_new_tokens)
     if limit is not None:
         chosen = replace(chosen, per_set=limit)
-    specs = [part for item in data for part in item.split(",") if part]
-    eval_data = EvalData.load(specs)
-    if not eval_data.requests and not any(eval_data.sizes().values()):
-        raise UnlearnkitError("--data: no records to evaluate")
     subject = load_subject(model, fmt=fmt, device=device, batch_size=batch_size)
     reference: Oracle = None
     if oracle is not None:
@@ -77,8 +76,28 @@ def eval_command(
         else:
             reference = load_subject(oracle, fmt=fmt, device=device, batch_size=batch_size)
     result = evaluate(chosen, subject, eval_data, oracle=reference)
-    result.settings |= {"model": model, "oracle": oracle, "data": specs, "format": subject.fmt.name, "batch_size": batch_size}
+    result.settings |= {"model": model, "oracle": oracle, "data": specs, "benchmark": benchmark, "format": subject.fmt.name, "batch_size": batch_size}
     print_result(result)
     if json_out:
         write_json(json_out, result.to_json())
         console.print(f"wrote {json_out}")
+
+
+def load_eval_data(specs: list[str], benchmark: str | None, data_dir: Path | None) -> tuple[object, str]:
+    """The data to evaluate (a benchmark, the user's files, or both) and the default suite."""
+    from unlearnkit.data.benchmarks import load_benchmark
+    from unlearnkit.eval.data import EvalData
+
+    if benchmark is None and data_dir is not None:
+        raise UnlearnkitError("--data-dir: name the benchmark it holds (--benchmark)")
+    if benchmark is None and not specs:
+        raise UnlearnkitError("--data or --benchmark: nothing to evaluate")
+    eval_data, default_suite = EvalData(), "quick"
+    if benchmark is not None:
+        bench = load_benchmark(benchmark, data_dir)
+        eval_data, default_suite = EvalData.from_benchmark(bench), bench.suite
+    if specs:
+        eval_data = eval_data.merged(EvalData.load(specs))
+    if not eval_data.requests and not any(eval_data.sizes().values()):
+        raise UnlearnkitError("--data: no records to evaluate")
+    return eval_data, default_suite
