@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -46,7 +46,9 @@ def eval_command(
     model: ModelOpt = "default",
     suite: Annotated[str | None, typer.Option("--suite", "-s", help="quick, tofu, tofu_ours, muse, muse_ours, wmdp, mia or full (default: the benchmark's, else quick)")] = None,
     oracle: Annotated[str | None, typer.Option("--oracle", help="the retrain oracle: a model, or a JSON result of the same suite")] = None,
+    reference_logs: Annotated[Path | None, typer.Option("--reference-logs", help="a retain model's evaluation file as the oracle: open-unlearning's *_EVAL.json or TOFU's eval_log_aggregated.json")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="write aggregates, per-item values, settings and timings here")] = None,
+    ou_dir: Annotated[Path | None, typer.Option("--ou-dir", help="also write the results in open-unlearning's layout: DIR/<NAME>_EVAL.json and <NAME>_SUMMARY.json")] = None,
     fmt: FormatOpt = "auto",
     device: DeviceOpt = "auto",
     batch_size: BatchSizeOpt = 8,
@@ -68,6 +70,13 @@ def eval_command(
         chosen = replace(chosen, per_set=limit)
     subject = load_subject(model, fmt=fmt, device=device, batch_size=batch_size)
     reference: Oracle = None
+    if oracle is not None and reference_logs is not None:
+        raise UnlearnkitError("give one of --oracle or --reference-logs")
+    if reference_logs is not None:
+        from unlearnkit.eval.interop import reference_oracle
+
+        wanted = [e.oracle for e in chosen.entries if e.oracle]
+        reference = reference_oracle(reference_logs, wanted, [r.id for r in eval_data.requests], chosen.name)
     if oracle is not None:
         if oracle.endswith(".json"):
             reference = SuiteResult.load(oracle)
@@ -76,14 +85,20 @@ def eval_command(
         else:
             reference = load_subject(oracle, fmt=fmt, device=device, batch_size=batch_size)
     result = evaluate(chosen, subject, eval_data, oracle=reference)
-    result.settings |= {"model": model, "oracle": oracle, "data": specs, "benchmark": benchmark, "format": subject.fmt.name, "batch_size": batch_size}
+    result.settings |= {"model": model, "oracle": oracle, "reference_logs": str(reference_logs) if reference_logs else None,
+                        "data": specs, "benchmark": benchmark, "format": subject.fmt.name, "batch_size": batch_size}
     print_result(result)
     if json_out:
         write_json(json_out, result.to_json())
         console.print(f"wrote {json_out}")
+    if ou_dir:
+        from unlearnkit.eval.interop import write_ou_logs
+
+        logs, summary = write_ou_logs(result, ou_dir)
+        console.print(f"wrote {logs} and {summary}")
 
 
-def load_eval_data(specs: list[str], benchmark: str | None, data_dir: Path | None) -> tuple[object, str]:
+def load_eval_data(specs: list[str], benchmark: str | None, data_dir: Path | None) -> tuple[Any, str]:
     """The data to evaluate (a benchmark, the user's files, or both) and the default suite."""
     from unlearnkit.data.benchmarks import load_benchmark
     from unlearnkit.eval.data import EvalData

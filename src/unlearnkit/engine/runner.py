@@ -21,6 +21,7 @@ Run folder:
     requests/<id>.jsonl        the request text (deleted by `purge`)
     checkpoints/step-NNN[...]  see engine/checkpoints.py
     eval/step-NNN.json         the full SuiteResult of each step (per item values included)
+    eval/step-NNN/             the same in open-unlearning's layout (<NAME>_EVAL.json, _SUMMARY.json)
     eval/reference-*.json      the suite on the target and each oracle (final stage)
 """
 
@@ -44,6 +45,7 @@ from unlearnkit.engine.faults import arm_training_crash, crash_point
 from unlearnkit.engine.ledger import Ledger, now
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.eval.data import RECORD_ROLES, EvalData
+from unlearnkit.eval.interop import write_ou_logs
 from unlearnkit.eval.result import SuiteResult
 from unlearnkit.eval.sequential import relapsed
 from unlearnkit.files import write_json, write_text
@@ -165,6 +167,7 @@ def evaluate_step(run: Run, step: int, subject: Subject) -> None:
         rows += run_attack(name, subject, data, target=run.start_subject(), oracle=oracle)
     crash_point("eval", step)
     result.save(run.folder / "eval" / f"step-{step:03d}.json")
+    write_ou_logs(result, run.folder / "eval" / f"step-{step:03d}")  # open-unlearning's layout too
     flags = relapses(run, step, rows)
     for request_id, _, metric, value, threshold in flags:
         run.say(step, f"[yellow]relapse: {request_id} {metric} = {value:.3f} is above {threshold} again[/yellow]")
