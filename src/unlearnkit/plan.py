@@ -83,6 +83,9 @@ class EvalSpec(Strict):
     per_set: int | None = Field(None, ge=1, description="records per kind and set (default: the suite's own)")
     max_new_tokens: int | None = Field(None, ge=1, description="cap on generation length in the suite")
     oracle: bool = True  # compare with the step's retrain oracle where `prepare` provides one
+    lm_eval: list[str] = Field(default_factory=list, description="lm-evaluation-harness tasks after every step (needs unlearnkit[lm-eval])")
+    lm_eval_include: Path | None = None  # a folder of task YAMLs of your own
+    lm_eval_limit: int | None = Field(None, ge=1, description="questions per lm-eval task")
 
 
 class RelapseSpec(Strict):
@@ -260,6 +263,7 @@ def _resolve(plan: Plan, base: Path) -> Plan:
     plan.output = fix(plan.output)  # type: ignore[assignment]
     if plan.benchmark is not None:
         plan.benchmark.data_dir = fix(plan.benchmark.data_dir)
+    plan.evaluation.lm_eval_include = fix(plan.evaluation.lm_eval_include)
     plan.accelerate_config = fix(plan.accelerate_config)
     model = Path(plan.model).expanduser()
     if plan.model != "default" and not model.is_absolute() and (base / model).exists():

@@ -54,6 +54,9 @@ def eval_command(
     batch_size: BatchSizeOpt = 8,
     max_new_tokens: Annotated[int | None, typer.Option(help="cap every generation (default: each metric's reference length)")] = None,
     limit: Annotated[int | None, typer.Option(help="records per kind and set (default: the suite's own; quick uses 8)")] = None,
+    lm_eval: Annotated[str | None, typer.Option("--lm-eval", help="lm-evaluation-harness tasks, comma-separated (mmlu, wmdp_bio, ...): their accuracies join the utility (needs unlearnkit[lm-eval])")] = None,
+    lm_eval_include: Annotated[Path | None, typer.Option("--lm-eval-include", help="a folder of task YAMLs of your own for --lm-eval")] = None,
+    lm_eval_limit: Annotated[int | None, typer.Option("--lm-eval-limit", help="questions per lm-eval task (default: all)")] = None,
 ) -> None:
     """Evaluate a model with a suite (forget metrics per request, retain, utility, membership)."""
     from unlearnkit.eval.result import SuiteResult
@@ -85,8 +88,15 @@ def eval_command(
         else:
             reference = load_subject(oracle, fmt=fmt, device=device, batch_size=batch_size)
     result = evaluate(chosen, subject, eval_data, oracle=reference)
+    if lm_eval:
+        from unlearnkit.eval.lm_eval import add_lm_eval, run_lm_eval
+
+        tasks = [t.strip() for t in lm_eval.split(",") if t.strip()]
+        scores = run_lm_eval(subject, tasks, include_path=lm_eval_include, limit=lm_eval_limit)
+        add_lm_eval(result, scores, chosen.utility_name if chosen.utility else None)
     result.settings |= {"model": model, "oracle": oracle, "reference_logs": str(reference_logs) if reference_logs else None,
-                        "data": specs, "benchmark": benchmark, "format": subject.fmt.name, "batch_size": batch_size}
+                        "data": specs, "benchmark": benchmark, "format": subject.fmt.name, "batch_size": batch_size,
+                        "lm_eval": {"tasks": lm_eval, "include": str(lm_eval_include) if lm_eval_include else None, "limit": lm_eval_limit} if lm_eval else None}
     print_result(result)
     if json_out:
         write_json(json_out, result.to_json())

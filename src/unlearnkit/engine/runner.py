@@ -200,7 +200,13 @@ def suite_evaluate(plan: Plan, subject: Subject, data: EvalData, oracle: Subject
         suite = replace(suite, per_set=plan.evaluation.per_set)
     if plan.evaluation.max_new_tokens is not None:
         suite = with_max_new_tokens(suite, plan.evaluation.max_new_tokens)
-    return evaluate(suite, subject, data, oracle)
+    result = evaluate(suite, subject, data, oracle)
+    if plan.evaluation.lm_eval:
+        from unlearnkit.eval.lm_eval import add_lm_eval, run_lm_eval
+
+        scores = run_lm_eval(subject, plan.evaluation.lm_eval, include_path=plan.evaluation.lm_eval_include, limit=plan.evaluation.lm_eval_limit)
+        add_lm_eval(result, scores, suite.utility_name if suite.utility else None)
+    return result
 
 
 def run_attack(name: str, subject: Subject, data: EvalData, target: Subject | None, oracle: Subject | None) -> Rows:
