@@ -308,3 +308,13 @@ def test_a_benchmark_measures_its_own_splits_with_its_own_shots(tiny_subject):
     assert list(result.result("news", "knowmem").per_item) == ["k0"]
     assert list(result.result("news", "mia_min_k/passage").per_item) == ["p0", "nonmember:h0"]
     assert result.settings["sizes"]["request:news"] == 3  # the measured items, not the raw text
+
+
+def test_a_limit_keeps_every_benchmark_split():
+    """`--limit` cuts each split of a benchmark on its own: MUSE's VerbMem passages do not crowd
+    out its PrivLeak texts, which are passages too."""
+    tagged = [Record(id=f"{source}{i}", text=f"Passage {i} of {source}.", meta={"source": source}) for source in ("verbmem/forget", "privleak/forget") for i in range(3)]
+    limited = EvalData(requests=[ForgetRequest(id="r", records=tagged)]).limited(2)
+    assert [r.id for r in limited.requests[0].records] == ["verbmem/forget0", "verbmem/forget1", "privleak/forget0", "privleak/forget1"]
+    untagged = EvalData(retain=[Record(id=str(i), text=f"Text {i}.") for i in range(3)]).limited(2)
+    assert [r.id for r in untagged.retain] == ["0", "1"]

@@ -71,7 +71,6 @@ def eval_command(
         chosen = with_max_new_tokens(chosen, max_new_tokens)
     if limit is not None:
         chosen = replace(chosen, per_set=limit)
-    subject = load_subject(model, fmt=fmt, device=device, batch_size=batch_size)
     reference: Oracle = None
     if oracle is not None and reference_logs is not None:
         raise UnlearnkitError("give one of --oracle or --reference-logs")
@@ -80,6 +79,7 @@ def eval_command(
 
         wanted = [e.oracle for e in chosen.entries if e.oracle]
         reference = reference_oracle(reference_logs, wanted, [r.id for r in eval_data.requests], chosen.name)
+    subject = load_subject(model, fmt=fmt, device=device, batch_size=batch_size)
     if oracle is not None:
         if oracle.endswith(".json"):
             reference = SuiteResult.load(oracle)

@@ -76,14 +76,15 @@ class EvalData:
         return cls.from_files(specs)
 
     def limited(self, per_set: int | None) -> EvalData:
-        """The first `per_set` records of each kind in every set and request (None: everything)."""
+        """The first `per_set` records of each kind (and benchmark split) in every set and request
+        (None: everything)."""
         if per_set is None:
             return self
-        cut = lambda records: _first_of_each_kind(records, per_set)  # noqa: E731
+        cut = lambda records: _first_of_each_source(records, per_set)  # noqa: E731
         return replace(
             self,
             requests=[r.model_copy(update={"records": cut(r.records), "probes": cut(r.probes)}) for r in self.requests],
-            measured={rid: _first_of_each_source(records, per_set) for rid, records in self.measured.items()},
+            measured={rid: cut(records) for rid, records in self.measured.items()},
             **{role: cut(getattr(self, role)) for role in RECORD_ROLES},
         )
 

@@ -80,11 +80,13 @@ def ou_name(row: Row, requests: list[str]) -> str:
 
 
 def _item(metric: str, value: float | None, generation: str | None, settings: dict[str, Any]) -> dict[str, Any]:
-    """One `value_by_index` entry in OU's keys: `prob`/`avg_loss` for probabilities, `rougeL_*`
-    (with the generation) for ROUGE, `score` for everything else."""
+    """One `value_by_index` entry in OU's keys: `prob` (and `avg_loss`) for probabilities,
+    `rougeL_*` (with the generation) for ROUGE, `score` for everything else."""
     base = metric.split("/")[0]
     if base == "probability" and value is not None and value > 0:
         return {"prob": value, "avg_loss": -math.log(value)}
+    if base == "probability_options":
+        return {"prob": finite(value)}
     if base in ("rouge", "verbmem", "knowmem"):
         measure = "rougeL_recall" if settings.get("measure", "f1") == "recall" else "rougeL_f1"
         entry: dict[str, Any] = {measure: finite(value)}
