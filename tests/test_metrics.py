@@ -36,8 +36,28 @@ def test_truth_ratio_is_the_geometric_mean_over_wrong_answers():
 
 def test_truth_ratio_aggregations():
     ratios = [0.5, 2.0, 1.0]
-    assert P.truth_ratio_forget_score(ratios) == pytest.approx((0.5 + 0.5 + 1.0) / 3)
+    assert P.truth_ratio_forget_score(ratios) == pytest.approx((0.5 + 1 / (2.0 + 1e-10) + 1 / (1.0 + 1e-10)) / 3, abs=1e-15)
+    assert P.truth_ratio_forget_score(ratios, epsilon=0.0) == pytest.approx((0.5 + 0.5 + 1.0) / 3)
     assert P.truth_ratio_retain_score(ratios) == pytest.approx((0.5 + 0.0 + 0.0) / 3)
+
+
+def test_truth_ratio_has_the_reference_epsilon_in_its_denominator():
+    # R = exp(-2) / (exp(-1) + 1e-10): OU's `wrong_prob / (correct_prob + 1e-10)`.
+    assert P.truth_ratio(1.0, [2.0]) == pytest.approx(math.exp(-2.0) / (math.exp(-1.0) + 1e-10), rel=1e-15)
+    assert P.truth_ratio(1.0, [2.0], epsilon=0.0) == pytest.approx(math.exp(-1.0), rel=1e-15)
+
+
+def test_truth_ratio_of_a_collapsed_model_is_finite_as_in_the_reference():
+    # The correct answer 795 nats less likely than the wrong one: exp(795) overflowed before.
+    # OU's floats: exp(-800) = 0, so R = exp(-5) / (0 + 1e-10).
+    ratio = P.truth_ratio(800.0, [5.0])
+    assert ratio == pytest.approx(math.exp(-5.0) / 1e-10, rel=1e-12)
+    assert P.truth_ratio_forget_score([ratio]) == pytest.approx(1 / (ratio + 1e-10), rel=1e-12)
+    assert P.truth_ratio_retain_score([ratio]) == 0.0
+    # TOFU's original form (no epsilon) gives an infinite R, and both aggregations count it 0.
+    assert P.truth_ratio(800.0, [5.0], epsilon=0.0) == math.inf
+    assert P.truth_ratio_forget_score([math.inf, 1.0], epsilon=0.0) == pytest.approx(0.5)
+    assert P.truth_ratio_retain_score([math.inf, 0.5]) == pytest.approx(0.25)
 
 
 def test_forget_quality_ks_p_values():
@@ -57,7 +77,8 @@ def test_model_utility_harmonic_mean_and_zero():
 
 
 def test_probability_with_options():
-    assert P.probability_with_options(0.5, [0.25, 0.25]) == pytest.approx(0.5)
+    assert P.probability_with_options(0.5, [0.25, 0.25]) == pytest.approx(0.5 / (1.0 + 1e-10), rel=1e-15)
+    assert P.probability_with_options(0.5, [0.25, 0.25], epsilon=0.0) == 0.5
 
 
 def test_auc_direction_members_low_loss_give_one():
@@ -115,6 +136,7 @@ def test_exact_memorization_and_extraction_strength():
     assert P.extraction_strength([True, True, True]) == pytest.approx(1.0)
     assert P.extraction_strength([True, True, False]) == 0.0  # intended 0, not OU's 1/T
     assert P.extraction_strength([True, False, True, True]) == pytest.approx(0.5)
+    assert P.reference_span([True, True, False]) == [True, True]  # OU leaves out the last position
 
 
 def test_perplexity():
@@ -191,7 +213,7 @@ def test_truth_ratio_metric_matches_the_formula_on_model_scores(tiny_subject):
     r = QA[0]
     result = get_metric("truth_ratio", aggregation="retain", correct="paraphrased").compute(tiny_subject, [r])
     nll = tiny_subject.score([r.question] * 4, [r.paraphrased_answer, *r.perturbed_answers]).mean_nll.tolist()
-    expected = math.exp(nll[0] - np.mean(nll[1:]))
+    expected = math.exp(-np.mean(nll[1:])) / (math.exp(-nll[0]) + 1e-10)
     assert result.per_item["q1"] == pytest.approx(expected, rel=1e-4)
     assert result.value == pytest.approx(max(0.0, 1 - expected), abs=1e-6)
     with_answer = get_metric("truth_ratio", correct="answer").compute(tiny_subject, [r])
@@ -202,11 +224,13 @@ def test_truth_ratio_metric_matches_the_formula_on_model_scores(tiny_subject):
 
 
 class _PeakedModel(torch.nn.Module):
-    """Puts p = 0.5 on the true next token and 0.25 on two others at every position."""
+    """Puts p = 0.5 on the true next token and 0.25 on two others at every position; where the
+    next token is `miss` (say EOS), the 0.5 goes to the token after it instead."""
 
-    def __init__(self, vocab: int) -> None:
+    def __init__(self, vocab: int, miss: int | None = None) -> None:
         super().__init__()
         self.vocab = vocab
+        self.miss = miss
         self.weight = torch.nn.Parameter(torch.zeros(1))
         self.config = SimpleNamespace(max_position_embeddings=256)
 
@@ -214,6 +238,8 @@ class _PeakedModel(torch.nn.Module):
         batch, length = input_ids.shape
         logits = torch.full((batch, length, self.vocab), -1e4)
         nxt = torch.roll(input_ids, -1, dims=1)
+        if self.miss is not None:
+            nxt = torch.where(nxt == self.miss, (nxt + 1) % self.vocab, nxt)
         for off, p in ((0, 0.5), (1, 0.25), (2, 0.25)):
             logits.scatter_(-1, ((nxt + off) % self.vocab).unsqueeze(-1), math.log(p))
         return SimpleNamespace(logits=logits)
@@ -231,6 +257,53 @@ def test_min_k_plus_plus_through_score_on_the_hand_case(tiny_tokenizer):
     assert scores.per_item["m"] == pytest.approx(-1.0, abs=1e-3)
     assert get_metric("exact_memorization").compute(subject, [member]).value == 1.0
     assert get_metric("extraction_strength").compute(subject, [member]).value == 1.0
+
+
+def test_a_fully_memorised_answer_is_extracted_even_when_eos_is_not_the_top_prediction(tiny_tokenizer):
+    """Extraction strength was 0 whenever EOS was not the argmax (always, for a chat model that
+    ends its turn with another token): the reference measures the answer without the EOS."""
+    subject = Subject(_PeakedModel(len(tiny_tokenizer), miss=tiny_tokenizer.eos_token_id), tiny_tokenizer)
+    member = Record(id="m", question="Hi", answer="a b c")
+    flags = subject.score(["Hi"], ["a b c"]).token_is_top[0].tolist()
+    assert flags[:-1] == [True] * (len(flags) - 1) and flags[-1] is False  # every answer token, not EOS
+    assert get_metric("extraction_strength").compute(subject, [member]).value == 1.0
+    assert get_metric("exact_memorization").compute(subject, [member]).value == 1.0
+    # Every scored token (unlearnkit's variant) counts the EOS miss.
+    assert get_metric("extraction_strength", last_token="keep").compute(subject, [member]).value == 0.0
+    total = len(flags)
+    assert get_metric("exact_memorization", last_token="keep").compute(subject, [member]).value == pytest.approx((total - 1) / total)
+
+
+class _FavouriteTokensModel(torch.nn.Module):
+    """Logit 0 on `favourite` token ids and -2000 on every other: an answer made of other tokens
+    is about 2000 nats per token less likely (a model collapsed by unlearning)."""
+
+    def __init__(self, vocab: int, favourite: set[int]) -> None:
+        super().__init__()
+        self.vocab = vocab
+        self.mask = torch.full((vocab,), -2000.0)
+        self.mask[list(favourite)] = 0.0
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.config = SimpleNamespace(max_position_embeddings=256)
+
+    def forward(self, input_ids, attention_mask=None, **_):
+        batch, length = input_ids.shape
+        return SimpleNamespace(logits=self.mask.expand(batch, length, self.vocab).clone())
+
+
+def test_truth_ratio_metric_on_a_collapsed_model_gives_the_reference_value(tiny_tokenizer):
+    wrong, correct = "Paris", "Tarnholm"
+    favourite = set(tiny_tokenizer(wrong, add_special_tokens=False)["input_ids"]) | {tiny_tokenizer.eos_token_id}
+    assert not favourite & set(tiny_tokenizer(correct, add_special_tokens=False)["input_ids"])
+    subject = Subject(_FavouriteTokensModel(len(tiny_tokenizer), favourite), tiny_tokenizer)
+    record = Record(id="c", question="Where?", answer=correct, paraphrased_answer=correct, perturbed_answers=[wrong])
+    nll = subject.score(["Where?"] * 2, [correct, wrong]).mean_nll.tolist()
+    assert nll[0] - nll[1] > 710  # past exp()'s range: this raised OverflowError
+    forget = get_metric("truth_ratio", aggregation="forget").compute(subject, [record])
+    ratio = math.exp(-nll[1]) / (math.exp(-nll[0]) + 1e-10)
+    assert forget.per_item["c"] == pytest.approx(ratio, rel=1e-9)
+    assert forget.value == pytest.approx(1 / (ratio + 1e-10), rel=1e-9)
+    assert get_metric("truth_ratio", aggregation="retain").compute(subject, [record]).value == 0.0
 
 
 def test_mc_accuracy_takes_the_likeliest_letter(tiny_subject):
@@ -326,12 +399,12 @@ def test_settings_are_the_typed_fields_with_their_defaults_and_frozen():
     rouge = get_metric("rouge", measure="f1")
     assert rouge.settings() == {"measure": "f1", "stemmer": True, "max_new_tokens": 200, "question": "question"}
     assert rouge.measure == "f1" and rouge.name == "rouge"
-    assert get_metric("verbmem").settings() == {"max_new_tokens": 128, "stemmer": False}
-    assert get_metric("knowmem").settings() == {"shots": 10, "max_new_tokens": 32, "stemmer": False}
-    assert get_metric("truth_ratio").settings() == {"aggregation": "forget", "correct": "auto"}
-    assert get_metric("privleak").settings() == {"attack": "min_k", "kind": "auto", "k": 0.4}
-    assert get_metric("mia_gradnorm").settings() == {"kind": "auto", "p": 2.0}
-    assert get_metric("extraction_strength").settings() == {"kind": "qa"}
+    assert get_metric("verbmem").settings() == {"max_new_tokens": 128, "stemmer": False, "truncate": "muse", "source": None}
+    assert get_metric("knowmem").settings() == {"shots": 10, "max_new_tokens": 32, "stemmer": False, "source": None}
+    assert get_metric("truth_ratio").settings() == {"aggregation": "forget", "correct": "paraphrased", "epsilon": 1e-10}
+    assert get_metric("privleak").settings() == {"attack": "min_k", "kind": "auto", "k": 0.4, "last_token": "drop", "source": None}
+    assert get_metric("mia_gradnorm").settings() == {"kind": "auto", "source": None, "p": 2.0}
+    assert get_metric("extraction_strength").settings() == {"kind": "qa", "last_token": "drop", "source": None}
     assert get_metric("probability").settings() == {}
     with pytest.raises(Exception, match="frozen"):
         rouge.measure = "recall"

@@ -65,7 +65,7 @@ def test_stacked_methods_world_requests_and_options(folder: Path) -> None:
         (("output: out", "output: out\ncheckpoints: {keep: 'last:0'}"), "plan.yaml: checkpoints.keep: 'last:0' is not one of all, last:N (N >= 1), deltas"),
         (("requests: [requests.jsonl]", "requests: [nope.jsonl]"), "plan.yaml: requests.0.file: no such file or folder"),
         (("requests: [requests.jsonl]", "requests: [{world: nowhere}]"), "plan.yaml: requests.0.world: "),
-        (("requests: [requests.jsonl]", "requests: []"), "plan.yaml: requests: List should have at least 1 item"),
+        (("requests: [requests.jsonl]", "requests: []"), "plan.yaml: requests: nothing to unlearn: name request files or worlds, or a benchmark"),
         (("retain: retain.jsonl", "retain: missing.jsonl"), "plan.yaml: retain.0: no such file"),
         (("output: out", "output: out\nevaluation: {suite: quik}"), "plan.yaml: evaluation.suite: unknown suite 'quik' (did you mean 'quick'?)"),
         (("output: out", "output: out\nutility: [stuff.jsonl]"), "plan.yaml: utility.0: 'stuff' is not a record set role"),
@@ -102,7 +102,7 @@ def test_first_takes_a_world_prefix_and_only_for_worlds(folder: Path) -> None:
 
     build_world(folder / "world", seed=0, size="tiny")
     text = GOOD.replace("requests: [requests.jsonl]", "requests: [{world: world, first: 2}]")
-    requests, _, _ = load_requests_and_data(load_plan(write(folder, text)))
+    requests, _, _, _ = load_requests_and_data(load_plan(write(folder, text)))
     assert [r.id for r in requests] == ["r1", "r2"]  # the tiny world has 3
     with pytest.raises(PlanError, match="requests.0: 'first' applies to a world's requests only"):
         load_plan(write(folder, GOOD.replace("requests: [requests.jsonl]", "requests: [{file: requests.jsonl, first: 1}]")))

@@ -91,7 +91,7 @@ def test_compare_rows_and_page(tmp_path: Path) -> None:
     rows, page = compare([a, b])
     assert [r["run"] for r in rows] == ["a (npo_gd)", "b (ga)"]
     assert rows[0]["forget probability"] == pytest.approx((0.1 + 0.1) / 2)
-    assert rows[1]["utility model_utility"] == pytest.approx(0.28)
+    assert rows[1]["utility"] == pytest.approx(0.28)
     assert run_row(load_run(a))["forget forget_quality"] == pytest.approx(0.2)
     assert "<svg" in page and "a (npo_gd)" in page
     assert rows[0]["quantize recovered"] == pytest.approx(0.5)  # robustness sits beside forgetting

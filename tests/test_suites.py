@@ -28,6 +28,10 @@ def _qa(i: str, name: str, place: str) -> Record:
     )
 
 
+def _mc(i: str, name: str) -> Record:
+    return Record(id=i, question=f"Where was {name} born?", choices=["Paris", "Tarnholm", "Lyon", "Kyoto"], answer_index=1)
+
+
 def _passage(i: str, name: str) -> Record:
     return Record(id=i, prompt=f"{name} kept three", continuation=" ledgers: one for ships, one for names.")
 
@@ -36,12 +40,13 @@ def _passage(i: str, name: str) -> Record:
 def data() -> EvalData:
     return EvalData(
         requests=[
-            ForgetRequest(id="r1", records=[_qa("r1a", "Liora", "Tarnholm"), _qa("r1b", "Mendeval", "Osterfal"), _passage("r1p", "Liora")], probes=[_qa("r1x", "Liora's sister", "Tarnholm")]),
-            ForgetRequest(id="r2", records=[_qa("r2a", "Anselm", "Dorrowgate"), _passage("r2p", "Anselm")]),
+            ForgetRequest(id="r1", records=[_qa("r1a", "Liora", "Tarnholm"), _qa("r1b", "Mendeval", "Osterfal"), _passage("r1p", "Liora"), _mc("r1m", "Liora")], probes=[_qa("r1x", "Liora's sister", "Tarnholm")]),
+            ForgetRequest(id="r2", records=[_qa("r2a", "Anselm", "Dorrowgate"), _passage("r2p", "Anselm"), _mc("r2m", "Anselm")]),
         ],
         retain=[_qa("k1", "Korvitch", "Elsmere"), _qa("k2", "Pell", "Vennmark")],
         neighbours=[_qa("n1", "Quell", "Tarnholm")],
         holdout=[_qa("h1", "Hollin", "Nice"), _qa("h2", "Ferrow", "Kyoto"), _passage("h3", "Hollin")],
+        real_authors=[Record(id="a1", question="Who wrote 'Romeo and Juliet'?", answer="William Shakespeare", perturbed_answers=["Charles Dickens", "Mark Twain"])],
         real_facts=[
             Record(id="f1", question="What is the capital of France?", answer="Paris.", perturbed_answers=["Lyon.", "Nice."]),
             Record(id="f2", question="Which is a capital?", choices=["Paris", "Tarnholm"], answer_index=0),
@@ -222,6 +227,23 @@ def test_a_bad_metric_setting_in_a_suite_is_one_line(tiny_subject, data):
         evaluate(suite, tiny_subject, data)
 
 
+def test_a_missing_utility_component_is_named_not_left_out(tiny_subject, data):
+    """Model utility is the harmonic mean of every declared component; without one it has no
+    value and says which is missing (it used to be the mean of the others)."""
+    from dataclasses import replace
+
+    from unlearnkit.eval.suites import missing_utility
+
+    suite = with_max_new_tokens(get_suite("tofu"), 4)
+    whole = evaluate(suite, tiny_subject, data)
+    assert whole.value("utility", "model_utility") is not None and missing_utility(whole) == {}
+    without = evaluate(suite, tiny_subject, replace(data, real_facts=[]))
+    assert without.value("utility", "model_utility") is None
+    missing = missing_utility(without)["model_utility"]
+    assert "real_facts:probability_options" in missing and "real_facts:truth_ratio" in missing
+    assert "retain:probability" not in missing
+
+
 def test_unknown_suite_is_one_clear_error():
     with pytest.raises(UnlearnkitError, match="unknown suite 'tofo'.*did you mean 'tofu'"):
         get_suite("tofo")
@@ -235,6 +257,64 @@ def test_quick_suite_on_a_built_in_world(tmp_path, tiny_tokenizer):
     data = EvalData.load([str(build_world(tmp_path / "w", seed=0, size="tiny", num_requests=2))])
     subject = Subject(tiny_model(tiny_tokenizer, max_positions=4096), tiny_tokenizer, name="tiny")
     result = evaluate("quick", subject, data)
-    for scope, metric in (("r1", "probability"), ("r2", "truth_ratio"), ("retain", "probability"), ("real_facts", "option_accuracy"), ("general_text", "perplexity"), ("utility", "model_utility")):
+    for scope, metric in (("r1", "probability"), ("r2", "truth_ratio"), ("retain", "probability"), ("real_facts", "option_accuracy"), ("general_text", "perplexity"), ("utility", "quick_utility")):
         assert result.value(scope, metric) is not None, (scope, metric)
+    assert result.value("utility", "model_utility") is None  # TOFU's name is not the quick suite's 3-part one
     assert result.passes["score_computed"] <= 300  # cheap enough for every sequential step
+
+
+def test_reference_and_our_forms_of_tofu_differ_only_where_documented():
+    reference, ours = get_suite("tofu"), get_suite("tofu_ours")
+    assert [(e.scope, e.metric) for e in reference.entries] == [(e.scope, e.metric) for e in ours.entries]
+    assert reference.utility == ours.utility and len(reference.utility) == 9
+    changed = {(a.scope, a.row_name): (a.params, b.params) for a, b in zip(reference.entries, ours.entries) if a.params != b.params}
+    assert set(changed) == {
+        ("forget", "truth_ratio"), ("forget", "forget_quality"), ("retain", "truth_ratio"),
+        ("forget", "extraction_strength"), ("forget", "exact_memorization"), ("forget", "mia_min_k"), ("forget", "privleak"),
+    }
+    assert changed[("forget", "truth_ratio")][0]["correct"] == "paraphrased"
+    assert changed[("forget", "truth_ratio")][1]["correct"] == "auto"
+    for scope in ("real_authors", "real_facts"):  # TOFU compares with the plain answer there
+        entry = next(e for e in reference.entries if e.scope == scope and e.metric == "truth_ratio")
+        assert entry.params == {"aggregation": "retain", "correct": "answer"}
+
+
+def test_a_benchmark_measures_its_own_splits_with_its_own_shots(tiny_subject):
+    """MUSE-shaped data: the request unlearns raw text but is measured on tagged items; KnowMem
+    takes the benchmark's in-context examples; each metric reads only its split."""
+    from unlearnkit.eval.metric import of_source
+    from unlearnkit.eval.suites import scope_inputs
+
+    def tag(record: Record, source: str) -> Record:
+        return record.model_copy(update={"meta": {"source": source}})
+
+    verbatim = tag(Record(id="v0", prompt="Liora kept three", continuation=" ledgers for ships."), "verbmem/forget")
+    leak = tag(Record(id="p0", text="Liora kept three ledgers: one for ships, one for names."), "privleak/forget")
+    question = tag(Record(id="k0", question="What did Liora keep?", answer="Ledgers."), "knowmem/forget_qa")
+    forget_shot = tag(Record(id="s0", question="Who kept ledgers?", answer="Liora."), "knowmem/forget_qa_icl")
+    data = EvalData(
+        requests=[ForgetRequest(id="news", records=[Record(id="raw0", text="Liora kept three ledgers.")])],
+        retain=[tag(Record(id="k1", question="Where is Tarnholm?", answer="North."), "knowmem/retain_qa")],
+        holdout=[tag(Record(id="h0", text="The lighthouse keeper kept one ledger."), "privleak/holdout")],
+        measured={"news": [verbatim, leak, question]},
+        shots={"forget": [forget_shot], "retain": []},
+    )
+    forget = scope_inputs("forget", data)[0]
+    assert forget.records == [verbatim, leak, question] and forget.shots == [forget_shot]
+    assert of_source(forget.records, "privleak/forget") == [leak]
+    assert of_source([Record(id="x", text="untagged")], "privleak/forget")[0].id == "x"  # untagged data: everything
+    result = evaluate(with_max_new_tokens(get_suite("muse"), 4), tiny_subject, data)
+    assert list(result.result("news", "verbmem").per_item) == ["v0"]
+    assert list(result.result("news", "knowmem").per_item) == ["k0"]
+    assert list(result.result("news", "mia_min_k/passage").per_item) == ["p0", "nonmember:h0"]
+    assert result.settings["sizes"]["request:news"] == 3  # the measured items, not the raw text
+
+
+def test_a_limit_keeps_every_benchmark_split():
+    """`--limit` cuts each split of a benchmark on its own: MUSE's VerbMem passages do not crowd
+    out its PrivLeak texts, which are passages too."""
+    tagged = [Record(id=f"{source}{i}", text=f"Passage {i} of {source}.", meta={"source": source}) for source in ("verbmem/forget", "privleak/forget") for i in range(3)]
+    limited = EvalData(requests=[ForgetRequest(id="r", records=tagged)]).limited(2)
+    assert [r.id for r in limited.requests[0].records] == ["verbmem/forget0", "verbmem/forget1", "privleak/forget0", "privleak/forget1"]
+    untagged = EvalData(retain=[Record(id=str(i), text=f"Text {i}.") for i in range(3)]).limited(2)
+    assert [r.id for r in untagged.retain] == ["0", "1"]

@@ -15,6 +15,7 @@ from rich.console import Console
 
 from unlearnkit.commands import (
     attack,
+    benchmarks,
     compare,
     demo,
     eval as eval_,
@@ -50,6 +51,7 @@ COMMANDS = {
     "methods": methods.methods_command,
     "unlearn": unlearn.unlearn_command,
     "eval": eval_.eval_command,
+    "benchmarks": benchmarks.benchmarks_command,
     "attack": attack.attack_command,
     "world": world.world_command,
     "prepare": prepare.prepare_command,

@@ -6,6 +6,7 @@ method: ssu                     # or {name: ssu, settings: {lr: 1e-4}}, or a lis
 requests:                       # applied in this order
   - world: runs/world           # every forget request of a built-in world
   - examples/requests.jsonl     # or request files
+benchmark: {name: tofu:forget10, data_dir: data/TOFU}  # or a benchmark's request(s) and sets
 retain: [examples/retain.jsonl] # a built-in world adds its retain set by itself
 evaluation: {suite: quick, per_set: 8}
 prepare: true                   # start from the world's target, compare with its oracles
@@ -67,11 +68,24 @@ class RequestSource(Strict):
         return self
 
 
+class BenchmarkSpec(Strict):
+    """A benchmark's requests and sets (`unlearnkit benchmarks`), read from `data_dir` (a local
+    copy of its hub files) or the hub; `stream` (MUSE News: scal, sust) makes its folds the
+    requests, applied in order."""
+
+    name: str
+    data_dir: Path | None = None
+    stream: str | None = None
+
+
 class EvalSpec(Strict):
     suite: str = "quick"
     per_set: int | None = Field(None, ge=1, description="records per kind and set (default: the suite's own)")
     max_new_tokens: int | None = Field(None, ge=1, description="cap on generation length in the suite")
     oracle: bool = True  # compare with the step's retrain oracle where `prepare` provides one
+    lm_eval: list[str] = Field(default_factory=list, description="lm-evaluation-harness tasks after every step (needs unlearnkit[lm-eval])")
+    lm_eval_include: Path | None = None  # a folder of task YAMLs of your own
+    lm_eval_limit: int | None = Field(None, ge=1, description="questions per lm-eval task")
 
 
 class RelapseSpec(Strict):
@@ -94,7 +108,7 @@ class FinalSpec(Strict):
         return [] if value is None else value if isinstance(value, list) else [value]
 
 
-UTILITY_ROLES = ("retain", "neighbours", "holdout", "real_facts", "general_text")
+UTILITY_ROLES = ("retain", "neighbours", "holdout", "real_authors", "real_facts", "general_text")
 KEEP_PATTERN = re.compile(r"^(all|deltas|last:[1-9][0-9]*)$")
 
 
@@ -120,7 +134,8 @@ class Plan(Strict):
     device: str = "auto"
     method: list[MethodSpec]
     lora: dict[str, Any] | None = None  # LoRA for training methods (SSU brings its own)
-    requests: list[RequestSource] = Field(min_length=1)
+    requests: list[RequestSource] = Field(default_factory=list)
+    benchmark: BenchmarkSpec | None = None
     retain: list[Path] = Field(default_factory=list)
     utility: list[str] = Field(default_factory=list)  # ROLE=PATH or a file named after its role (real_facts.jsonl)
     prepare: dict[str, Any] | None = None  # start from a built-in world's target; oracles per step
@@ -148,6 +163,11 @@ class Plan(Strict):
     def _requests(cls, value: Any) -> Any:
         items = value if isinstance(value, list) else [value]
         return [{"file": v} if isinstance(v, str) else v for v in items]
+
+    @field_validator("benchmark", mode="before")
+    @classmethod
+    def _benchmark(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
 
     @field_validator("prepare", mode="before")
     @classmethod
@@ -211,6 +231,17 @@ def _check_sections(plan: Plan, where: str) -> None:
             build_attacks(plan.final.attacks, plan.final.attack_settings)
         except UnlearnkitError as exc:
             raise PlanError(f"{where}: final.attacks: {exc}") from None
+    if plan.benchmark is not None:
+        from unlearnkit.data.benchmarks import BENCHMARKS, parse_name
+
+        try:
+            bench, _ = parse_name(plan.benchmark.name)
+        except UnlearnkitError as exc:
+            raise PlanError(f"{where}: benchmark.name: {exc}") from None
+        stream = plan.benchmark.stream
+        if stream is not None and stream not in bench.streams:
+            streams = ", ".join(b for b in BENCHMARKS[bench.family].streams) or "none"
+            raise PlanError(f"{where}: benchmark.stream: unknown stream '{stream}' for {plan.benchmark.name}; streams: {streams}")
     if plan.prepare is not None:
         from unlearnkit.benchmark.prepare import PrepareSettings
 
@@ -230,6 +261,9 @@ def _resolve(plan: Plan, base: Path) -> Plan:
     plan.retain = [fix(p) for p in plan.retain]  # type: ignore[misc]
     plan.utility = [_fix_spec(spec, base) for spec in plan.utility]
     plan.output = fix(plan.output)  # type: ignore[assignment]
+    if plan.benchmark is not None:
+        plan.benchmark.data_dir = fix(plan.benchmark.data_dir)
+    plan.evaluation.lm_eval_include = fix(plan.evaluation.lm_eval_include)
     plan.accelerate_config = fix(plan.accelerate_config)
     model = Path(plan.model).expanduser()
     if plan.model != "default" and not model.is_absolute() and (base / model).exists():
@@ -249,6 +283,8 @@ def _check_files(plan: Plan, where: str) -> None:
             raise PlanError(f"{where}: requests.{index}.file: no such file or folder: {source.file}")
         if source.world is not None and not (source.world / "requests.jsonl").exists():
             raise PlanError(f"{where}: requests.{index}.world: {source.world} is not a built-in world folder (no requests.jsonl)")
+    if plan.benchmark is not None and plan.benchmark.data_dir is not None and not plan.benchmark.data_dir.is_dir():
+        raise PlanError(f"{where}: benchmark.data_dir: no such folder: {plan.benchmark.data_dir}")
     for index, path in enumerate(plan.retain):
         if not path.exists():
             raise PlanError(f"{where}: retain.{index}: no such file: {path}")
@@ -283,6 +319,8 @@ def parse_plan(data: Any, where: str = "plan", base: Path | None = None, *, chec
             msg = "missing (required)"
         raise PlanError(f"{where}: {loc}: {msg}") from None
     plan.source = Path(where)
+    if not plan.requests and plan.benchmark is None:
+        raise PlanError(f"{where}: requests: nothing to unlearn: name request files or worlds, or a benchmark (benchmark: tofu:forget10)")
     if base is not None:
         plan = _resolve(plan, base)
     _check_methods(plan, where)

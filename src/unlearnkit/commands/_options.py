@@ -16,6 +16,8 @@ FormatOpt = Annotated[str, typer.Option("--format", help="prompt format: auto, c
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda or auto")]
 BatchSizeOpt = Annotated[int, typer.Option("--batch-size", help="items per forward pass")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="KEY=VALUE (repeatable)")]
+BenchmarkOpt = Annotated[str | None, typer.Option("--benchmark", help="tofu:forget01|forget05|forget10, muse:news|books, wmdp:bio|cyber|chem (see: unlearnkit benchmarks)")]
+DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="a local copy of the benchmark's hub files (default: read the hub)")]
 
 
 def parse_value(raw: str) -> Any:

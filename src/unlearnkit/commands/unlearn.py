@@ -16,16 +16,17 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from unlearnkit.commands._options import DeviceOpt, FormatOpt, ModelOpt, SetOpt, parse_set
+from unlearnkit.commands._options import BenchmarkOpt, DataDirOpt, DeviceOpt, FormatOpt, ModelOpt, SetOpt, parse_set
 from unlearnkit.errors import UnlearnkitError, VerdictError
 
 DEFAULT_METHOD = "npo_gd"
 
 
-def pick_request(path: Path, request_id: str | None) -> Any:
+def pick_request(path: Path | str, request_id: str | None, requests: list[Any] | None = None) -> Any:
+    """The request to apply: the only one of the file (or of `requests`), or the one named."""
     from unlearnkit.data.loaders import load_requests
 
-    requests = load_requests(path)
+    requests = load_requests(path) if requests is None else requests
     if request_id is not None:
         for request in requests:
             if request.id == request_id:
@@ -34,6 +35,25 @@ def pick_request(path: Path, request_id: str | None) -> Any:
     if len(requests) > 1:
         raise UnlearnkitError(f"{path}: {len(requests)} requests; choose one with --request ({', '.join(r.id for r in requests)})")
     return requests[0]
+
+
+def forget_and_retain(forget: Path | None, retain: Path | None, benchmark: str | None, data_dir: Path | None, request_id: str | None) -> tuple[Any, list[Any], str]:
+    """The request, the retain records and where they came from: the files, or a benchmark's
+    request and the retain set its unlearning keeps (`--retain` replaces it)."""
+    from unlearnkit.data.benchmarks import load_benchmark
+    from unlearnkit.data.loaders import load_records
+
+    if (forget is None) == (benchmark is None):
+        raise UnlearnkitError("give exactly one of --forget FILE or --benchmark NAME")
+    if benchmark is None and data_dir is not None:
+        raise UnlearnkitError("--data-dir: name the benchmark it holds (--benchmark)")
+    if benchmark is not None:
+        bench = load_benchmark(benchmark, data_dir, training=True)
+        request = pick_request(benchmark, request_id, bench.requests)
+        kept = load_records(retain) if retain is not None else (bench.train_retain or bench.sets.get("retain", []))
+        return request, kept, f"benchmark {benchmark}"
+    assert forget is not None
+    return pick_request(forget, request_id), load_records(retain) if retain is not None else [], str(forget)
 
 
 def guard_settings(guard: bool, auto: bool, strict: bool, sets: list[str] | None) -> Any:
@@ -58,8 +78,10 @@ def guard_settings(guard: bool, auto: bool, strict: bool, sets: list[str] | None
 
 
 def unlearn_command(
-    forget: Annotated[Path, typer.Option("--forget", help="forget request(s) or records (JSONL, JSON, CSV, Parquet)")],
     out: Annotated[Path, typer.Option("--out", help="folder for the unlearned model (safetensors) and unlearnkit.json")],
+    forget: Annotated[Path | None, typer.Option("--forget", help="forget request(s) or records (JSONL, JSON, CSV, Parquet)")] = None,
+    benchmark: BenchmarkOpt = None,
+    data_dir: DataDirOpt = None,
     method: Annotated[str, typer.Option("--method", help="method name (see: unlearnkit methods)")] = DEFAULT_METHOD,
     model: ModelOpt = "default",
     retain: Annotated[Path | None, typer.Option("--retain", help="retain records (kept, and measured against the budget)")] = None,
@@ -87,8 +109,7 @@ def unlearn_command(
     started = time.perf_counter()
     algorithm = get_method(method, parse_set(sets))  # bad name/setting: fail before loading
     settings = guard_settings(guard, auto, strict, guard_sets)
-    request = pick_request(forget, request_id)
-    retain_records = load_records(retain) if retain is not None else []
+    request, retain_records, forget_source = forget_and_retain(forget, retain, benchmark, data_dir, request_id)
     control_records = load_records(control) if control is not None else []
     if getattr(algorithm, "needs_retain", False) and not retain_records:
         raise UnlearnkitError(f"method '{method}': needs a retain set (--retain FILE)")
@@ -108,7 +129,7 @@ def unlearn_command(
         "settings": algorithm.model_dump(),
         "guard": settings.model_dump(),
         "request": request.id,
-        "forget_file": str(forget),
+        "forget_file": forget_source,
         "forget_records": len(request.records),
         "retain_file": str(retain) if retain else None,
         "retain_records": len(retain_records),

@@ -21,6 +21,7 @@ Run folder:
     requests/<id>.jsonl        the request text (deleted by `purge`)
     checkpoints/step-NNN[...]  see engine/checkpoints.py
     eval/step-NNN.json         the full SuiteResult of each step (per item values included)
+    eval/step-NNN/             the same in open-unlearning's layout (<NAME>_EVAL.json, _SUMMARY.json)
     eval/reference-*.json      the suite on the target and each oracle (final stage)
 """
 
@@ -43,7 +44,8 @@ from unlearnkit.engine.checkpoints import Checkpoints
 from unlearnkit.engine.faults import arm_training_crash, crash_point
 from unlearnkit.engine.ledger import Ledger, now
 from unlearnkit.errors import UnlearnkitError
-from unlearnkit.eval.data import EvalData
+from unlearnkit.eval.data import RECORD_ROLES, EvalData
+from unlearnkit.eval.interop import write_ou_logs
 from unlearnkit.eval.result import SuiteResult
 from unlearnkit.eval.sequential import relapsed
 from unlearnkit.files import write_json, write_text
@@ -70,6 +72,7 @@ class Run:
     data: EvalData  # retain, holdout and utility sets (requests are added per step)
     start_model: str  # the plan's model, or the prepared target of a built-in world
     oracles: dict[int, Path] = field(default_factory=dict)  # step -> retrain oracle
+    train_retain: list[Record] = field(default_factory=list)  # what unlearning keeps, where it is not the measured retain set
     _start: Subject | None = None
     _known: list[Record] | None = None
 
@@ -124,7 +127,7 @@ def unlearn_step(run: Run, step: int, request: ForgetRequest, subject: Subject, 
     started, tick = now(), time.perf_counter()
     torch.manual_seed(run.plan.seed + step)  # LoRA dropout and friends: a redone step repeats exactly
     # Real-knowledge questions tell a guardrail what it must keep answering (its calibration).
-    context = UnlearnContext(retain=run.data.retain, seed=run.plan.seed + step, lora=run.plan.lora,
+    context = UnlearnContext(retain=run.train_retain or run.data.retain, seed=run.plan.seed + step, lora=run.plan.lora,
                              extras={"utility": run.data.real_facts})
     guard, data = run.plan.guard, run.data
     probes = None
@@ -164,6 +167,7 @@ def evaluate_step(run: Run, step: int, subject: Subject) -> None:
         rows += run_attack(name, subject, data, target=run.start_subject(), oracle=oracle)
     crash_point("eval", step)
     result.save(run.folder / "eval" / f"step-{step:03d}.json")
+    write_ou_logs(result, run.folder / "eval" / f"step-{step:03d}")  # open-unlearning's layout too
     flags = relapses(run, step, rows)
     for request_id, _, metric, value, threshold in flags:
         run.say(step, f"[yellow]relapse: {request_id} {metric} = {value:.3f} is above {threshold} again[/yellow]")
@@ -196,7 +200,13 @@ def suite_evaluate(plan: Plan, subject: Subject, data: EvalData, oracle: Subject
         suite = replace(suite, per_set=plan.evaluation.per_set)
     if plan.evaluation.max_new_tokens is not None:
         suite = with_max_new_tokens(suite, plan.evaluation.max_new_tokens)
-    return evaluate(suite, subject, data, oracle)
+    result = evaluate(suite, subject, data, oracle)
+    if plan.evaluation.lm_eval:
+        from unlearnkit.eval.lm_eval import add_lm_eval, run_lm_eval
+
+        scores = run_lm_eval(subject, plan.evaluation.lm_eval, include_path=plan.evaluation.lm_eval_include, limit=plan.evaluation.lm_eval_limit)
+        add_lm_eval(result, scores, suite.utility_name if suite.utility else None)
+    return result
 
 
 def run_attack(name: str, subject: Subject, data: EvalData, target: Subject | None, oracle: Subject | None) -> Rows:
@@ -234,7 +244,7 @@ def open_run(plan: Plan) -> Run:
     if recorded is None:
         ledger.set_meta("plan", fingerprint)
         write_text(folder / "plan.yaml", yaml.safe_dump(json.loads(fingerprint), sort_keys=False))
-    requests, data, worlds = load_requests_and_data(plan)
+    requests, data, worlds, train_retain = load_requests_and_data(plan)
     ledger.register_requests(requests)
     for request in requests:  # the run's own copy of the text, until purged
         copy = folder / "requests" / f"{request.id}.jsonl"
@@ -244,18 +254,26 @@ def open_run(plan: Plan) -> Run:
     if plan.prepare is not None:
         start_model, oracles = _prepared(plan, worlds[0], requests)
     checkpoints = Checkpoints(folder / "checkpoints", plan.checkpoints.keep)
-    return Run(plan, folder, ledger, checkpoints, requests, data, start_model, oracles)
+    return Run(plan, folder, ledger, checkpoints, requests, data, start_model, oracles, train_retain)
 
 
-def load_requests_and_data(plan: Plan) -> tuple[list[ForgetRequest], EvalData, list[Path]]:
-    """The ordered requests, and the sets around them: a world's own, then the plan's files."""
+def load_requests_and_data(plan: Plan) -> tuple[list[ForgetRequest], EvalData, list[Path], list[Record]]:
+    """The ordered requests, and the sets around them: a benchmark's or a world's own, then the
+    plan's files; and what unlearning keeps where a benchmark trains on another retain set."""
     requests: list[ForgetRequest] = []
-    data, worlds = EvalData(), []
+    data, worlds, train_retain = EvalData(), [], []
+    if plan.benchmark is not None:
+        from unlearnkit.data.benchmarks import load_benchmark
+
+        spec = plan.benchmark
+        bench = load_benchmark(spec.name, spec.data_dir, training=True, stream=spec.stream)
+        data = replace(EvalData.from_benchmark(bench), requests=[])
+        requests, train_retain = list(bench.requests), bench.train_retain
     for source in plan.requests:
         if source.world is not None:
             world = EvalData.from_world(source.world)
             requests += world.requests[: source.first]
-            if not worlds:
+            if not worlds and plan.benchmark is None:
                 data = replace(world, requests=[])
             worlds.append(source.world)
         else:
@@ -270,9 +288,9 @@ def load_requests_and_data(plan: Plan) -> tuple[list[ForgetRequest], EvalData, l
         data.retain = data.retain + load_records(path)
     if plan.utility:
         extra = EvalData.from_files(plan.utility)
-        for role in ("retain", "neighbours", "holdout", "real_facts", "general_text"):
+        for role in RECORD_ROLES:
             setattr(data, role, getattr(data, role) + getattr(extra, role))
-    return requests, data, worlds
+    return requests, data, worlds, train_retain
 
 
 def _prepared(plan: Plan, world: Path, requests: list[ForgetRequest]) -> tuple[str, dict[int, Path]]:

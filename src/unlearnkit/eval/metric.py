@@ -111,6 +111,14 @@ class Metric(BaseModel):
         raise NotImplementedError
 
 
+def of_source(records: list[Record], source: str | None) -> list[Record]:
+    """The records of one benchmark split (`meta["source"]`, e.g. "privleak/forget"); every
+    record when `source` is None or no record carries a split (the built-in world, user files)."""
+    if source is None or not any("source" in r.meta for r in records):
+        return records
+    return [r for r in records if r.meta.get("source") == source]
+
+
 def item_id(record: Record, index: int) -> str:
     return record.id if record.id is not None else f"#{index}"
 

@@ -45,21 +45,43 @@ def rouge_l(reference: str, prediction: str, *, stemmer: bool = True) -> RougeL:
 
 
 # -- truth ratio, forget quality, model utility (docs/metrics.md, TOFU) -----------------------
-def truth_ratio(correct_mean_nll: float, perturbed_mean_nlls: Sequence[float]) -> float:
-    """R = exp(-mean_j L̄(pert_j)) / exp(-L̄(correct)): "wrong / correct".
+# OU's epsilon: the truth ratio divides by p̄_correct + 1e-10 and the forget aggregation by
+# R + 1e-10; probability with options adds it to its denominator, PrivLeak to the oracle's term.
+EPSILON = 1e-10
 
-    The perturbed answers are combined by the geometric mean of their length-normalised
-    probabilities (mean of L̄ first, then exp), as OU and TOFU's aggregation script do.
+
+def truth_ratio_log(correct_mean_nll: float, perturbed_mean_nlls: Sequence[float], *, epsilon: float = EPSILON) -> float:
+    """log R, R = exp(-mean_j L̄(pert_j)) / (exp(-L̄(correct)) + epsilon): "wrong / correct".
+
+    Computed in log space (`np.logaddexp`), so a collapsed model whose correct answer is
+    hundreds of nats less likely than the wrong ones gets the finite value OU computes with
+    floats instead of an overflow. The perturbed answers are combined by the geometric mean of
+    their length-normalised probabilities (mean of L̄ first), as OU and TOFU's aggregation do.
+    `epsilon=0` is TOFU's original (legacy) form.
     """
-    if not perturbed_mean_nlls:
+    if len(perturbed_mean_nlls) == 0:
         raise ValueError("truth_ratio: no perturbed answers")
-    return math.exp(correct_mean_nll - float(np.mean(perturbed_mean_nlls)))
+    wrong = -float(np.mean(perturbed_mean_nlls))
+    correct = -float(correct_mean_nll)
+    denominator = float(np.logaddexp(correct, math.log(epsilon))) if epsilon > 0 else correct
+    return wrong - denominator
 
 
-def truth_ratio_forget_score(ratios: Sequence[float]) -> float:
-    """TOFU forget aggregation (`closer_to_1_better`): mean of min(R, 1/R); 1 = cannot tell."""
+def truth_ratio(correct_mean_nll: float, perturbed_mean_nlls: Sequence[float], *, epsilon: float = EPSILON) -> float:
+    """R = exp(`truth_ratio_log`): inf only in the legacy form (`epsilon=0`) past float range."""
+    return _exp(truth_ratio_log(correct_mean_nll, perturbed_mean_nlls, epsilon=epsilon))
+
+
+def _exp(log_value: float) -> float:
+    return math.exp(log_value) if log_value < 709.78 else math.inf
+
+
+def truth_ratio_forget_score(ratios: Sequence[float], *, epsilon: float = EPSILON) -> float:
+    """TOFU forget aggregation (OU's `closer_to_1_better`): mean of min(R, 1/(R + epsilon));
+    1 = the model cannot tell true from false. An infinite R counts 0, as in numpy."""
     r = np.asarray(ratios, dtype=float)
-    return float(np.mean(np.minimum(r, 1.0 / np.maximum(r, 1e-300))))
+    with np.errstate(divide="ignore", over="ignore"):
+        return float(np.mean(np.minimum(r, 1.0 / (r + epsilon))))
 
 
 def truth_ratio_retain_score(ratios: Sequence[float]) -> float:
@@ -94,10 +116,10 @@ def model_utility(values: Sequence[float]) -> float:
     return float(hmean(v))
 
 
-def probability_with_options(correct_prob: float, perturbed_probs: Sequence[float]) -> float:
-    """p̄_c / (p̄_c + Σ_j p̄_j), each length-normalised (docs/metrics.md, TOFU); 1e-10 keeps 0/0
-    out, as in OU."""
-    return correct_prob / (correct_prob + float(np.sum(perturbed_probs)) + 1e-10)
+def probability_with_options(correct_prob: float, perturbed_probs: Sequence[float], *, epsilon: float = EPSILON) -> float:
+    """p̄_c / (p̄_c + Σ_j p̄_j + epsilon), each length-normalised (docs/metrics.md, TOFU); OU's
+    1e-10 keeps 0/0 out (TOFU's original aggregation has none: `epsilon=0`)."""
+    return correct_prob / (correct_prob + float(np.sum(perturbed_probs)) + epsilon)
 
 
 # -- membership inference (docs/metrics.md, Membership inference) ------------------------------
@@ -170,10 +192,17 @@ def privleak(auc: float, oracle_auc: float) -> float:
     (AUC_unl − AUC_retrain)/AUC_retrain × 100 in MUSE's convention. 0 is ideal; about −100 means
     the forget set is still recognised; positive means over-unlearning.
     """
-    return ((1.0 - auc) - (1.0 - oracle_auc)) / ((1.0 - oracle_auc) + 1e-10) * 100.0
+    return ((1.0 - auc) - (1.0 - oracle_auc)) / ((1.0 - oracle_auc) + EPSILON) * 100.0
 
 
 # -- memorisation from teacher-forced argmax (docs/metrics.md, Memorisation) ------------------
+def reference_span(flags: Any) -> Any:
+    """The positions OU measures for EM, ES and its Min-K attacks: every scored position but
+    the last (`tokenwise_logprobs` drops it as the EOS prediction; on a passage it is a real
+    token)."""
+    return flags[:-1]
+
+
 def exact_memorization(is_top: Sequence[bool]) -> float:
     """EM: fraction of target positions where the teacher-forced argmax is the target token."""
     flags = np.asarray(is_top, dtype=bool)

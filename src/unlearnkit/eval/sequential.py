@@ -33,9 +33,12 @@ def unlearned_at(request_id: str, order: Sequence[str]) -> int:
     return list(order).index(request_id)
 
 
-def utility_curve(results: Sequence[SuiteResult], metric: str = "model_utility", scope: str = "utility") -> list[float | None]:
-    """One utility value per step (sustainability: does general ability hold as requests pile up)."""
-    return [res.value(scope, metric) for res in results]
+def utility_curve(results: Sequence[SuiteResult], metric: str | None = None, scope: str = "utility") -> list[float | None]:
+    """One utility value per step (sustainability: does general ability hold as requests pile up);
+    `metric` None reads the suite's own utility row (`model_utility`, `quick_utility`, ...)."""
+    if metric is not None:
+        return [res.value(scope, metric) for res in results]
+    return [next((r.value for r in res.rows if r.scope == scope), None) for res in results]
 
 
 @dataclass(frozen=True)

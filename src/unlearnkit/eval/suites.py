@@ -3,8 +3,14 @@
 A suite entry says which metric runs on which scope:
 - `forget`: each request's records (non-members: the holdout set; KnowMem shots: retain QA);
 - `probes`: each request's held-out probes (2-hop questions);
-- `retain`, `neighbours`, `real_facts`, `general_text`: those record sets.
-`utility` lists the rows whose harmonic mean is the suite's model utility (scope "utility").
+- `retain`, `neighbours`, `real_authors`, `real_facts`, `general_text`: those record sets.
+
+A benchmark may measure other records than it unlearns (MUSE unlearns its raw forget corpus and
+measures VerbMem, KnowMem and PrivLeak items): `EvalData.measured` maps a request to those.
+`utility` lists the rows whose harmonic mean is the suite's utility row (scope "utility", named
+by `utility_name`: TOFU's `model_utility`, the quick suite's own `quick_utility`). Without every
+component the row has no value and names what is missing: a harmonic mean of fewer components is
+another number, not the same one shrunk.
 Entries that compare with the oracle (`oracle=True`) run only when an oracle is given.
 """
 
@@ -22,7 +28,7 @@ from unlearnkit.eval.passes import sharing
 from unlearnkit.eval.result import Row, SuiteResult
 from unlearnkit.models.subject import Subject
 
-SCOPES = ("forget", "probes", "retain", "neighbours", "real_facts", "general_text")
+SCOPES = ("forget", "probes", "retain", "neighbours", "real_authors", "real_facts", "general_text")
 
 
 @dataclass(frozen=True)
@@ -43,46 +49,69 @@ class Suite:
     name: str
     description: str
     entries: tuple[Entry, ...]
-    utility: tuple[tuple[str, str], ...] = ()  # (scope, row name) components of model utility
+    utility: tuple[tuple[str, str], ...] = ()  # (scope, row name) components of the utility row
     per_set: int | None = None  # records per kind and set (None: all)
+    utility_name: str = "model_utility"  # the utility row's name
 
 
 def _e(metric: str, scope: str, label: str | None = None, oracle: str | None = None, **params: Any) -> Entry:
     return Entry(metric, scope, params, label, oracle)
 
 
-ORACLE_ENTRIES = (
-    _e("forget_quality", "forget", oracle="truth_ratio"),
-    _e("privleak", "forget", kind="qa", oracle="mia_min_k"),
-)
-TOFU = (
-    _e("probability", "forget"),
-    _e("rouge", "forget"),
-    _e("truth_ratio", "forget", aggregation="forget"),
-    _e("extraction_strength", "forget"),
-    _e("exact_memorization", "forget"),
-    _e("mia_min_k", "forget", kind="qa"),
-    *ORACLE_ENTRIES,
-    _e("probability", "retain"),
-    _e("rouge", "retain"),
-    _e("truth_ratio", "retain", aggregation="retain"),
-    _e("probability_options", "real_facts"),
-    _e("rouge", "real_facts"),
-    _e("truth_ratio", "real_facts", aggregation="retain", correct="answer"),
-)
+# -- TOFU: what OpenUnlearning's `tofu` evaluation computes (docs/metrics.md, TOFU) ----------
+def _tofu(correct: str, last_token: str) -> tuple[Entry, ...]:
+    """The TOFU entries with the truth ratio's correct answer on forget/retain and the last-token
+    rule of ES, EM and Min-K as parameters (the reference form and unlearnkit's variant)."""
+    return (
+        _e("probability", "forget"),
+        _e("rouge", "forget"),
+        _e("truth_ratio", "forget", aggregation="forget", correct=correct),
+        _e("extraction_strength", "forget", last_token=last_token),
+        _e("exact_memorization", "forget", last_token=last_token),
+        _e("mia_min_k", "forget", kind="qa", last_token=last_token),
+        _e("forget_quality", "forget", oracle="truth_ratio", correct=correct),
+        _e("privleak", "forget", kind="qa", oracle="mia_min_k", last_token=last_token),
+        _e("probability", "retain"),
+        _e("rouge", "retain"),
+        _e("truth_ratio", "retain", aggregation="retain", correct=correct),
+        *(
+            entry
+            for scope in ("real_authors", "real_facts")
+            for entry in (
+                _e("probability_options", scope),
+                _e("rouge", scope),
+                _e("truth_ratio", scope, aggregation="retain", correct="answer"),
+            )
+        ),
+    )
+
+
+TOFU = _tofu("paraphrased", "drop")
+TOFU_OURS = _tofu("auto", "keep")
+# TOFU's model utility: the harmonic mean of these 9 (retain, real authors, world facts).
 TOFU_UTILITY = tuple(
     (scope, name)
-    for scope in ("retain", "real_facts")
+    for scope in ("retain", "real_authors", "real_facts")
     for name in ("probability" if scope == "retain" else "probability_options", "rouge", "truth_ratio")
 )
-MUSE = (
-    _e("verbmem", "forget"),
-    _e("knowmem", "forget"),
-    _e("mia_min_k", "forget", label="mia_min_k/passage", kind="passage"),
-    _e("privleak", "forget", label="privleak/passage", kind="passage", oracle="mia_min_k/passage"),
-    _e("extraction_strength", "forget", label="extraction_strength/passage", kind="passage"),
-    _e("knowmem", "retain"),
-)
+
+
+# -- MUSE: what swj0419/muse_bench computes (docs/metrics.md, MUSE) ----------------------------
+# `source` picks a benchmark split's records where the data is tagged with them (MUSE's own
+# files); on untagged data (the built-in world) every record of the right kind counts.
+def _muse(truncate: str, last_token: str) -> tuple[Entry, ...]:
+    return (
+        _e("verbmem", "forget", source="verbmem/forget", truncate=truncate),
+        _e("knowmem", "forget", source="knowmem/forget_qa"),
+        _e("mia_min_k", "forget", label="mia_min_k/passage", kind="passage", source="privleak/forget", last_token=last_token),
+        _e("privleak", "forget", label="privleak/passage", kind="passage", source="privleak/forget", last_token=last_token, oracle="mia_min_k/passage"),
+        _e("extraction_strength", "forget", label="extraction_strength/passage", kind="passage", source="verbmem/forget"),
+        _e("knowmem", "retain", source="knowmem/retain_qa"),
+    )
+
+
+MUSE = _muse("muse", "keep")
+MUSE_OURS = _muse("new_tokens", "drop")
 MIA = tuple(
     _e(f"mia_{attack}", "forget", label=f"mia_{attack}/{kind}", kind=kind)
     for kind in ("qa", "passage")
@@ -94,12 +123,13 @@ MIA = tuple(
 )
 QUICK = (
     _e("probability", "forget"),
-    _e("truth_ratio", "forget", aggregation="forget"),
+    _e("truth_ratio", "forget", aggregation="forget", correct="auto"),
     _e("extraction_strength", "forget"),
     _e("mia_min_k", "forget", kind="qa"),
-    *ORACLE_ENTRIES,
+    _e("forget_quality", "forget", oracle="truth_ratio", correct="auto"),
+    _e("privleak", "forget", kind="qa", oracle="mia_min_k"),
     _e("probability", "retain"),
-    _e("truth_ratio", "retain", aggregation="retain"),
+    _e("truth_ratio", "retain", aggregation="retain", correct="auto"),
     _e("option_accuracy", "real_facts"),
     _e("mc_accuracy", "real_facts"),
     _e("perplexity", "general_text"),
@@ -110,9 +140,17 @@ EXTRA = (
     _e("rouge", "forget", label="rouge/paraphrased", question="paraphrased"),
     _e("probability", "neighbours"),
     _e("rouge", "neighbours"),
-    _e("truth_ratio", "neighbours", aggregation="retain"),
+    _e("truth_ratio", "neighbours", aggregation="retain", correct="auto"),
     _e("verbmem", "neighbours"),
     _e("option_accuracy", "real_facts"),
+    _e("mc_accuracy", "real_facts"),
+    _e("mc_accuracy", "forget"),
+    _e("mc_accuracy", "probes"),
+    _e("perplexity", "general_text"),
+)
+WMDP = (
+    _e("mc_accuracy", "forget"),
+    _e("mc_accuracy", "probes"),
     _e("mc_accuracy", "real_facts"),
     _e("perplexity", "general_text"),
 )
@@ -134,12 +172,20 @@ SUITES: dict[str, Suite] = {
         QUICK,
         utility=(("retain", "probability"), ("retain", "truth_ratio"), ("real_facts", "option_accuracy")),
         per_set=8,
+        utility_name="quick_utility",
     ),
-    "tofu": Suite("tofu", "TOFU: probability, ROUGE-L recall, truth ratio, forget quality, model utility", TOFU, TOFU_UTILITY),
-    "muse": Suite("muse", "MUSE: VerbMem, KnowMem (forget and retain), PrivLeak", MUSE, (("retain", "knowmem"),)),
+    "tofu": Suite("tofu", "TOFU as OpenUnlearning computes it: probability, ROUGE-L recall, truth ratio, ES, forget quality, PrivLeak, model utility (9 components)", TOFU, TOFU_UTILITY),
+    "tofu_ours": Suite("tofu_ours", "TOFU with unlearnkit's variants: the truth ratio's correct answer by length, every scored token in ES, EM and Min-K", TOFU_OURS, TOFU_UTILITY),
+    "muse": Suite("muse", "MUSE as swj0419/muse_bench computes it: VerbMem, KnowMem (forget and retain), PrivLeak", MUSE, (("retain", "knowmem"),), utility_name="muse_utility"),
+    "muse_ours": Suite("muse_ours", "MUSE with unlearnkit's variants: VerbMem reference of max_new_tokens tokens, Min-K without the last token", MUSE_OURS, (("retain", "knowmem"),), utility_name="muse_utility"),
+    "wmdp": Suite("wmdp", "WMDP: multiple-choice accuracy on the hazardous questions (lm-evaluation-harness's zero-shot acc)", WMDP),
     "mia": Suite("mia", "membership inference: six attacks on QA and passages, PrivLeak", MIA),
     "full": Suite("full", "everything: tofu + muse + mia + probes, neighbours, utility sets", _union(TOFU, MUSE, MIA, EXTRA), TOFU_UTILITY),
 }
+
+
+# The names utility rows go by (the report and comparisons read whichever a run has).
+UTILITY_ROWS: tuple[str, ...] = tuple(dict.fromkeys(s.utility_name for s in SUITES.values() if s.utility))
 
 
 def get_suite(name: str) -> Suite:
@@ -165,10 +211,15 @@ def with_max_new_tokens(suite: Suite, max_new_tokens: int) -> Suite:
 
 
 def scope_inputs(scope: str, data: EvalData) -> list[MetricInput]:
-    """The MetricInputs a suite scope expands to (one per request for forget/probes)."""
-    shots = [r for r in data.retain if r.kind == "qa"]
+    """The MetricInputs a suite scope expands to (one per request for forget/probes).
+
+    KnowMem's in-context examples: the benchmark's own for the scope (MUSE's `forget_qa_icl`,
+    `retain_qa_icl`), else the retain set's QA.
+    """
+    retain_qa = [r for r in data.retain if r.kind == "qa"]
+    shots = data.shots.get(scope, retain_qa) if scope != "probes" else retain_qa
     if scope == "forget":
-        return [MetricInput(r.records, data.holdout, shots, r.id) for r in data.requests]
+        return [MetricInput(data.measured.get(r.id, r.records), data.holdout, shots, r.id) for r in data.requests]
     if scope == "probes":
         return [MetricInput(r.probes, data.holdout, shots, f"{r.id}/probes") for r in data.requests if r.probes]
     if scope in SCOPES:
@@ -218,9 +269,22 @@ def evaluate(suite: str | Suite, subject: Subject, data: EvalData, oracle: Oracl
 
 
 def _add_utility(result: SuiteResult, suite: Suite) -> None:
+    """The utility row: the harmonic mean of every declared component, or no value (with the
+    missing components named) when one did not run."""
+    if not suite.utility:
+        return
     components = {f"{scope}:{name}": result.value(scope, name) for scope, name in suite.utility}
     present = {k: v for k, v in components.items() if v is not None}
-    if present:
-        value = P.model_utility([max(0.0, v) for v in present.values()])
-        outcome = MetricResult(value, {}, {"components": present, "missing": sorted(set(components) - set(present))})
-        result.add(Row("utility", "model_utility", value, len(present), 0.0), outcome)
+    missing = [k for k in components if k not in present]
+    value = P.model_utility([max(0.0, v) for v in present.values()]) if present and not missing else None
+    outcome = MetricResult(value, {}, {"components": present, "missing": missing})
+    result.add(Row("utility", suite.utility_name, value, len(present), 0.0), outcome)
+
+
+def missing_utility(result: SuiteResult) -> dict[str, list[str]]:
+    """{utility row: [missing components]} for every utility row left without a value."""
+    return {
+        row.metric: list(outcome.details.get("missing", []))
+        for row in result.rows
+        if row.scope == "utility" and row.value is None and (outcome := result.result(row.scope, row.metric)) is not None
+    }

@@ -6,13 +6,14 @@ import html
 from pathlib import Path
 from statistics import mean
 
+from unlearnkit.eval.suites import UTILITY_ROWS
 from unlearnkit.report import plots
 from unlearnkit.report.data import RunView, load_run
 from unlearnkit.display import number
 
 # (column, how to read it from the last step of a run)
 FORGET_COLUMNS = ("forget_quality", "probability", "truth_ratio", "mia_min_k")
-KEPT_COLUMNS = (("utility", "model_utility"), ("retain", "probability"), ("real_facts", "option_accuracy"), ("general_text", "perplexity"))
+KEPT_COLUMNS = (("retain", "probability"), ("real_facts", "option_accuracy"), ("general_text", "perplexity"))
 
 
 def run_row(view: RunView) -> dict[str, float | str | None]:
@@ -23,6 +24,7 @@ def run_row(view: RunView) -> dict[str, float | str | None]:
         values = [view.metric(last, rid, metric) for rid in view.request_ids]
         present = [v for v in values if v is not None]
         row[f"forget {metric}"] = mean(present) if present else None
+    row["utility"] = next((v for name in UTILITY_ROWS if (v := view.metric(last, "utility", name)) is not None), None)
     for scope, metric in KEPT_COLUMNS:
         row[f"{scope} {metric}"] = view.metric(last, scope, metric)
     for attack, fractions in attack_recovery(view).items():
@@ -50,8 +52,8 @@ def compare(folders: list[str | Path]) -> tuple[list[dict[str, float | str | Non
     columns = list(dict.fromkeys(c for r in rows for c in r))  # runs may have run other attacks
     rows = [{c: r.get(c) for c in columns} for r in rows]
     x_key = "forget forget_quality" if any(r.get("forget forget_quality") is not None for r in rows) else "forget probability"
-    points = [(str(r["run"]), _num(r.get(x_key)), _num(r.get("utility model_utility"))) for r in rows]
-    svg = plots.tradeoff_chart(points, x_key.replace("forget ", "forget-set ") + " (mean over requests)", "model utility")
+    points = [(str(r["run"]), _num(r.get(x_key)), _num(r.get("utility"))) for r in rows]
+    svg = plots.tradeoff_chart(points, x_key.replace("forget ", "forget-set ") + " (mean over requests)", "utility")
     columns = list(rows[0]) if rows else []
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(number(r.get(c)))}</td>" for c in columns) + "</tr>" for r in rows)

@@ -17,7 +17,7 @@ from typing import Any
 
 from unlearnkit.errors import UnlearnkitError
 
-SET_SCOPES = ("retain", "neighbours", "real_facts", "general_text", "utility")
+SET_SCOPES = ("retain", "neighbours", "real_authors", "real_facts", "general_text", "lm_eval", "utility")
 Table = dict[str, dict[str, float | None]]  # scope -> metric -> value
 
 

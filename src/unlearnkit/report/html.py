@@ -15,7 +15,7 @@ from unlearnkit.files import write_text
 from unlearnkit.report import plots
 from unlearnkit.report.data import SET_SCOPES, RunView, load_run
 
-UTILITY_CAPTION = "model utility: harmonic mean of the suite's utility components (higher is better)"
+UTILITY_CAPTION = "utility: harmonic mean of the suite's utility components (higher is better)"
 FORGOTTEN = {"higher": "lower = forgotten", "lower": "higher = forgotten", None: "closest to the oracle = forgotten"}
 BETTER = {True: "higher is better", False: "lower is better", None: "closest to the oracle is better"}
 
@@ -25,7 +25,7 @@ def caption(scope: str, row: str) -> str:
     (retain, neighbours, real_facts, general_text) which direction is better, on any other scope
     (a request id, or "forget" for all requests) which direction means forgotten. A row name may
     carry a suffix (`mia_min_k/passage`); an unregistered name is its own caption."""
-    if row == "model_utility":
+    if scope == "utility":
         return UTILITY_CAPTION
     name = row.split("/")[0]
     if name not in metric_registry.names():

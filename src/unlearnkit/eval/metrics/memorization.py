@@ -2,8 +2,10 @@
 Memorisation; OpenUnlearning's definitions).
 
 Both read the same forward pass as `probability` (QA) or the MIA passage scores: the argmax flags
-come with `score`. All scored tokens count, EOS included for QA (OpenUnlearning drops the last
-one; docs/metrics.md, Deliberate differences).
+come with `score`. As in OpenUnlearning, the last scored position is not measured
+(`last_token="drop"`): for an answer it is the EOS we append, which a model that reproduces the
+whole answer need not predict (a chat model ends its turn with another token). `last_token="keep"`
+measures every scored token (unlearnkit's variant).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import numpy as np
 from unlearnkit.data.schema import Record
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.eval import primitives as P
-from unlearnkit.eval.metric import Metric, MetricInput, MetricResult, Reference, item_id, register_metric
+from unlearnkit.eval.metric import Metric, MetricInput, MetricResult, Reference, item_id, of_source, register_metric
 from unlearnkit.eval.metrics._common import Pair, score_pairs, split_passage
 from unlearnkit.models.subject import Subject
 
@@ -30,12 +32,15 @@ class _ArgmaxMetric(Metric):
     recoverable = True
     remembered_when = "higher"
     formula: ClassVar[Callable[[Any], float]]
+    defined_when_empty: ClassVar[bool] = False  # whether `formula` has a value for no measured position
 
     kind: Literal["qa", "passage", "all"] = "qa"
+    last_token: Literal["drop", "keep"] = "drop"
+    source: str | None = None  # the benchmark split measured (see `of_source`)
 
     def items(self, data: MetricInput | list[Record]) -> list[Record]:
         kind = self.kind
-        return [r for r in super().items(data) if kind == "all" or r.kind == kind]
+        return of_source([r for r in super().items(data) if kind == "all" or r.kind == kind], self.source)
 
     def compute(self, subject: Subject, data: MetricInput | list[Record], reference: Reference = None) -> MetricResult:
         records = self.items(data)
@@ -50,8 +55,12 @@ class _ArgmaxMetric(Metric):
         for i, (r, scored) in enumerate(zip(records, score_pairs(subject, pairs))):
             if scored.is_top is None:
                 raise UnlearnkitError(f"{self.name}: this Subject's score() gives no argmax flags")
-            per_item[item_id(r, i)] = type(self).formula(scored.is_top.tolist())
-        return MetricResult(float(np.mean(list(per_item.values()))), per_item)
+            flags = scored.is_top.tolist()
+            flags = P.reference_span(flags) if self.last_token == "drop" else flags
+            if flags or type(self).defined_when_empty:  # OU: EM of an empty span is None (left out), ES is 0
+                per_item[item_id(r, i)] = type(self).formula(flags)
+        value = float(np.mean(list(per_item.values()))) if per_item else None
+        return MetricResult(value, per_item)
 
 
 @register_metric("exact_memorization")
@@ -64,3 +73,4 @@ class ExactMemorization(_ArgmaxMetric):
 class ExtractionStrength(_ArgmaxMetric):
     description = "share of the answer the model reproduces under teacher forcing after the shortest prefix it needs"
     formula = staticmethod(P.extraction_strength)
+    defined_when_empty = True

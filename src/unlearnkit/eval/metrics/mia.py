@@ -6,8 +6,9 @@ value is the AUC of members (`data.records`, the forget set) against non-members
 (`data.nonmembers`, never trained) in OU's convention: 1 = members recognised, 0.5 = chance.
 
 QA records are scored on the answer (+EOS) given the templated question, passages on the whole
-text after BOS; `kind` picks one ("auto": passages when both sides have some, else QA). All
-scored tokens count (OU drops the last one; docs/metrics.md, Deliberate differences).
+text after BOS; `kind` picks one ("auto": passages when both sides have some, else QA). LOSS and
+zlib use every scored token; Min-K and Min-K%++ leave out the last one as OpenUnlearning does
+(`last_token="drop"`; MUSE's own PrivLeak keeps it: `last_token="keep"`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from unlearnkit.data.schema import Record
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.eval import primitives as P
 from unlearnkit.eval.gradnorm import gradient_norms
-from unlearnkit.eval.metric import Metric, MetricInput, MetricResult, Reference, item_id, register_metric
+from unlearnkit.eval.metric import Metric, MetricInput, MetricResult, Reference, item_id, of_source, register_metric
 from unlearnkit.eval.metrics._common import Pair, mean_nll, score_pairs, scored_pair
 from unlearnkit.models.subject import Subject
 
@@ -35,6 +36,7 @@ class MembershipAttack(Metric):
     uses_stats: ClassVar[bool] = False
 
     kind: Literal["auto", "qa", "passage"] = "auto"
+    source: str | None = None  # the members' benchmark split (see `of_source`)
 
     def chosen_kind(self, data: MetricInput) -> str:
         if self.kind != "auto":
@@ -45,7 +47,8 @@ class MembershipAttack(Metric):
     def split(self, data: MetricInput | list[Record]) -> tuple[list[Record], list[Record]]:
         data = MetricInput.of(data)
         kind = self.chosen_kind(data)
-        return [r for r in data.records if r.kind == kind], [r for r in data.nonmembers if r.kind == kind]
+        members = of_source([r for r in data.records if r.kind == kind], self.source)
+        return members, [r for r in data.nonmembers if r.kind == kind]
 
     def applies(self, data: MetricInput | list[Record]) -> bool:
         members, nonmembers = self.split(data)
@@ -90,9 +93,13 @@ class MinKAttack(MembershipAttack):
     description = "Min-K% membership AUC of the forget set against the holdout set, 0.5 at chance"
 
     k: float = Field(0.4, gt=0.0, le=1.0)
+    last_token: Literal["drop", "keep"] = "drop"  # OU drops it; MUSE's privleak keeps it
+
+    def span(self, values: Any) -> Any:
+        return P.reference_span(values) if self.last_token == "drop" and len(values) > 1 else values
 
     def scores(self, subject: Subject, records: list[Record], reference: Reference) -> list[float]:
-        return [P.min_k_score(s.logprobs, self.k) for s in self._scored(subject, records)]
+        return [P.min_k_score(self.span(s.logprobs), self.k) for s in self._scored(subject, records)]
 
 
 @register_metric("mia_min_k_pp")
@@ -101,7 +108,10 @@ class MinKPlusPlusAttack(MinKAttack):
     uses_stats = True
 
     def scores(self, subject: Subject, records: list[Record], reference: Reference) -> list[float]:
-        return [P.min_k_plus_plus_score(s.logprobs, s.mu, s.sigma, self.k) for s in self._scored(subject, records)]
+        return [
+            P.min_k_plus_plus_score(self.span(s.logprobs), self.span(s.mu), self.span(s.sigma), self.k)
+            for s in self._scored(subject, records)
+        ]
 
 
 @register_metric("mia_reference")
@@ -162,11 +172,13 @@ class PrivLeak(Metric):
     attack: Literal["loss", "zlib", "min_k", "min_k_pp"] = "min_k"  # the keys of ATTACKS
     kind: Literal["auto", "qa", "passage"] = "auto"
     k: float = Field(0.4, gt=0.0, le=1.0)
+    last_token: Literal["drop", "keep"] = "drop"  # Min-K's: OU drops it, MUSE keeps it
+    source: str | None = None
 
     def _attack(self) -> MembershipAttack:
-        params: dict[str, Any] = {"kind": self.kind}
+        params: dict[str, Any] = {"kind": self.kind, "source": self.source}
         if self.attack in ("min_k", "min_k_pp"):
-            params["k"] = self.k
+            params |= {"k": self.k, "last_token": self.last_token}
         return ATTACKS[self.attack](**params)
 
     def applies(self, data: MetricInput | list[Record]) -> bool:

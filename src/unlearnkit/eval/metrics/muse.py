@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 from pydantic import Field
 
 from unlearnkit.data.schema import Record
 from unlearnkit.eval import primitives as P
-from unlearnkit.eval.metric import Metric, MetricInput, MetricResult, Reference, item_id, register_metric
+from unlearnkit.eval.metric import Metric, MetricInput, MetricResult, Reference, item_id, of_source, register_metric
 from unlearnkit.eval.metrics._common import greedy, split_passage
 from unlearnkit.models.subject import Subject
 
@@ -18,8 +20,13 @@ KNOWMEM_STOPS = ["\n\n", "\nQuestion", "Question:"]
 @register_metric("verbmem")
 class VerbMem(Metric):
     """Greedy continuation of the passage prefix (raw text, no template) against the true
-    continuation cut to its first `max_new_tokens` tokens; ROUGE-L F1 (docs/metrics.md, MUSE).
-    Lower on forget."""
+    continuation cut to `max_new_tokens` tokens; ROUGE-L F1 (docs/metrics.md, MUSE). Lower on
+    forget.
+
+    `truncate`: "muse" cuts the continuation tokenised with BOS to its first `max_new_tokens`
+    ids (MUSE: BOS + 127 tokens), "new_tokens" to its first `max_new_tokens` tokens.
+    `source`: the benchmark split measured (see `of_source`).
+    """
 
     kinds = ("passage",)
     higher_is_better = True
@@ -30,16 +37,22 @@ class VerbMem(Metric):
 
     max_new_tokens: int = Field(128, ge=1)
     stemmer: bool = False
+    truncate: Literal["muse", "new_tokens"] = "muse"
+    source: str | None = None
+
+    def items(self, data: MetricInput | list[Record]) -> list[Record]:
+        return of_source(super().items(data), self.source)
 
     def compute(self, subject: Subject, data: MetricInput | list[Record], reference: Reference = None) -> MetricResult:
         records = self.items(data)
         limit = self.max_new_tokens
+        with_bos = self.truncate == "muse"
         splits = [split_passage(r) for r in records]
         outputs = greedy(subject, [prefix for prefix, _ in splits], limit, [], template=False)
         per_item = {}
         for i, (r, (_, truth), text) in enumerate(zip(records, splits, outputs)):
-            # The reference is cut to as many tokens as the model may generate (MUSE: 128).
-            ids = subject.tokenizer(truth, add_special_tokens=False)["input_ids"][:limit]
+            # The reference is cut to as many tokens as the model may generate (MUSE: 128 ids, BOS included).
+            ids = subject.tokenizer(truth, add_special_tokens=with_bos)["input_ids"][:limit]
             reference_text = subject.tokenizer.decode(ids, skip_special_tokens=True)
             per_item[item_id(r, i)] = P.rouge_l(reference_text, text, stemmer=self.stemmer).f1
         return MetricResult(float(np.mean(list(per_item.values()))), per_item, {"generations": outputs})
@@ -56,8 +69,8 @@ class KnowMem(Metric):
     """Few-shot QA (raw text), greedy, cut at MUSE's stop strings, ROUGE-L F1 vs the answer
     (docs/metrics.md, MUSE).
 
-    Shots come from `data.shots` (else from the other records of the set), never the probed
-    question itself. Lower is the goal on forget; on retain it is MUSE's utility metric.
+    Shots come from `data.shots` (MUSE's `*_qa_icl` splits, else the retain set's QA; without
+    either, the other records of the set), never the probed question itself. Lower is the goal on forget; on retain it is MUSE's utility metric.
     """
 
     higher_is_better = True
@@ -69,6 +82,10 @@ class KnowMem(Metric):
     shots: int = Field(10, ge=0)
     max_new_tokens: int = Field(32, ge=1)
     stemmer: bool = False
+    source: str | None = None
+
+    def items(self, data: MetricInput | list[Record]) -> list[Record]:
+        return of_source(super().items(data), self.source)
 
     def compute(self, subject: Subject, data: MetricInput | list[Record], reference: Reference = None) -> MetricResult:
         data = MetricInput.of(data)

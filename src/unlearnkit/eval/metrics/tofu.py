@@ -61,15 +61,17 @@ class _WithOptions(Metric):
 
 @register_metric("probability_options")
 class ProbabilityWithOptions(_WithOptions):
-    """Mean of p̄_answer / (p̄_answer + Σ p̄_perturbed) (docs/metrics.md, TOFU; real authors /
-    world facts)."""
+    """Mean of p̄_answer / (p̄_answer + Σ p̄_perturbed + epsilon) (docs/metrics.md, TOFU; real
+    authors / world facts). `epsilon`: OU's 1e-10 (TOFU's original aggregation: 0)."""
 
     description = "probability of the answer relative to the answer and its perturbed answers, mean over questions"
+
+    epsilon: float = Field(P.EPSILON, ge=0.0)
 
     def compute(self, subject: Subject, data: MetricInput | list[Record], reference: Reference = None) -> MetricResult:
         records = self.items(data)
         per_item = {
-            item_id(r, i): P.probability_with_options(math.exp(-c), [math.exp(-x) for x in pert])
+            item_id(r, i): P.probability_with_options(math.exp(-c), [math.exp(-x) for x in pert], epsilon=self.epsilon)
             for i, (r, (c, pert)) in enumerate(zip(records, self.option_nlls(subject, records)))
         }
         return MetricResult(float(np.mean(list(per_item.values()))), per_item)
@@ -95,15 +97,17 @@ class OptionAccuracy(_WithOptions):
 
 @register_metric("truth_ratio")
 class TruthRatio(_WithOptions):
-    """Per item R = wrong/correct (geometric mean over wrong answers); set score by aggregation.
+    """Per item R = wrong / (correct + epsilon), wrong the geometric mean over perturbed answers,
+    computed in log space; the set score by `aggregation`.
 
-    Params: `aggregation` = "forget" (mean min(R, 1/R), the forget set) or "retain"
+    Params: `aggregation` = "forget" (mean min(R, 1/(R + epsilon)), the forget set) or "retain"
     (mean max(0, 1 − R): retain, real authors, world facts). `correct` = which answer the wrong
-    ones are compared with: "paraphrased" (TOFU forget/retain, whose perturbed answers rewrite
-    the paraphrased answer), "answer" (TOFU RA/WF), or "auto": the paraphrased answer unless the
-    plain answer is closer in word count to the perturbed answers (the built-in world perturbs
+    ones are compared with: "paraphrased" (TOFU's forget and retain sets, whose perturbed
+    answers rewrite the paraphrased answer; records without one use the answer), "answer" (TOFU's
+    real authors and world facts), or "auto" (unlearnkit's variant): the paraphrased answer unless
+    the plain answer is closer in word count to the perturbed answers (the built-in world perturbs
     the short answer, "Kellbridge" vs "Selvanna"; comparing a sentence with single words would
-    measure length, not knowledge). Records without a paraphrased answer use the answer.
+    measure length, not knowledge). `epsilon`: OU's 1e-10 (TOFU's original form: 0).
     `per_item` holds the raw R_i, which forget quality compares with the oracle's.
     Both aggregations are "higher is the goal" (→1 on forget, high on retain): on forget data a
     low value means the model still prefers the true answer.
@@ -114,7 +118,8 @@ class TruthRatio(_WithOptions):
     description = "TOFU truth ratio: how likely the perturbed answers are against the correct one, over questions"
 
     aggregation: Literal["forget", "retain"] = "forget"
-    correct: Literal["auto", "paraphrased", "answer"] = "auto"
+    correct: Literal["auto", "paraphrased", "answer"] = "paraphrased"
+    epsilon: float = Field(P.EPSILON, ge=0.0)
 
     def _correct(self, record: Record) -> str:
         answer, paraphrased = record.answer or "", record.paraphrased_answer
@@ -128,20 +133,24 @@ class TruthRatio(_WithOptions):
 
     def ratios(self, subject: Subject, records: list[Record]) -> dict[str, float]:
         return {
-            item_id(r, i): P.truth_ratio(c, pert)
+            item_id(r, i): P.truth_ratio(c, pert, epsilon=self.epsilon)
             for i, (r, (c, pert)) in enumerate(zip(records, self.option_nlls(subject, records)))
         }
 
     def compute(self, subject: Subject, data: MetricInput | list[Record], reference: Reference = None) -> MetricResult:
         ratios = self.ratios(subject, self.items(data))
-        aggregate = P.truth_ratio_forget_score if self.aggregation == "forget" else P.truth_ratio_retain_score
-        return MetricResult(aggregate(list(ratios.values())), ratios, {"per_item": "R = wrong/correct"})
+        values = list(ratios.values())
+        if self.aggregation == "forget":
+            value = P.truth_ratio_forget_score(values, epsilon=self.epsilon)
+        else:
+            value = P.truth_ratio_retain_score(values)
+        return MetricResult(value, ratios, {"per_item": "R = wrong/correct"})
 
 
 @register_metric("forget_quality")
 class ForgetQuality(Metric):
     """KS p-value of the forget-set truth ratios against the oracle's on the same items
-    (docs/metrics.md, TOFU). `correct` is the truth ratio's (see `TruthRatio`).
+    (docs/metrics.md, TOFU). `correct` and `epsilon` are the truth ratio's (see `TruthRatio`).
 
     `reference`: the oracle Subject, its `truth_ratio` MetricResult, or its list of ratios.
     """
@@ -151,13 +160,14 @@ class ForgetQuality(Metric):
     remembered_when = "lower"  # higher = closer to retraining
     description = "KS-test p-value of the truth ratios against the oracle's on the same questions"
 
-    correct: Literal["auto", "paraphrased", "answer"] = "auto"
+    correct: Literal["auto", "paraphrased", "answer"] = "paraphrased"
+    epsilon: float = Field(P.EPSILON, ge=0.0)
 
     def items(self, data: MetricInput | list[Record]) -> list[Record]:
         return TruthRatio().items(data)
 
     def compute(self, subject: Subject, data: MetricInput | list[Record], reference: Reference = None) -> MetricResult:
-        truth = TruthRatio(aggregation="forget", correct=self.correct)
+        truth = TruthRatio(aggregation="forget", correct=self.correct, epsilon=self.epsilon)
         ours = truth.compute(subject, data)
         if isinstance(reference, Subject):
             oracle = list(truth.compute(reference, data).per_item.values())
