@@ -22,7 +22,8 @@ from unlearnkit.models.subject import Subject
 from unlearnkit.safety.apply import apply_request
 from unlearnkit.safety.measure import ALL, Measurement, measure
 from unlearnkit.safety.monitor import GuardMonitor
-from unlearnkit.safety.probes import ProbeSet, build_probes, overlaps, pick_collateral
+from unlearnkit.data.knowledge import overlaps
+from unlearnkit.safety.probes import ProbeSet, build_probes, pick_collateral
 from unlearnkit.safety.settings import Budget, Calibration, Guard, Target
 from unlearnkit.safety.verdict import EXCEEDED, FORGOTTEN, NOT_FORGOTTEN, PARTLY, budget_violations, decide
 from unlearnkit.training import Check, FineTune, TrainConfig, train

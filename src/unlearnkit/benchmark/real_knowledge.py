@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from unlearnkit.data.schema import ForgetRequest, Record
-from unlearnkit.safety.probes import overlaps
+from unlearnkit.data.knowledge import overlaps
 
 Case = Literal["mixed", "same-template"]
 CASES: tuple[Case, ...] = ("mixed", "same-template")

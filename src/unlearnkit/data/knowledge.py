@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from unlearnkit.data.schema import Record
+from unlearnkit.data.schema import ForgetRequest, Record
 from unlearnkit.errors import UnlearnkitError
 
 # Real well-known countries for the utility set (the base model should know their facts);
@@ -292,3 +292,37 @@ def fact_bank() -> tuple[Record, ...]:
             meta={"split": "knowledge", "type": "fact", "kind": fact.kind, "entity": fact.entity},
         ))
     return tuple(records)
+
+
+# -- stating an answer, and overlap with a request ------------------------------------------
+
+def answer_stated(answer: str, text: str, *, whole_word: bool = False) -> bool:
+    """Whether a generated `text` states `answer`, ignoring case: as a substring (the prepared
+    world's quality check), or as a whole word (`whole_word`: "tin" is not in "Martin"; the
+    guarded-unlearning probes, whose answers include short words)."""
+    answer, text = answer.lower(), text.lower()
+    if not whole_word:
+        return answer in text
+    answer = answer.strip()
+    return bool(answer) and re.search(rf"(?<!\w){re.escape(answer)}(?!\w)", text) is not None
+
+
+def answer_given(answer: str, text: str) -> bool:
+    """Whether `text` states `answer` as whole words, ignoring case ("tin" is not in "Martin")."""
+    return answer_stated(answer, text, whole_word=True)
+
+
+def _texts(record: Record) -> list[str]:
+    parts = [record.question, record.answer, record.paraphrased_answer, record.text, record.prompt, record.continuation]
+    return [p for p in [*parts, *record.paraphrased_questions] if p]
+
+
+def overlaps(fact: Record, request: ForgetRequest) -> bool:
+    """The same entity or the same answer: the fact's entity or answer appears in the request,
+    or one of the request's answers appears in the fact's question."""
+    request_text = " \n ".join(t for r in [*request.records, *request.probes] for t in _texts(r))
+    entity = str(fact.meta.get("entity", ""))
+    if (entity and answer_given(entity, request_text)) or answer_given(fact.answer or "", request_text):
+        return True
+    fact_text = " \n ".join(_texts(fact))
+    return any(answer_given(r.answer, fact_text) for r in [*request.records, *request.probes] if r.answer)

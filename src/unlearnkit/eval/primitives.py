@@ -250,13 +250,3 @@ def leak_at_k(n: int, c: int, k: int) -> float:
         return 1.0
     return 1.0 - float(np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
 
-
-def answer_stated(answer: str, text: str, *, whole_word: bool = False) -> bool:
-    """Whether a generated `text` states `answer`, ignoring case: as a substring (the prepared
-    world's quality check), or as a whole word (`whole_word`: "tin" is not in "Martin"; the
-    guarded-unlearning probes, whose answers include short words)."""
-    answer, text = answer.lower(), text.lower()
-    if not whole_word:
-        return answer in text
-    answer = answer.strip()
-    return bool(answer) and re.search(rf"(?<!\w){re.escape(answer)}(?!\w)", text) is not None

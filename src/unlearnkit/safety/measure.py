@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass, fields
 from unlearnkit.data.formatting import record_pair
 from unlearnkit.data.schema import Record
 from unlearnkit.models.subject import Subject
-from unlearnkit.safety.probes import ProbeSet, answer_given
+from unlearnkit.data.knowledge import answer_given
+from unlearnkit.safety.probes import ProbeSet
 
 ALL = frozenset({"forget_probability", "forget_accuracy", "retain_probability", "retain_accuracy",
                  "collateral_accuracy", "perplexity", "control_probability"})

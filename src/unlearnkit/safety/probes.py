@@ -18,9 +18,8 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from unlearnkit.data.knowledge import BANK_VERSION, fact_bank, general_text_records
+from unlearnkit.data.knowledge import BANK_VERSION, answer_given, fact_bank, general_text_records, overlaps
 from unlearnkit.data.schema import ForgetRequest, Record
-from unlearnkit.eval.primitives import answer_stated
 from unlearnkit.files import write_json
 from unlearnkit.models.loading import DEFAULT_NAME, cache_dir, source_fingerprint
 from unlearnkit.models.subject import Subject
@@ -38,27 +37,6 @@ class ProbeSet:
 
     def sizes(self) -> dict[str, int]:
         return {name: len(getattr(self, name)) for name in ("forget", "retain", "collateral", "general", "control")}
-
-
-def answer_given(answer: str, text: str) -> bool:
-    """Whether `text` states `answer` as whole words, ignoring case ("tin" is not in "Martin")."""
-    return answer_stated(answer, text, whole_word=True)
-
-
-def _texts(record: Record) -> list[str]:
-    parts = [record.question, record.answer, record.paraphrased_answer, record.text, record.prompt, record.continuation]
-    return [p for p in [*parts, *record.paraphrased_questions] if p]
-
-
-def overlaps(fact: Record, request: ForgetRequest) -> bool:
-    """The same entity or the same answer: the fact's entity or answer appears in the request,
-    or one of the request's answers appears in the fact's question."""
-    request_text = " \n ".join(t for r in [*request.records, *request.probes] for t in _texts(r))
-    entity = str(fact.meta.get("entity", ""))
-    if (entity and answer_given(entity, request_text)) or answer_given(fact.answer or "", request_text):
-        return True
-    fact_text = " \n ".join(_texts(fact))
-    return any(answer_given(r.answer, fact_text) for r in [*request.records, *request.probes] if r.answer)
 
 
 def _cache_path(source: str, fmt: str) -> Path | None:

@@ -10,6 +10,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
+from unlearnkit.data.knowledge import answer_stated
 from unlearnkit.data.schema import Record
 from unlearnkit.eval import primitives as P
 from unlearnkit.eval.metric import Metric, MetricInput, MetricResult, Reference, item_id, register_metric
@@ -241,5 +242,5 @@ class AnswerAccuracy(Metric):
         records = self.items(data)
         answers = greedy(subject, [r.question or "" for r in records], self.max_new_tokens, [], template=True)
         whole = self.match == "word"
-        per_item = {item_id(r, i): float(P.answer_stated(r.answer or "", text, whole_word=whole)) for i, (r, text) in enumerate(zip(records, answers))}
+        per_item = {item_id(r, i): float(answer_stated(r.answer or "", text, whole_word=whole)) for i, (r, text) in enumerate(zip(records, answers))}
         return MetricResult(float(np.mean(list(per_item.values()))), per_item, {"generations": answers})
