@@ -50,11 +50,13 @@ def main() -> None:
     parser.add_argument("--guard-set", dest="guard_sets", action="append", default=[], help="KEY=VALUE into the guard settings")
     parser.add_argument("--no-auto", action="store_true", help="no calibration (one run at the method's settings)")
     parser.add_argument("--out", type=Path, default=Path("bench/results/real_knowledge.json"))
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's; 1 when the machine is shared)")
     args = parser.parse_args()
     for name in args.methods:
         METHODS.get(name)  # unknown names fail before the model loads
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    if args.threads:
+        torch.set_num_threads(args.threads)
     from unlearnkit.commands.unlearn import guard_settings
 
     guard: Guard = guard_settings(True, not args.no_auto, False, args.guard_sets)

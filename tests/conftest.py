@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("UNLEARNKIT_PROGRESS", "0")
-# Two cores are shared by the tests and everything else: one thread per test process.
+# Two cores are shared by the tests and everything else: one thread per test process, and per
+# command a test starts (OpenMP threads that outnumber the free cores spin and slow everything
+# down many times over).
 torch.set_num_threads(1)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+# The tests' caches (the converted default model, what a tiny model knows, prepared worlds)
+# stay inside the repository's ignored .cache/, away from the user's own cache.
+os.environ.setdefault("UNLEARNKIT_CACHE", str(Path(__file__).resolve().parents[1] / ".cache" / "tests"))
 
 CORPUS = [
     "What is the capital of France? The capital of France is Paris.",

@@ -57,8 +57,9 @@ def known_facts(subject: Subject, source: str | None = None, *, max_new_tokens: 
         return [r for r in bank if r.id in ids]
     console.print(f"collateral probes: asking {subject.name} the {len(bank)} questions of the fact bank once (cached)")
     plain = subject.greedy([r.question or "" for r in bank], max_new_tokens=max_new_tokens)
-    para = subject.greedy([r.paraphrased_questions[0] for r in bank], max_new_tokens=max_new_tokens)
-    known = [r for r, a, b in zip(bank, plain, para) if answer_given(r.answer or "", a) and answer_given(r.answer or "", b)]
+    answered = [r for r, a in zip(bank, plain) if answer_given(r.answer or "", a)]  # only those are asked again
+    para = subject.greedy([r.paraphrased_questions[0] for r in answered], max_new_tokens=max_new_tokens)
+    known = [r for r, b in zip(answered, para) if answer_given(r.answer or "", b)]
     if path is not None:
         write_json(path, {"source": source or subject.name, "bank_version": BANK_VERSION, "known": [r.id for r in known]})
     return known
