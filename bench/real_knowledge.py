@@ -87,17 +87,19 @@ def main() -> None:
                 "verdict": card.verdict, "target_met": card.target_met, "rolled_back_to": card.rolled_back_to,
                 "forget_plain": [before.forget_accuracy, after.forget_accuracy],
                 "forget_paraphrased": [before.forget_paraphrased_accuracy, after.forget_paraphrased_accuracy],
+                "forget_said": [before.forget_said, after.forget_said],
                 "forget_probability": [before.forget_probability, after.forget_probability],
                 "retain_accuracy": [before.retain_accuracy, after.retain_accuracy],
-                "retain_probability": [before.retain_probability, after.retain_probability],
+                "retain_said": [before.retain_said, after.retain_said],
                 "collateral_accuracy": [before.collateral_accuracy, after.collateral_accuracy],
+                "collateral_said": [before.collateral_said, after.collateral_said],
                 "never_mentioned_accuracy": [never_before, never_after],
                 "perplexity": [before.perplexity, after.perplexity],
                 "seconds": seconds, "train_steps": applied.steps, "trials": card.trials, "violations": card.violations,
             })
             r = rows[-1]
             print(f"   {card.verdict}: forget {r['forget_plain']} para {r['forget_paraphrased']} retain {r['retain_accuracy']} "
-                  f"never {r['never_mentioned_accuracy']} ppl {r['perplexity']} in {seconds:.0f}s", flush=True)
+                  f"never {r['never_mentioned_accuracy']} retain-said {r['retain_said']} collateral {r['collateral_accuracy']} ppl {r['perplexity']} in {seconds:.0f}s", flush=True)
             write_json(args.out, payload)
     print(f"wrote {args.out}")
 

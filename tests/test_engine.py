@@ -147,7 +147,7 @@ def test_three_step_run_evaluates_every_earlier_request(tmp_path: Path) -> None:
     cards = ledger.verdicts()
     assert sorted(cards) == [1, 2, 3] and [c["request"] for c in cards.values()] == ["r1", "r2", "r3"]
     assert all(s["verdict"]["verdict"] == cards[s["step"]]["verdict"] for s in results["steps"])
-    assert all(c["before"]["retain_probability"] is not None and c["probes"]["retain"] > 0 for c in cards.values())
+    assert all(c["before"]["retain_said"] is not None and c["probes"]["retain"] > 0 for c in cards.values())
     report = (run / "report.html").read_text()
     assert "<h2>Verdicts</h2>" in report and cards[1]["verdict"] in report
     # `unlearnkit ledger RUN` prints the history.

@@ -76,7 +76,7 @@ def probes_for(learned: dict[str, Any], g: Guard) -> ProbeSet:
 def test_the_learned_model_knows_both_sets(learned: dict[str, Any]) -> None:
     m = measure(learned["subject"], probes_for(learned, guard()), max_new_tokens=8)
     assert m.forget_accuracy == 1.0 and m.forget_paraphrased_accuracy == 1.0 and m.retain_accuracy == 1.0
-    assert m.forget_probability > 0.8 and m.retain_probability > 0.8
+    assert m.forget_probability > 0.8 and m.retain_said > 0.8 and m.forget_said > 0.8
 
 
 class Recording:
@@ -112,7 +112,7 @@ def test_a_run_over_the_budget_is_rolled_back_to_its_best_state(learned: dict[st
     for p, q in zip(subject.model.parameters(), expected):
         assert torch.equal(p.detach(), q)
     if kept:  # the kept state is the one that forgot most among those within the budget
-        levels = {c["step"]: c["forget_probability"] + (c["forget_accuracy"] + c["forget_paraphrased_accuracy"]) / 2 for c in stats.checks[:-1]}
+        levels = {c["step"]: c["forget_said"] + (c["forget_accuracy"] + c["forget_paraphrased_accuracy"]) / 2 for c in stats.checks[:-1]}
         assert levels[kept] == min(levels.values())
     assert not budget_violations(monitor.inner.start, measure(subject, probes, needs=ALL, max_new_tokens=8), g.budget)
 
@@ -134,7 +134,7 @@ def test_calibration_keeps_the_trial_that_forgot_most_within_the_budget(learned:
     # The returned weights are the chosen trial's: measuring them gives its numbers again.
     again = measure(applied.subject, probes, needs=GuardMonitor(probes, applied.card.before, g).needs, max_new_tokens=8)
     assert again.level == pytest.approx(best["level"])
-    assert applied.card.after.forget_probability == pytest.approx(best["measurement"]["forget_probability"])
+    assert applied.card.after.forget_said == pytest.approx(best["measurement"]["forget_said"])
 
 
 def test_an_unchecked_weight_change_over_the_budget_is_scaled_back(learned: dict[str, Any]) -> None:
@@ -148,7 +148,7 @@ def test_an_unchecked_weight_change_over_the_budget_is_scaled_back(learned: dict
     method = get_method("task_vector", {"lr": 3e-3, "max_steps": 20, "batch_size": 3, "scale": 8.0})
     applied = apply_request(subject, request, [method], UnlearnContext(), g, probes)
     card = applied.card
-    assert card.violations and card.violations[0].startswith("retain probability")  # λ = 8 was over the budget
+    assert card.violations and card.violations[0].startswith("retain: probability")  # λ = 8 was over the budget
     assert card.scaled_to is not None and 0 < card.scaled_to < 1
     assert card.verdict in (FORGOTTEN, f"{EXCEEDED} (scaled back to {card.scaled_to:.0%} of the change)")
     assert not budget_violations(card.before, card.after, g.budget)
@@ -173,9 +173,10 @@ def test_collateral_probes_leave_out_what_overlaps_the_request() -> None:
                         ForgetRequest(id="m", records=[Record(question="Who is Martin?", answer="A sailor")]))
 
 
-def m(answered: float | None = None, prob: float | None = None, retain: float | None = 0.9, collateral: float | None = 1.0, ppl: float | None = 20.0) -> Measurement:
-    return Measurement(forget_probability=prob, forget_accuracy=answered, forget_paraphrased_accuracy=answered,
-                       retain_probability=retain, collateral_accuracy=collateral, perplexity=ppl)
+def m(answered: float | None = None, prob: float | None = None, retain: float | None = 0.9, collateral: float | None = 1.0,
+      ppl: float | None = 20.0, said: float | None = 0.8, facts: int = 0) -> Measurement:
+    return Measurement(forget_probability=prob, forget_said=prob, forget_accuracy=answered, forget_paraphrased_accuracy=answered,
+                       retain_said=retain, collateral_accuracy=collateral, collateral_said=said, perplexity=ppl, collateral_count=facts)
 
 
 @pytest.mark.parametrize(
@@ -195,11 +196,14 @@ def test_the_four_verdicts(end: Measurement, rolled_back_to: int | None, verdict
 
 
 def test_budget_rules_by_hand() -> None:
-    start = m(1.0, 0.9, retain=0.90, collateral=0.80, ppl=20.0)
-    assert budget_violations(start, m(0, 0, retain=0.851, collateral=0.751, ppl=21.9), Budget()) == []
-    found = budget_violations(start, m(0, 0, retain=0.84, collateral=0.70, ppl=22.5), Budget())
-    assert [line.split()[0] for line in found] == ["retain", "collateral", "general-text"]
+    start = m(1.0, 0.9, retain=0.90, collateral=0.80, ppl=20.0, said=0.70)
+    assert budget_violations(start, m(0, 0, retain=0.851, collateral=0.751, ppl=21.9, said=0.651), Budget()) == []
+    found = budget_violations(start, m(0, 0, retain=0.84, collateral=0.70, ppl=22.5, said=0.64), Budget())
+    assert [line.split(":")[0].split()[0] for line in found] == ["retain", "collateral", "collateral", "general-text"]
     assert budget_violations(start, m(0, 0, retain=0.1), Budget(enabled=False)) == []
+    # Out of 10 collateral facts one may flip (10 points), two may not.
+    assert budget_violations(start, m(0, 0, collateral=0.70, said=0.70, facts=10), Budget()) == []
+    assert budget_violations(start, m(0, 0, collateral=0.60, said=0.70, facts=10), Budget())[0].startswith("collateral facts answered")
 
 
 def test_probability_target_against_a_control_set() -> None:

@@ -119,5 +119,5 @@ def test_a_guarded_wrapper_over_the_budget_is_undone(tmp_path: Path) -> None:
     assert not isinstance(load_step(run, 1), WrappedSubject)
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     card = results["steps"][0]["verdict"]
-    assert card["verdict"] == "budget exceeded (rolled back to the start)" and card["violations"][0].startswith("retain probability")
+    assert card["verdict"] == "budget exceeded (rolled back to the start)" and card["violations"][0].startswith("retain: probability")
     assert [(f["kind"], f["value"]) for f in results["flags"]] == [("budget", 0.0)]

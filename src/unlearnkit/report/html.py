@@ -53,7 +53,7 @@ def _summary(view: RunView) -> list[dict[str, str]]:
 
 VERDICT_MEASURES = (
     ("forget answered", "forget_accuracy"), ("paraphrased answered", "forget_paraphrased_accuracy"),
-    ("forget probability", "forget_probability"), ("retain probability", "retain_probability"),
+    ("forget said", "forget_said"), ("retain said", "retain_said"),
     ("collateral answered", "collateral_accuracy"), ("perplexity", "perplexity"),
 )
 

@@ -1,12 +1,18 @@
 """One measurement of a Subject on a probe set, through its two verbs only (`score`, `generate`),
 so a fine-tuned model and an inference-time wrapper (a guardrail that refuses) are measured alike.
 
-Likelihoods are length-normalised probabilities exp(−mean NLL) of each record's target
-(`record_pair`: a question's answer with EOS, a passage's continuation), averaged over records.
-Accuracies are shares of questions whose greedy answer states the true answer
-(`probes.answer_given`). Perplexity is exp(total NLL / total tokens) of whole general-text
-passages. Only what a caller needs is computed (`needs`): the training loop's checks skip what
-its budget and target do not use.
+Three kinds of number:
+- answered: the share of questions whose greedy answer states the true answer as whole words
+  (`data.knowledge.answer_given`);
+- "said": the length-normalised probability exp(−mean NLL) of what the model itself answered at
+  the start (its own greedy answers, recorded by the first measurement). This is how much the
+  model still says what it said: a smooth signal for the budget that works for a model fine-tuned
+  on short answers and for a chat model that answers in sentences alike (the probability of a
+  bare answer such as "Paris" + EOS is tiny for a chat model, whatever it knows);
+- probability: the same of the record's own target (`record_pair`: a question's answer with
+  EOS, a passage's continuation), as TOFU measures it; the control target compares these.
+Perplexity is exp(total NLL / total tokens) of whole general-text passages. Only what a caller
+needs is computed (`needs`): the training loop's checks skip what its budget and target do not use.
 """
 
 from __future__ import annotations
@@ -14,27 +20,30 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields
 
-from unlearnkit.data.formatting import record_pair
+from unlearnkit.data.formatting import Pair, record_pair
+from unlearnkit.data.knowledge import answer_given
 from unlearnkit.data.schema import Record
 from unlearnkit.models.subject import Subject
-from unlearnkit.data.knowledge import answer_given
 from unlearnkit.safety.probes import ProbeSet
 
-ALL = frozenset({"forget_probability", "forget_accuracy", "retain_probability", "retain_accuracy",
-                 "collateral_accuracy", "perplexity", "control_probability"})
+ALL = frozenset({"forget_probability", "forget_accuracy", "forget_said", "retain_said", "retain_accuracy",
+                 "collateral_accuracy", "collateral_said", "perplexity", "control_probability"})
 
 
 @dataclass
 class Measurement:
-    forget_probability: float | None = None  # every forget record (QA answers, passage continuations)
-    forget_paraphrased_probability: float | None = None  # the first paraphrased question of each QA record
-    forget_accuracy: float | None = None  # greedy answers to the plain questions
-    forget_paraphrased_accuracy: float | None = None  # greedy answers to the first paraphrased questions
-    retain_probability: float | None = None
+    forget_accuracy: float | None = None  # greedy answers to the plain questions that state the answer
+    forget_paraphrased_accuracy: float | None = None  # ... to the first paraphrased questions
+    forget_said: float | None = None  # probability of its own start answers (plain questions; passages: their continuation)
+    forget_probability: float | None = None  # probability of the records' answers (QA) and continuations (passages)
+    forget_paraphrased_probability: float | None = None  # ... the answers after the first paraphrased question
+    retain_said: float | None = None
     retain_accuracy: float | None = None
     collateral_accuracy: float | None = None
+    collateral_said: float | None = None
     perplexity: float | None = None
-    control_probability: float | None = None
+    control_probability: float | None = None  # probability of the control records' answers (never-seen level)
+    collateral_count: int = 0  # how many collateral facts the accuracy is a share of
 
     @property
     def forget_answered(self) -> float | None:
@@ -45,8 +54,8 @@ class Measurement:
     @property
     def level(self) -> float:
         """How much of the request the model still holds (lower = more forgotten): the share of
-        questions answered plus the mean probability, each in [0, 1]."""
-        return (self.forget_answered or 0.0) + (self.forget_probability or 0.0)
+        questions answered plus how much it still says what it said, each in [0, 1]."""
+        return (self.forget_answered or 0.0) + (self.forget_said or 0.0)
 
     def to_json(self) -> dict[str, float | None]:
         return asdict(self)
@@ -61,21 +70,39 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def _question(record: Record, paraphrased: bool) -> str:
+    return (record.paraphrased_questions[0] if paraphrased else record.question) or ""
+
+
 def probabilities(subject: Subject, records: list[Record], *, paraphrased: bool = False) -> list[float]:
+    """Probability of each record's own target (`record_pair`), optionally after its paraphrase."""
     if not records:
         return []
     pairs = [record_pair(r) for r in records]
     if paraphrased:
-        pairs = [p.__class__(r.paraphrased_questions[0], p.target, p.template, p.add_eos) for r, p in zip(records, pairs)]
+        pairs = [Pair(_question(r, True), p.target, p.template, p.add_eos) for r, p in zip(records, pairs)]
     return subject.score_pairs(pairs).prob.tolist()
 
 
-def accuracies(subject: Subject, records: list[Record], max_new_tokens: int, *, paraphrased: bool = False) -> list[float]:
+def said(subject: Subject, records: list[Record], answers: list[str]) -> list[float]:
+    """Probability of the given earlier answers (questions) or of the records' continuations (passages)."""
     if not records:
         return []
-    questions = [(r.paraphrased_questions[0] if paraphrased else r.question) or "" for r in records]
-    answers = subject.greedy(questions, max_new_tokens=max_new_tokens)
-    return [float(answer_given(r.answer or "", a)) for r, a in zip(records, answers)]
+    pairs = [Pair(r.question or "", answer, True, False) if r.kind != "passage" and answer else record_pair(r)
+             for r, answer in zip(records, answers)]
+    return subject.score_pairs(pairs).prob.tolist()
+
+
+def answers_to(subject: Subject, records: list[Record], max_new_tokens: int, *, paraphrased: bool = False) -> list[str]:
+    """Greedy answers to the records' questions ("" for passages)."""
+    questions = [r for r in records if r.kind != "passage"]
+    texts = iter(subject.greedy([_question(r, paraphrased) for r in questions], max_new_tokens=max_new_tokens) if questions else [])
+    return [next(texts) if r.kind != "passage" else "" for r in records]
+
+
+def accuracies(subject: Subject, records: list[Record], max_new_tokens: int, *, paraphrased: bool = False) -> list[float]:
+    answers = answers_to(subject, records, max_new_tokens, paraphrased=paraphrased)
+    return [float(answer_given(r.answer or "", a)) for r, a in zip(records, answers) if r.kind != "passage"]
 
 
 def perplexity(subject: Subject, passages: list[Record]) -> float | None:
@@ -87,23 +114,37 @@ def perplexity(subject: Subject, passages: list[Record]) -> float | None:
 
 
 def measure(subject: Subject, probes: ProbeSet, *, max_new_tokens: int = 12, needs: frozenset[str] = ALL) -> Measurement:
-    """The numbers `needs` names (see `ALL`), on the probe set."""
+    """The numbers `needs` names (see `ALL`). The first measurement of a probe set records the
+    model's own answers (`probes.start_answers`), which every later "said" number scores."""
     questions = [r for r in probes.forget if r.kind != "passage"]
     paraphrased = [r for r in questions if r.paraphrased_questions]
-    kept_questions = [r for r in probes.retain if r.kind != "passage"]
+    start = probes.start_answers
+    first = not start
     m = Measurement()
+
+    def answered(name: str, records: list[Record], para: bool = False) -> float | None:
+        answers = answers_to(subject, records, max_new_tokens, paraphrased=para)
+        if first:
+            start[name] = answers
+        return _mean([float(answer_given(r.answer or "", a)) for r, a in zip(records, answers) if r.kind != "passage"])
+
+    if "forget_accuracy" in needs or first:
+        m.forget_accuracy = answered("forget", probes.forget)
+        m.forget_paraphrased_accuracy = answered("forget_paraphrased", paraphrased, para=True) if paraphrased else None
+    if "retain_accuracy" in needs or first:
+        m.retain_accuracy = answered("retain", probes.retain)
+    if "collateral_accuracy" in needs or first:
+        m.collateral_accuracy = answered("collateral", probes.collateral)
+        m.collateral_count = len(probes.collateral)
+    if "forget_said" in needs:
+        m.forget_said = _mean(said(subject, probes.forget, start["forget"]))
     if "forget_probability" in needs:
         m.forget_probability = _mean(probabilities(subject, probes.forget))
         m.forget_paraphrased_probability = _mean(probabilities(subject, paraphrased, paraphrased=True))
-    if "forget_accuracy" in needs and questions:
-        m.forget_accuracy = _mean(accuracies(subject, questions, max_new_tokens))
-        m.forget_paraphrased_accuracy = _mean(accuracies(subject, paraphrased, max_new_tokens, paraphrased=True))
-    if "retain_probability" in needs:
-        m.retain_probability = _mean(probabilities(subject, probes.retain))
-    if "retain_accuracy" in needs:
-        m.retain_accuracy = _mean(accuracies(subject, kept_questions, max_new_tokens))
-    if "collateral_accuracy" in needs:
-        m.collateral_accuracy = _mean(accuracies(subject, probes.collateral, max_new_tokens))
+    if "retain_said" in needs:
+        m.retain_said = _mean(said(subject, probes.retain, start["retain"]))
+    if "collateral_said" in needs:
+        m.collateral_said = _mean(said(subject, probes.collateral, start["collateral"]))
     if "perplexity" in needs:
         m.perplexity = perplexity(subject, probes.general)
     if "control_probability" in needs:

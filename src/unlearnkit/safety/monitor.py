@@ -4,6 +4,7 @@ of the request it still holds (the loop keeps the state that holds least, within
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from unlearnkit.safety.measure import Measurement, measure
@@ -16,13 +17,13 @@ from unlearnkit.training import Check
 def needed(guard: Guard) -> frozenset[str]:
     """What a check must measure: the target's measures and the budget's (not retain accuracy,
     which only the card shows)."""
-    needs = {"forget_probability"}
+    needs = {"forget_said", "forget_probability"}
     if guard.target.answer_accuracy is not None:
         needs.add("forget_accuracy")
     if guard.target.probability == "control":
         needs.add("control_probability")
     if guard.budget.enabled:
-        needs |= {"retain_probability", "collateral_accuracy", "perplexity"}
+        needs |= {"retain_said", "collateral_said", "collateral_accuracy", "perplexity"}
     return frozenset(needs)
 
 
@@ -36,7 +37,8 @@ class GuardMonitor:
         self.start_level = start.level
 
     def check(self, subject: Any, step: int) -> Check:
+        tick = time.perf_counter()
         now = measure(subject, self.probes, max_new_tokens=self.guard.max_new_tokens, needs=self.needs)
         violations = budget_violations(self.start, now, self.guard.budget)
         met = self.guard.target.stop and target_met(self.start, now, self.guard.target)
-        return Check(within_budget=not violations, target_met=met, level=now.level, info={"step": step, **now.to_json(), "violations": violations})
+        return Check(within_budget=not violations, target_met=met, level=now.level, info={"step": step, **now.to_json(), "violations": violations, "seconds": time.perf_counter() - tick})

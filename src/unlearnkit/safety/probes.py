@@ -34,6 +34,9 @@ class ProbeSet:
     collateral: list[Record] = field(default_factory=list)
     general: list[Record] = field(default_factory=list)
     control: list[Record] = field(default_factory=list)
+    # The model's own greedy answers at the start, per set ("forget", "forget_paraphrased",
+    # "retain", "collateral"), aligned with the records: what "said" numbers score.
+    start_answers: dict[str, list[str]] = field(default_factory=dict)
 
     def sizes(self) -> dict[str, int]:
         return {name: len(getattr(self, name)) for name in ("forget", "retain", "collateral", "general", "control")}

@@ -1,8 +1,10 @@
 """The rules of guarded unlearning and the card printed after every request.
 
-Budget: the retain probability and the share of collateral facts answered may each fall at most
-`retain_drop` / `collateral_drop` below the start; general-text perplexity may rise at most by
-`perplexity_rise` (relative). Target: see `settings.Target`.
+Budget: how much the model still says what it said on the retain questions (`retain_said`) may
+fall at most `retain_drop`; on the collateral facts, both that (`collateral_said`) and the share
+answered may fall at most `collateral_drop` (the share by at least one fact of the sample, since
+answers flip one at a time); general-text perplexity may rise at most `perplexity_rise`
+(relative). Target: see `settings.Target`.
 
 Verdicts, in this order of precedence:
 - `forgotten`: the target is met and the budget holds;
@@ -40,12 +42,17 @@ def budget_violations(start: Measurement, now: Measurement, budget: Budget) -> l
     if not budget.enabled:
         return []
     found = []
-    if start.retain_probability is not None and now.retain_probability is not None:
-        if start.retain_probability - now.retain_probability > budget.retain_drop + EPS:
-            found.append(f"retain probability {start.retain_probability:.3f} -> {now.retain_probability:.3f} (budget: -{budget.retain_drop:g})")
-    if start.collateral_accuracy is not None and now.collateral_accuracy is not None:
-        if start.collateral_accuracy - now.collateral_accuracy > budget.collateral_drop + EPS:
-            found.append(f"collateral facts answered {start.collateral_accuracy:.3f} -> {now.collateral_accuracy:.3f} (budget: -{budget.collateral_drop:g})")
+
+    def fell(name: str, label: str, allowed: float) -> None:
+        before, after = getattr(start, name), getattr(now, name)
+        if before is not None and after is not None and before - after > allowed + EPS:
+            found.append(f"{label} {before:.3f} -> {after:.3f} (budget: -{allowed:.3g})")
+
+    fell("retain_said", "retain: probability of its earlier answers", budget.retain_drop)
+    fell("collateral_said", "collateral: probability of its earlier answers", budget.collateral_drop)
+    # Answers flip one at a time: a single fact of the sample is allowed when it is more than the budget.
+    slack = 1 / now.collateral_count if now.collateral_count else 0.0
+    fell("collateral_accuracy", "collateral facts answered", max(budget.collateral_drop, slack))
     if start.perplexity is not None and now.perplexity is not None:
         if now.perplexity > start.perplexity * (1 + budget.perplexity_rise) + EPS:
             found.append(f"general-text perplexity {start.perplexity:.2f} -> {now.perplexity:.2f} (budget: +{budget.perplexity_rise:.0%})")
@@ -133,10 +140,11 @@ class Card:
             table.add_column(column, justify="left" if column == "measure" else "right")
         rows = (
             ("forget questions answered", "forget_accuracy"), ("  paraphrased", "forget_paraphrased_accuracy"),
-            ("forget probability", "forget_probability"), ("  paraphrased", "forget_paraphrased_probability"),
-            ("retain probability", "retain_probability"), ("retain questions answered", "retain_accuracy"),
-            ("collateral facts answered", "collateral_accuracy"), ("general-text perplexity (fluency)", "perplexity"),
-            ("control probability (never seen)", "control_probability"),
+            ("forget: probability of its earlier answers", "forget_said"),
+            ("forget: probability of the answers", "forget_probability"), ("  paraphrased", "forget_paraphrased_probability"),
+            ("retain: probability of its earlier answers", "retain_said"), ("retain questions answered", "retain_accuracy"),
+            ("collateral facts answered", "collateral_accuracy"), ("collateral: probability of its earlier answers", "collateral_said"),
+            ("general-text perplexity (fluency)", "perplexity"), ("control: probability of the answers (never seen)", "control_probability"),
         )
         for label, name in rows:
             before, after = getattr(self.before, name), getattr(self.after, name)
