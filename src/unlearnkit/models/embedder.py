@@ -8,6 +8,7 @@ method matches prompts with it and the embedding judge of the attacks compares a
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from pathlib import Path
 
@@ -29,15 +30,22 @@ class Embedder:
         self.cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self.cache_size = cache_size
         self.texts_encoded = 0  # texts actually run through the model (not cache hits)
+        # One caller at a time: the service embeds from several threads, and neither the cache
+        # nor a fast tokenizer may be used by two at once.
+        self._lock = threading.Lock()
 
     @property
     def dim(self) -> int:
         getter = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         return int(getter())
 
-    @torch.no_grad()
     def encode(self, texts: list[str]) -> torch.Tensor:
         """(len(texts), dim) float32 unit vectors on the CPU, in input order."""
+        with self._lock:
+            return self._encode(texts)
+
+    @torch.no_grad()
+    def _encode(self, texts: list[str]) -> torch.Tensor:
         missing = list(dict.fromkeys(t for t in texts if t not in self.cache))
         if missing:
             vectors = self.model.encode(missing, batch_size=64, convert_to_tensor=True, normalize_embeddings=True, show_progress_bar=False)
