@@ -575,3 +575,21 @@ def test_sigterm_in_the_middle_of_a_step_commits_it_and_the_next_start_verifies_
     ledger = Ledger(run / "ledger.sqlite")
     assert ledger.check() == [] and len(ledger.steps()) == 5 and all(s.evaluated for s in ledger.steps())
     ledger.close()
+
+
+def test_model_loads_wait_for_each_other(tiny_model_dir: Path) -> None:
+    """transformers patches process-wide state while it loads (PreTrainedModel.tie_weights among
+    it); two loads at once in two threads could leave a tied lm_head on the meta device for every
+    later load. The service loads checkpoints and the embedder in different threads, so every load
+    holds one lock."""
+    from unlearnkit.models.loading import LOADING
+    from unlearnkit.models.stack import load_subject
+
+    loaded: list[Any] = []
+    with LOADING:
+        thread = threading.Thread(target=lambda: loaded.append(load_subject(tiny_model_dir)))
+        thread.start()
+        time.sleep(0.5)
+        assert loaded == []  # it waits while another load holds the lock
+    thread.join(30)
+    assert len(loaded) == 1 and loaded[0].model.lm_head.weight.device.type == "cpu"

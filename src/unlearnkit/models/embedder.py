@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from unlearnkit.errors import ModelError
+from unlearnkit.models.loading import LOADING
 
 DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
 
@@ -26,7 +27,8 @@ class Embedder:
         from sentence_transformers import SentenceTransformer
 
         self.source = source
-        self.model = SentenceTransformer(str(resolve_embedder_path(source)), device=device, local_files_only=True)
+        with LOADING:  # transformers' loading patches process-wide state (models/loading.py)
+            self.model = SentenceTransformer(str(resolve_embedder_path(source)), device=device, local_files_only=True)
         self.cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self.cache_size = cache_size
         self.texts_encoded = 0  # texts actually run through the model (not cache hits)
