@@ -304,7 +304,9 @@ def test_an_operator_retires_a_guard_entry(served: Served) -> None:
     assert served.chat(PARAPHRASE).headers["x-unlearnkit-refused"] == "true"
     retired = client.post("/v1/requests/r1/retire", headers=operator)
     assert retired.status_code == 200 and retired.json()["blocking"] is False
-    assert [e["event"] for e in retired.json()["timeline"]][-1] == "retired"
+    last = retired.json()["timeline"][-1]
+    assert last["event"] == "retired" and last["detail"] == {"reason": "operator"}
+    assert client.get("/v1/audit?format=json", headers=served.as_("auditor")).json()["events"][-1]["key_id"] == served.keys["operator"].split("_")[1]
     assert served.chat(PARAPHRASE).headers["x-unlearnkit-refused"] == "false"  # the weights answer it now
     assert client.post("/v1/requests/r1/retire", headers=operator).status_code == 409
     assert client.post("/v1/requests/nothing/retire", headers=operator).status_code == 404

@@ -27,7 +27,7 @@ from unlearnkit.engine.runner import load_requests_and_data, request_copy
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.files import atomic_dir
 from unlearnkit.methods.base import UnlearnContext, get_method
-from unlearnkit.methods.guard import GuardedSubject, Guardrail, load_index, stored_texts
+from unlearnkit.methods.guard import GuardedSubject, Guardrail, load_index, negative_prompts, stored_texts
 from unlearnkit.methods.guard_index import GuardIndex
 from unlearnkit.models.embedder import get_embedder
 from unlearnkit.models.subject import Subject
@@ -76,7 +76,8 @@ class Blocker:
         if (self.folder / CONFIG_FILE).exists():
             self.index = load_index(self.folder)
             self.calibrations = json.loads((self.folder / CONFIG_FILE).read_text(encoding="utf-8"))["calibrations"]
-        get_embedder(self.method.embedder)  # loaded now, not on the first request
+        # The embedder loaded and the calibration negatives embedded now, not on the first request.
+        get_embedder(self.method.embedder).encode(negative_prompts(self.context, self.method.max_negatives))
         with self.lock:
             retired = self.store.ids_with("retired") & set(self.index.request_ids)
             if retired:
@@ -110,7 +111,7 @@ class Blocker:
     def retire(self, request_ids: list[str], key_id: str | None = None, reason: str = "operator") -> None:
         """Take requests' entries out of the guard (they stay in the ledger and the weights)."""
         with self.lock:
-            self._publish(self._without(set(request_ids)), [(rid, "retired", {"reason": reason, "key_id": key_id}) for rid in request_ids])
+            self._publish(self._without(set(request_ids)), [(rid, "retired", {"reason": reason}) for rid in request_ids], key_id=key_id)
 
     # -- internals -------------------------------------------------------------------------------
     def _text(self, request_id: str) -> ForgetRequest | None:
@@ -134,13 +135,14 @@ class Blocker:
             index = index.without(rid)
         return index
 
-    def _publish(self, index: GuardIndex, events: list[tuple[str, str, dict[str, Any]]], calibrations: dict[str, dict[str, Any]] | None = None) -> None:
+    def _publish(self, index: GuardIndex, events: list[tuple[str, str, dict[str, Any]]], calibrations: dict[str, dict[str, Any]] | None = None,
+                 key_id: str | None = None) -> None:
         calibrations = {k: v for k, v in (calibrations if calibrations is not None else self.calibrations).items() if k in set(index.request_ids)}
         index.margins(torch.zeros(0, 1))  # builds the query matrix now, so readers never build it concurrently
         self._save(index, calibrations)
         self.index, self.calibrations = index, calibrations
         if events:
-            self.store.record_many([(rid, event, None, detail) for rid, event, detail in events])
+            self.store.record_many([(rid, event, None, detail) for rid, event, detail in events], key_id=key_id)
 
     def _save(self, index: GuardIndex, calibrations: dict[str, dict[str, Any]]) -> None:
         saved = self._guard(None, index, calibrations)

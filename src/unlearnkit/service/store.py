@@ -206,11 +206,11 @@ class ServiceStore:
         with self.ledger.transaction() as conn:
             conn.execute(statement, values)
 
-    def record_many(self, rows: list[tuple[str, str, int | None, dict[str, Any] | None]]) -> None:
-        """(request id, event, step, detail) rows in one transaction."""
+    def record_many(self, rows: list[tuple[str, str, int | None, dict[str, Any] | None]], key_id: str | None = None) -> None:
+        """(request id, event, step, detail) rows in one transaction; `key_id`: who caused them."""
         with self.ledger.transaction() as db:
             for request_id, event, step, detail in rows:
-                self.record(request_id, event, step=step, detail=detail, db=db)
+                self.record(request_id, event, step=step, key_id=key_id, detail=detail, db=db)
 
     def sync_events(self, late: bool = False) -> int:
         """Add the `applied`, `verified` and `purged` events the ledger implies and the timeline
