@@ -252,6 +252,7 @@ def run_load(load: Load, clients: int, server: Server) -> dict[str, Any]:
         killed = {"after_accepted": load.submitted, "at_s": round(time.perf_counter() - tick, 2), "at": datetime.now(timezone.utc).isoformat()}
         server.kill()
         killed["restart_s"] = round(server.start(), 2)
+        killed["ready_again"] = datetime.now(timezone.utc).isoformat()
     for t in threads:
         t.join()
     return {"load_s": round(time.perf_counter() - tick, 2), "kill": killed or None}
@@ -272,7 +273,8 @@ def wait_verified(run: Path, ids: set[str], timeout: float) -> float:
     return time.perf_counter() - tick
 
 
-def ledger_figures(run: Path, accepted: dict[str, int], killed_at: datetime | None, paraphrases: list[tuple[str, datetime, bool]]) -> dict[str, Any]:
+def ledger_figures(run: Path, accepted: dict[str, int], outage: tuple[datetime, datetime] | None,
+                   paraphrases: list[tuple[str, datetime, bool]]) -> dict[str, Any]:
     from unlearnkit.engine.ledger import Ledger
 
     ledger = Ledger(run / "ledger.sqlite")
@@ -297,10 +299,10 @@ def ledger_figures(run: Path, accepted: dict[str, int], killed_at: datetime | No
         "step_unlearn_s": quantiles([s.unlearn_s for s in steps]),
         "step_eval_s": quantiles([s.eval_s for s in steps if s.eval_s is not None]),
         "submit_to_blocked_s": quantiles([(e["blocked"] - e["received"]).total_seconds() for e in events.values() if "blocked" in e and "received" in e]),
-        # Requests received before the SIGKILL and blocked only by the restarted server waited for the restart.
-        "submit_to_blocked_s_not_across_the_kill": quantiles([
+        # Requests waiting while the server was down (from the SIGKILL until it was ready again) waited for the restart.
+        "submit_to_blocked_s_outside_the_restart": quantiles([
             (e["blocked"] - e["received"]).total_seconds() for e in events.values()
-            if "blocked" in e and "received" in e and not (killed_at is not None and e["received"] < killed_at < e["blocked"])]),
+            if "blocked" in e and "received" in e and not (outage is not None and e["received"] < outage[1] and e["blocked"] > outage[0])]),
         # A paraphrase asked after its request's `blocked` event must be refused; before it, it may not be.
         "paraphrases_after_blocked": {"asked": sum(1 for rid, at, _ in paraphrases if "blocked" in events.get(rid, {}) and at > events[rid]["blocked"]),
                                       "refused": sum(1 for rid, at, ok in paraphrases if ok and "blocked" in events.get(rid, {}) and at > events[rid]["blocked"])},
@@ -368,8 +370,8 @@ def main() -> None:
     print(f"load done in {loaded['load_s']} s (kill: {loaded['kill']}); waiting for verification", flush=True)
     verify_wait_s = wait_verified(folder / "run", set(load.accepted), args.verify_timeout)
     exit_code = server.terminate()
-    killed_at = datetime.fromisoformat(loaded["kill"]["at"]) if loaded["kill"] else None
-    figures = ledger_figures(folder / "run", load.accepted, killed_at, load.paraphrases)
+    outage = (datetime.fromisoformat(loaded["kill"]["at"]), datetime.fromisoformat(loaded["kill"]["ready_again"])) if loaded["kill"] else None
+    figures = ledger_figures(folder / "run", load.accepted, outage, load.paraphrases)
     result = {
         "script": "bench/service_load.py",
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},

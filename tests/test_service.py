@@ -595,3 +595,9 @@ def test_model_loads_wait_for_each_other(tiny_model_dir: Path) -> None:
         assert loaded == []  # it waits while another load holds the lock
     thread.join(30)
     assert len(loaded) == 1 and loaded[0].model.lm_head.weight.device.type == "cpu"
+
+
+def test_the_example_serve_plan_parses() -> None:
+    plan = load_plan(Path(__file__).resolve().parents[1] / "examples" / "serve.yaml", check_files=False)  # the demo's world is made by `make demo`
+    assert plan.takes_submitted and plan.requests[0].first == 0 and plan.prepare == {} and plan.coalesce == 4
+    assert plan.service.retire_guard is False and plan.label == "npo_gd"
