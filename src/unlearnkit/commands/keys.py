@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -11,11 +11,15 @@ from rich.table import Table
 
 from unlearnkit.errors import UnlearnkitError
 
+if TYPE_CHECKING:
+    from unlearnkit.service.store import ServiceStore
+
 keys_app = typer.Typer(help="API keys of `unlearnkit serve` (stored as scrypt hashes in the run's ledger).", no_args_is_help=True)
 PlanArg = Annotated[Path, typer.Argument(help="the plan file (its run folder holds the keys)")]
 
 
-def _store(plan: Path):  # type: ignore[no-untyped-def]
+def _store(plan: Path) -> ServiceStore:
+    """The key store of the plan's run folder (the folder and its ledger are made if new)."""
     from unlearnkit.plan import load_plan
     from unlearnkit.service.store import ServiceStore
 
