@@ -348,7 +348,7 @@ def test_the_audit_export_holds_everything_but_secrets(served: Served) -> None:
     assert {"alice", "bob", "ops", "audit"} <= {k["name"] for k in audit["keys"]}
     assert all(set(k) == {"id", "name", "role", "rate_limit", "created_at", "revoked_at"} for k in audit["keys"])
     text = json.dumps(audit)
-    assert not any(key.split("_")[2] in text for key in served.keys.values())
+    assert not any(key.split("_", 2)[2] in text for key in served.keys.values())
     csv = client.get("/v1/audit?format=csv&table=events", headers=auditor)
     assert csv.status_code == 200 and csv.headers["content-type"].startswith("text/csv")
     assert csv.text.splitlines()[0] == "seq,request_id,event,at,step,key_id,detail" and len(csv.text.splitlines()) == len(audit["events"]) + 1
@@ -373,7 +373,7 @@ def test_keys_are_stored_hashed_and_never_in_plain_text(served: Served, tmp_path
     made = CliRunner().invoke(app, ["keys", "add", str(plan), "--role", "auditor", "--name", "ledger-team"])
     assert made.exit_code == 0, made.output
     token = made.stdout.strip().splitlines()[-1]
-    key_id, secret = token.split("_")[1], token.split("_")[2]
+    key_id, secret = token.split("_")[1], token.split("_", 2)[2]
     store = ServiceStore(tmp_path / "run")
     row = store.key(key_id)
     assert row is not None and row["hash_kind"].startswith("scrypt:") and len(row["hash"]) == 32 and len(row["salt"]) == 16
@@ -383,7 +383,7 @@ def test_keys_are_stored_hashed_and_never_in_plain_text(served: Served, tmp_path
             assert secret.encode() not in path.read_bytes(), path
     for path in served.run.rglob("*"):
         if path.is_file():
-            assert not any(k.split("_")[2].encode() in path.read_bytes() for k in served.keys.values()), path
+            assert not any(k.split("_", 2)[2].encode() in path.read_bytes() for k in served.keys.values()), path
     listed = CliRunner().invoke(app, ["keys", "list", str(plan)], env={"COLUMNS": "200"})
     assert key_id in listed.output and secret not in listed.output and "ledger-team" in listed.output
     assert CliRunner().invoke(app, ["keys", "revoke", str(plan), key_id]).exit_code == 0
@@ -458,7 +458,11 @@ class Live:
             env["UNLEARNKIT_CRASH_AT"] = crash
         self.proc = subprocess.Popen([sys.executable, "-m", "unlearnkit", "serve", str(self.plan), "--port", str(self.port)],
                                      env=env, stdout=subprocess.DEVNULL, stderr=self.log.open("ab"))
-        wait_for(lambda: self.ready() or self.proc.poll() is not None, timeout=180, what="the server to start")  # type: ignore[union-attr]
+        try:
+            wait_for(lambda: self.ready() or self.proc.poll() is not None, timeout=180, what="the server to start")  # type: ignore[union-attr]
+        except AssertionError:
+            self.stop()  # never leave a server behind
+            raise
         assert self.proc.poll() is None, self.log.read_text()[-3000:]
 
     def ready(self) -> bool:
@@ -483,6 +487,13 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     submitter, operator = store.add_key("legal", "submitter").token, store.add_key("ops", "operator").token
     store.close()
     server = Live(plan, folder / "server.log")
+    try:
+        yield from _killed_and_restarted(server, folder, submitter, operator)
+    finally:
+        server.stop()
+
+
+def _killed_and_restarted(server: Live, folder: Path, submitter: str, operator: str) -> Iterator[dict[str, Any]]:
     server.start(crash="ledger:2")
     accepted, bodies = [], [body(n) for n in range(1, 5)]
     for n, sent in enumerate(bodies, start=1):
@@ -496,11 +507,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
                "checkpoints": sorted(p.name for p in (folder / "run" / "checkpoints").iterdir())}
     ledger.close()
     server.start()
-    try:
-        yield {"server": server, "run": folder / "run", "accepted": accepted, "bodies": bodies, "at_kill": at_kill,
-               "submitter": submitter, "operator": operator}
-    finally:
-        server.stop()
+    yield {"server": server, "run": folder / "run", "accepted": accepted, "bodies": bodies, "at_kill": at_kill,
+           "submitter": submitter, "operator": operator}
 
 
 def test_a_killed_server_restarts_with_nothing_lost_or_applied_twice(live: dict[str, Any]) -> None:
@@ -569,7 +577,7 @@ def test_sigterm_in_the_middle_of_a_step_commits_it_and_the_next_start_verifies_
     assert "started" in messages and messages.index("stopped", messages.index("stopping: the worker finishes its current stage")) > 0
     assert any(r["message"] == "request" and r.get("path") == "/v1/requests" and r.get("status") == 202 and r.get("key") for r in records)
     text = server.log.read_text(encoding="utf-8")
-    assert live["submitter"].split("_")[2] not in text and live["operator"].split("_")[2] not in text  # keys are never logged
+    assert live["submitter"].split("_", 2)[2] not in text and live["operator"].split("_", 2)[2] not in text  # keys are never logged
     assert "Tarnholm" not in text  # nor request content
     server.start()  # the evaluation a stop left out is done at the start; nothing is applied again
     wait_for(lambda: httpx.get(f"{server.url}/v1/requests/r5", headers=bearer(live["submitter"]), timeout=30).json()["status"] == "verified",

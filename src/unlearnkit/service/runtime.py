@@ -66,7 +66,10 @@ class Service:
         self.blocker.wake.set()
         if self.worker is not None:
             self.worker.stop()
-            self.worker.join(timeout)
+            # A worker still starting (preparing a world's target, resuming) is not waited for:
+            # what it writes is atomic or redone at the next start; a step under way is finished.
+            if self.worker.state != "starting":
+                self.worker.join(timeout)
         if self.blocking_thread is not None:
             self.blocking_thread.join(timeout)
 
