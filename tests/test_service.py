@@ -609,3 +609,74 @@ def test_the_example_serve_plan_parses() -> None:
     plan = load_plan(Path(__file__).resolve().parents[1] / "examples" / "serve.yaml", check_files=False)  # the demo's world is made by `make demo`
     assert plan.takes_submitted and plan.requests[0].first == 0 and plan.prepare == {} and plan.coalesce == 4
     assert plan.service.retire_guard is False and plan.label == "npo_gd"
+
+
+def test_a_swap_never_touches_a_generation_in_flight() -> None:
+    """A completion keeps the model it started with; the next one gets the new model."""
+    from types import SimpleNamespace
+
+    from unlearnkit.methods.guard import GuardedSubject
+    from unlearnkit.models.subject import GenerationSettings
+    from unlearnkit.service.serving import Serving
+
+    release = threading.Event()
+
+    class Words:
+        def __call__(self, text: str, add_special_tokens: bool = False) -> dict[str, list[str]]:
+            return {"input_ids": text.split()}
+
+        def decode(self, ids: list[str], skip_special_tokens: bool = True) -> str:
+            return " ".join(ids)
+
+    class Slow:
+        """A stand-in model: answers with its name, the first one only once released."""
+
+        def __init__(self, name: str, wait: bool) -> None:
+            self.name, self.wait, self.tokenizer = name, wait, Words()
+
+        def render(self, prompt: str) -> str:
+            return prompt
+
+        def generate(self, prompts: list[str], settings: Any = None, **kwargs: Any) -> list[list[str]]:
+            if self.wait:
+                release.wait(30)
+            return [[f"answer from {self.name}"] for _ in prompts]
+
+    serving = Serving(SimpleNamespace(in_front_of=lambda model: GuardedSubject(model, name="served")), slots=2)  # type: ignore[arg-type]
+    serving.swap(Slow("step 1", wait=True), 1)  # type: ignore[arg-type]
+    answers: list[Any] = []
+    in_flight = threading.Thread(target=lambda: answers.append(serving.complete("hello there", GenerationSettings())))
+    in_flight.start()
+    time.sleep(0.3)
+    serving.swap(Slow("step 2", wait=False), 2)  # type: ignore[arg-type]
+    fresh = serving.complete("hello again", GenerationSettings())
+    assert (fresh.text, fresh.step) == ("answer from step 2", 2)
+    release.set()
+    in_flight.join(30)
+    assert (answers[0].text, answers[0].step, answers[0].refused) == ("answer from step 1", 1, False)
+
+
+def test_coalesced_requests_in_the_service_and_entries_retired_once_verified(tmp_path: Path) -> None:
+    """`coalesce: 2` applies the two requests that waited together; `retire_guard: true` takes
+    their guard entries out once the weights hold them, and the timeline says so."""
+    torch.set_num_threads(1)
+    plan = load_plan(write_serve_plan(tmp_path, "coalesce: 2\nfinal: {report: false}\nservice: {retire_guard: true}\n"))
+    service = Service.open(plan)
+    submitter, operator = bearer(service.store.add_key("a", "submitter").token), bearer(service.store.add_key("o", "operator").token)
+    service.store.set_paused(True, None)  # both wait for the same step
+    with TestClient(create_app(service)) as client:
+        for n in (1, 2):
+            assert client.post("/v1/requests", json=body(n), headers=submitter).status_code == 202
+        view = lambda rid: client.get(f"/v1/requests/{rid}", headers=operator).json()  # noqa: E731
+        wait_for(lambda: view("r1")["status"] == view("r2")["status"] == "blocked", what="both blocked")
+        assert client.post("/v1/worker/resume", headers=operator).status_code == 200
+        wait_for(lambda: not view("r1")["blocking"] and not view("r2")["blocking"], what="both retired")
+        for rid in ("r1", "r2"):
+            got = view(rid)
+            assert got["status"] == "verified" and got["step"] == 1
+            assert [e["event"] for e in got["timeline"]] == ["received", "blocked", "applied", "verified", "retired"]
+            assert got["timeline"][-1]["detail"] == {"reason": "verified"}
+        assert client.get("/v1/worker", headers=operator).json()["guard_entries"] == 0
+    ledger = Ledger(plan.output / "ledger.sqlite")
+    assert [(s.step, s.request_id) for s in ledger.steps()] == [(1, "r1")] and ledger.request_steps() == {"r1": 1, "r2": 1}
+    ledger.close()
