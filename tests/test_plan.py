@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -73,6 +74,11 @@ def test_stacked_methods_world_requests_and_options(folder: Path) -> None:
         (("output: out", "output: out\nrelapse: {metric: probability}"), "plan.yaml: relapse.threshold: missing (required)"),
         (("output: out", "output: out\nseed: [1"), "plan.yaml line "),
         (("output: out", "output: out\nattacks: [leak_at_kk]"), "plan.yaml: attacks: unknown attack 'leak_at_kk'"),
+        (("requests: [requests.jsonl]", "requests: [{submitted: true}, requests.jsonl]"), "plan.yaml: requests: 'submitted: true' must be the last entry"),
+        (("requests: [requests.jsonl]", "requests: [{submitted: true, file: requests.jsonl}]"), "plan.yaml: requests.0: give exactly one of 'file', 'world' or 'submitted: true'"),
+        (("output: out", "output: out\ncoalesce: 0"), "plan.yaml: coalesce: Input should be greater than or equal to 1"),
+        (("output: out", "output: out\nservice: {guard: {treshold: 0.8}}"), "plan.yaml: service.guard.treshold: not a hyperparameter of 'guardrail' (did you mean 'threshold'?)"),
+        (("output: out", "output: out\nservice: {max_body_bytes: 10}"), "plan.yaml: service.max_body_bytes: Input should be greater than or equal to 1024"),
     ],
 )
 def test_errors_name_the_key(folder: Path, edit: tuple[str, str], message: str) -> None:
@@ -106,3 +112,19 @@ def test_first_takes_a_world_prefix_and_only_for_worlds(folder: Path) -> None:
     assert [r.id for r in requests] == ["r1", "r2"]  # the tiny world has 3
     with pytest.raises(PlanError, match="requests.0: 'first' applies to a world's requests only"):
         load_plan(write(folder, GOOD.replace("requests: [requests.jsonl]", "requests: [{file: requests.jsonl, first: 1}]")))
+
+
+def test_submitted_requests_and_a_world_for_its_data_only(folder: Path) -> None:
+    from unlearnkit.benchmark.world import build_world
+    from unlearnkit.engine.runner import load_requests_and_data, plan_fingerprint
+
+    build_world(folder / "world", seed=0, size="tiny")
+    text = GOOD.replace("requests: [requests.jsonl]", "requests: [{world: world, first: 0}, {submitted: true}]") + "coalesce: 4\n"
+    plan = load_plan(write(folder, text))
+    requests, data, worlds = load_requests_and_data(plan)
+    assert plan.takes_submitted and plan.coalesce == 4 and requests == [] and data.retain and worlds == [folder / "world"]
+    # Keys added later leave an older run's fingerprint alone while they keep their defaults.
+    plain = load_plan(write(folder, GOOD))
+    recorded = json.loads(plan_fingerprint(plain))
+    assert "coalesce" not in recorded and "service" not in recorded and "submitted" not in recorded["requests"][0]
+    assert json.loads(plan_fingerprint(plan))["coalesce"] == 4

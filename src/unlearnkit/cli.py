@@ -20,6 +20,7 @@ from unlearnkit.commands import (
     demo,
     eval as eval_,
     generate,
+    keys,
     ledger,
     methods,
     models,
@@ -27,6 +28,7 @@ from unlearnkit.commands import (
     report,
     run,
     score,
+    serve,
     unlearn,
     world,
 )
@@ -59,9 +61,11 @@ COMMANDS = {
     "ledger": ledger.ledger_command,
     "report": report.report_command,
     "compare": compare.compare_command,
+    "serve": serve.serve_command,
 }
 for name, command in COMMANDS.items():
     app.command(name)(command)
+app.add_typer(keys.keys_app, name="keys")  # a group: keys add | list | revoke
 
 
 def main() -> None:

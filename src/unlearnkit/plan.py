@@ -6,6 +6,8 @@ method: ssu                     # or {name: ssu, settings: {lr: 1e-4}}, or a lis
 requests:                       # applied in this order
   - world: runs/world           # every forget request of a built-in world
   - examples/requests.jsonl     # or request files
+  - submitted: true             # then the requests submitted to `unlearnkit serve` (last only)
+coalesce: 1                     # requests applied together in one step (docs/service.md)
 benchmark: {name: tofu:forget10, data_dir: data/TOFU}  # or a benchmark's request(s) and sets
 retain: [examples/retain.jsonl] # a built-in world adds its retain set by itself
 evaluation: {suite: quick, per_set: 8}
@@ -18,6 +20,7 @@ purge: false
 relapse: {metric: probability, threshold: 0.5}
 final: {references: true, attacks: [leak_at_k], attack_settings: {leak_at_k: {n: 8}}, report: true}
 guard: {budget: {retain_drop: 0.05}, target: {probability: control}, calibrate: {enabled: false}}
+service: {retire_guard: false, max_body_bytes: 1048576}   # `unlearnkit serve` only
 ```
 
 Relative paths are resolved against the plan file's folder. Every error is one line that names
@@ -52,17 +55,19 @@ class MethodSpec(Strict):
 
 
 class RequestSource(Strict):
-    """One entry of `requests`: a request file (or folder), or a built-in world's requests."""
+    """One entry of `requests`: a request file (or folder), a built-in world's requests, or the
+    requests submitted to `unlearnkit serve` (kept in the run folder: its ledger and `requests/`)."""
 
     file: Path | None = None
     world: Path | None = None
+    submitted: bool = False
     kind: str = "free"  # the kind given to a plain records file
-    first: int | None = Field(None, ge=1, description="a world's first N requests only (e.g. to compare methods on one)")
+    first: int | None = Field(None, ge=0, description="a world's first N requests only (e.g. to compare methods on one); 0: only its data and target")
 
     @model_validator(mode="after")
     def _one_of(self) -> RequestSource:
-        if (self.file is None) == (self.world is None):
-            raise ValueError("give exactly one of 'file' or 'world'")
+        if (self.file is not None) + (self.world is not None) + self.submitted != 1:
+            raise ValueError("give exactly one of 'file', 'world' or 'submitted: true'")
         if self.first is not None and self.world is None:
             raise ValueError("'first' applies to a world's requests only")
         return self
@@ -76,6 +81,19 @@ class BenchmarkSpec(Strict):
     name: str
     data_dir: Path | None = None
     stream: str | None = None
+
+
+class ServiceSpec(Strict):
+    """How `unlearnkit serve` runs this plan (docs/service.md); `unlearnkit run` ignores it."""
+
+    retire_guard: bool = Field(False, description="retire a request's blocking entry once it is verified in the weights")
+    guard: dict[str, Any] = Field(default_factory=dict, description="settings of the blocking guardrail (the `guardrail` method's)")
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="larger request bodies are refused with 413")
+    max_records: int = Field(1000, ge=1, description="records (and probes) per submitted request")
+    max_text_chars: int = Field(20_000, ge=1, description="characters per text field of a submitted request")
+    max_new_tokens: int = Field(256, ge=1, description="cap on a chat completion's max_tokens")
+    rate_limit: float | None = Field(None, gt=0, description="requests per minute per API key (a key's own limit wins)")
+    generation_slots: int = Field(1, ge=1, description="chat completions generated at the same time")
 
 
 class EvalSpec(Strict):
@@ -148,6 +166,8 @@ class Plan(Strict):
     relapse: RelapseSpec | None = None
     final: FinalSpec = Field(default_factory=FinalSpec)
     guard: Guard = Field(default_factory=Guard)  # damage budget, forget target, calibration (docs/guarded.md)
+    coalesce: int = Field(1, ge=1, description="at most this many pending requests applied together in one step")
+    service: ServiceSpec = Field(default_factory=ServiceSpec)
     accelerate_config: Path | None = None
     source: Path | None = Field(None, exclude=True)  # the YAML file, for error messages
 
@@ -180,6 +200,13 @@ class Plan(Strict):
     def _listify(cls, value: Any) -> Any:
         return [] if value is None else value if isinstance(value, list) else [value]
 
+    @field_validator("requests")
+    @classmethod
+    def _submitted_last(cls, value: list[RequestSource]) -> list[RequestSource]:
+        if any(source.submitted for source in value[:-1]):
+            raise ValueError("'submitted: true' must be the last entry (submitted requests come after the plan's own)")
+        return value
+
     @field_validator("method")
     @classmethod
     def _not_empty(cls, value: list[MethodSpec]) -> list[MethodSpec]:
@@ -190,6 +217,11 @@ class Plan(Strict):
     @property
     def label(self) -> str:
         return "+".join(m.name for m in self.method)
+
+    @property
+    def takes_submitted(self) -> bool:
+        """Whether requests submitted to `unlearnkit serve` follow the plan's own."""
+        return self.requests[-1].submitted
 
 
 def _loc(parts: tuple[Any, ...]) -> str:
@@ -210,6 +242,10 @@ def _check_methods(plan: Plan, where: str) -> None:
             METHODS.get(spec.name).from_settings(spec.settings)
         except SettingError as exc:
             raise PlanError(f"{where}: {key}.settings.{exc.key}: {exc.problem}") from None
+    try:  # the service's blocking guard is the guardrail method with these settings
+        METHODS.get("guardrail").from_settings(plan.service.guard)
+    except SettingError as exc:
+        raise PlanError(f"{where}: service.guard.{exc.key}: {exc.problem}") from None
 
 
 def _check_sections(plan: Plan, where: str) -> None:

@@ -218,7 +218,8 @@ def load_records(path: str | Path) -> list[Record]:
     return records
 
 
-def _parse_request(row: dict[str, Any], where: str) -> ForgetRequest:
+def parse_request(row: dict[str, Any], where: str) -> ForgetRequest:
+    """One forget request object (`id`, `records`, ...), validated; errors name `where`."""
     records = row.get("records")
     if not isinstance(records, list):
         raise DataError(f"{where}: field 'records': expected a list of records, got {_type(records)}")
@@ -262,7 +263,7 @@ def load_requests(path: str | Path, kind: str = "free") -> list[ForgetRequest]:
                 where = _where(path, location, row)
                 if "records" not in row:
                     raise DataError(f"{where}: field 'records': missing (other rows are requests)")
-                requests.append(_parse_request(row, where))
+                requests.append(parse_request(row, where))
         else:
             records = load_records(path)
             requests = [ForgetRequest(id=path.stem, kind=kind, records=records)]

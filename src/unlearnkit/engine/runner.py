@@ -1,6 +1,7 @@
 """The sequential runner: `run_plan(plan)` applies removal requests one after another.
 
-One step, for request t (see `run_plan`):
+One step, for request t (see `run_plan`; with `coalesce: N`, a step applies up to N pending
+requests together, as one request whose records are theirs):
 
     method(s).unlearn  ->  checkpoint (atomic)  ->  ledger step row (commit = step done)
     ->  evaluate requests 1..t, retain, utility (+ oracle t)  ->  metric rows (one commit)
@@ -15,6 +16,10 @@ After the last step, the final stages (plan key `final`), each cached in the run
 rerun only does what is missing: `results.json`; `references.json` (the suite on the start model
 and on every oracle, the report's reference lines); `attacks.json` (attacks on the last step's
 model, with the target and the last oracle under the same attacks); `report.html`.
+
+Requests come from the plan's sources in order; with `submitted: true` last, also from the
+ledger: requests appended by `unlearnkit serve` (text in `requests/<id>.jsonl`) follow the
+plan's own in the order they arrived (`refresh_submitted`). The ledger decides what is done.
 
 Run folder:
     plan.yaml  ledger.sqlite  results.json  references.json  attacks.json  report.html
@@ -68,10 +73,12 @@ class Run:
     folder: Path
     ledger: Ledger
     checkpoints: Checkpoints
-    requests: list[ForgetRequest]
+    requests: list[ForgetRequest]  # in ledger order: the plan's own, then submitted ones
     data: EvalData  # retain, holdout and utility sets (requests are added per step)
     start_model: str  # the plan's model, or the prepared target of a built-in world
-    oracles: dict[int, Path] = field(default_factory=dict)  # step -> retrain oracle
+    oracles: dict[int, Path] = field(default_factory=dict)  # k -> retrain oracle without the world's first k requests
+    world_ids: list[str] = field(default_factory=list)  # the world's request ids, in order (for the oracles)
+    planned: int = 0  # how many of `requests` come from the plan's own sources
     train_retain: list[Record] = field(default_factory=list)  # what unlearning keeps, where it is not the measured retain set
     _start: Subject | None = None
     _known: list[Record] | None = None
@@ -89,30 +96,41 @@ class Run:
             self._known = known_facts(self.start_subject(), source=self.start_model) if self.plan.guard.collateral else []
         return self._known
 
-    def say(self, step: int, text: str) -> None:
-        console.print(f"[bold]step {step}/{len(self.requests)}[/bold] {self.requests[step - 1].id}: {text}")
+    def say(self, step: int, text: str, group: list[ForgetRequest] | None = None) -> None:
+        """A progress line; `group` for a step not committed yet (the ledger knows the others)."""
+        label = group_label(group or self.group(step))
+        console.print(f"[bold]step {step}[/bold] {label} (of {len(self.requests)} requests): {text}")
+
+    # -- which requests a step applied: the ledger decides ------------------------------------
+    def group(self, step: int) -> list[ForgetRequest]:
+        """The requests a committed step applied."""
+        steps = self.ledger.request_steps()
+        return [r for r in self.requests if steps.get(r.id) == step]
+
+    def through(self, step: int) -> list[ForgetRequest]:
+        """Every request applied by steps 1..`step` whose text is still here, in order (a purged
+        submitted request has no copy left anywhere, so later steps cannot measure it)."""
+        steps = self.ledger.request_steps()
+        return [r for r in self.requests if steps.get(r.id, step + 1) <= step and r.records]
+
+    def oracle_for(self, step: int) -> Path | None:
+        """The retrain oracle of the model after `step`: the one without exactly the requests
+        applied so far, where those are the world's first k (prepared by `prepare`)."""
+        steps = self.ledger.request_steps()
+        ids = [r.id for r in self.requests if steps.get(r.id, step + 1) <= step]
+        return self.oracles.get(len(ids)) if ids == self.world_ids[: len(ids)] else None
 
 
 def run_plan(plan: Plan) -> Path:
     """Apply every request of the plan in order (resuming a killed run); returns the run folder."""
     plan.output.mkdir(parents=True, exist_ok=True)
-    with _locked(plan.output):
+    with RunLock(plan.output):
         run = open_run(plan)
-        done = run.ledger.steps()
-        removed = run.checkpoints.clean({s.step for s in done})
-        if done or removed:
-            console.print(f"resuming {run.folder}: {len(done)} of {len(run.requests)} steps done"
-                          + (f", removed {len(removed)} unfinished checkpoint(s)" if removed else ""))
-        subject = load_step(run, len(done))
-        methods = [get_method(m.name, m.settings) for m in plan.method]
-        for row in done:  # a crash after the step's commit: finish what is missing
-            if not row.evaluated:
-                evaluate_step(run, row.step, subject if row.step == len(done) else load_step(run, row.step))
-            finish_step(run, row.step)
-        for step, request in enumerate(run.requests, start=1):
-            if step <= len(done):
-                continue
-            subject = unlearn_step(run, step, request, subject, methods)
+        subject = resume(run)
+        methods = plan_methods(plan)
+        while group := next_group(run):
+            step = len(run.ledger.steps()) + 1
+            subject = unlearn_step(run, step, group, subject, methods)
             evaluate_step(run, step, subject)
             finish_step(run, step)
         final_stages(run, subject)
@@ -121,9 +139,52 @@ def run_plan(plan: Plan) -> Path:
     return run.folder
 
 
+def resume(run: Run) -> Subject:
+    """Finish what a killed run left behind (unfinished checkpoints removed, committed steps
+    evaluated and housekept) and return the model after the last committed step."""
+    done = run.ledger.steps()
+    removed = run.checkpoints.clean({s.step for s in done})
+    if done or removed:
+        console.print(f"resuming {run.folder}: {len(done)} step(s) done, {len(run.ledger.request_steps())} of {len(run.requests)} requests applied"
+                      + (f", removed {len(removed)} unfinished checkpoint(s)" if removed else ""))
+    subject = load_step(run, len(done))
+    for row in done:  # a crash after the step's commit: finish what is missing
+        if not row.evaluated:
+            evaluate_step(run, row.step, subject if row.step == len(done) else load_step(run, row.step))
+        finish_step(run, row.step)
+    return subject
+
+
+def plan_methods(plan: Plan) -> list[Method]:
+    return [get_method(m.name, m.settings) for m in plan.method]
+
+
+def next_group(run: Run) -> list[ForgetRequest]:
+    """The requests of the next step: the first pending ones in order, at most `coalesce`.
+
+    Pending requests are those after the applied ones, so a resumed run forms the same groups.
+    """
+    applied = len(run.ledger.request_steps())
+    return run.requests[applied : applied + run.plan.coalesce]
+
+
+def coalesced(group: list[ForgetRequest]) -> ForgetRequest:
+    """One request standing for a group applied in one step: their records and probes, in order."""
+    if len(group) == 1:
+        return group[0]
+    return ForgetRequest(id=group_label(group), kind=group[0].kind if len({r.kind for r in group}) == 1 else "free",
+                         received_at=group[-1].received_at, records=[x for r in group for x in r.records],
+                         probes=[x for r in group for x in r.probes], meta={"coalesced": [r.id for r in group]})
+
+
+def group_label(group: list[ForgetRequest]) -> str:
+    return group[0].id if len(group) == 1 else f"{group[0].id}..{group[-1].id}" if group else "-"
+
+
 # -- one step ----------------------------------------------------------------------------------
-def unlearn_step(run: Run, step: int, request: ForgetRequest, subject: Subject, methods: list[Method]) -> Subject:
+def unlearn_step(run: Run, step: int, group: list[ForgetRequest], subject: Subject, methods: list[Method]) -> Subject:
     """Methods, then the checkpoint, then the ledger row: the commit that makes the step done."""
+    request = coalesced(group)
     started, tick = now(), time.perf_counter()
     torch.manual_seed(run.plan.seed + step)  # LoRA dropout and friends: a redone step repeats exactly
     # Real-knowledge questions tell a guardrail what it must keep answering (its calibration).
@@ -135,7 +196,7 @@ def unlearn_step(run: Run, step: int, request: ForgetRequest, subject: Subject, 
         probes = build_probes(subject, request, guard, retain=data.retain, known=run.known_facts(),
                               general=data.general_text or None, control=data.holdout, seed=run.plan.seed)
     hook = arm_training_crash(step)
-    run.say(step, f"unlearn ({run.plan.label}, {len(request.records)} records{', guarded' if guard.enabled else ''})")
+    run.say(step, f"unlearn ({run.plan.label}, {len(request.records)} records{', guarded' if guard.enabled else ''})", group)
     applied = apply_request(subject, request, methods, context, guard, probes)
     subject, tokens, train_steps = applied.subject, applied.tokens, applied.steps
     if hook is not None:
@@ -143,23 +204,24 @@ def unlearn_step(run: Run, step: int, request: ForgetRequest, subject: Subject, 
     if applied.card is not None:
         console.print(applied.card.table())
     unlearn_s, tick = time.perf_counter() - tick, time.perf_counter()
-    run.say(step, f"checkpoint ({run.checkpoints.keep})")
-    meta = {"step": step, "request": request.id, "method": run.plan.label, "seed": run.plan.seed, "start_model": run.start_model}
+    run.say(step, f"checkpoint ({run.checkpoints.keep})", group)
+    meta = {"step": step, "request": request.id, "requests": [r.id for r in group], "method": run.plan.label, "seed": run.plan.seed, "start_model": run.start_model}
     path = run.checkpoints.write(step, subject, meta, before_rename=lambda: crash_point("checkpoint", step))
     checkpoint_s = time.perf_counter() - tick
     crash_point("ledger", step)
-    run.ledger.record_step(step, request.id, run.plan.label, str(path.relative_to(run.folder)), started_at=started,
+    run.ledger.record_step(step, group[0].id, run.plan.label, str(path.relative_to(run.folder)), started_at=started,
                            unlearn_s=unlearn_s, checkpoint_s=checkpoint_s, tokens=tokens, train_steps=train_steps,
-                           card=applied.card.to_json() if applied.card else None)
+                           card=applied.card.to_json() if applied.card else None, coalesced=[r.id for r in group[1:]])
     return subject
 
 
 def evaluate_step(run: Run, step: int, subject: Subject) -> None:
     """Every request so far, retain, utility (+ oracle); metric rows and flags in one commit."""
     tick = time.perf_counter()
-    data = replace(run.data, requests=run.requests[:step])
-    oracle = load(run, run.oracles[step]) if step in run.oracles else None
-    run.say(step, f"evaluate ({run.plan.evaluation.suite}: {step} requests, retain, utility{', oracle' if oracle else ''})")
+    data = replace(run.data, requests=run.through(step))
+    oracle_path = run.oracle_for(step)
+    oracle = load(run, oracle_path) if oracle_path is not None else None
+    run.say(step, f"evaluate ({run.plan.evaluation.suite}: {len(data.requests)} requests, retain, utility{', oracle' if oracle else ''})")
     result = suite_evaluate(run.plan, subject, data, oracle)
     rows: Rows = [(r.scope, r.metric, r.value) for r in result.rows]
     for name in run.plan.attacks:
@@ -177,13 +239,18 @@ def evaluate_step(run: Run, step: int, subject: Subject) -> None:
 def finish_step(run: Run, step: int) -> None:
     """After a verified step: status, purge, pruning. Idempotent, so a crash here is harmless."""
     crash_point("purge", step)
-    request = run.requests[step - 1]
-    status = run.ledger.request_status(request.id)
-    if run.plan.purge and status != "purged":
-        (run.folder / "requests" / f"{request.id}.jsonl").unlink(missing_ok=True)
-        run.ledger.set_status(request.id, "purged")
-    elif not run.plan.purge and status == "applied":
-        run.ledger.set_status(request.id, "verified")
+    group = {r.id for r in run.group(step)}
+    for position, request in enumerate(run.requests):
+        if request.id not in group:
+            continue
+        status = run.ledger.request_status(request.id)
+        if run.plan.purge and status != "purged":
+            request_copy(run.folder, request.id).unlink(missing_ok=True)
+            run.ledger.set_status(request.id, "purged")
+        elif not run.plan.purge and status == "applied":
+            run.ledger.set_status(request.id, "verified")
+        if run.plan.purge and position >= run.planned:  # a submitted request's only copy is gone
+            run.requests[position] = purged_request(request.id, request.kind)
     steps = run.ledger.steps()
     for old in run.checkpoints.to_prune([s.step for s in steps if s.evaluated], run.plan.checkpoints.last):
         if next(s for s in steps if s.step == old).kept:
@@ -225,8 +292,12 @@ def relapses(run: Run, step: int, rows: Rows) -> list[tuple[str, str, str, float
     if spec is None:
         return []
     current = {scope: value for scope, name, value in rows if name == spec.metric}
+    own_steps = run.ledger.request_steps()
     flags = []
-    for own_step, request in enumerate(run.requests[: step - 1], start=1):
+    for request in run.requests:
+        own_step = own_steps.get(request.id)
+        if own_step is None or own_step >= step:
+            continue
         baseline, value = run.ledger.metric(own_step, request.id, spec.metric), current.get(request.id)
         if relapsed(baseline, value, spec.threshold, spec.higher_means_remembered):
             flags.append((request.id, "relapse", spec.metric, value, spec.threshold))
@@ -234,10 +305,23 @@ def relapses(run: Run, step: int, rows: Rows) -> list[tuple[str, str, str, float
 
 
 # -- opening a run -----------------------------------------------------------------------------
+def plan_fingerprint(plan: Plan) -> str:
+    """The plan as canonical JSON, what a resumed run must match. `service` is left out (how the
+    service runs, not what is applied), and so are keys added after runs existed while they keep
+    their defaults (`coalesce: 1`, `submitted: false`), so an older run still resumes."""
+    data = plan.model_dump(mode="json", exclude={"source", "service"})
+    if data["coalesce"] == 1:
+        del data["coalesce"]
+    for source in data["requests"]:
+        if not source["submitted"]:
+            del source["submitted"]
+    return json.dumps(data, sort_keys=True)
+
+
 def open_run(plan: Plan) -> Run:
     folder = plan.output
     ledger = Ledger(folder / "ledger.sqlite")
-    fingerprint = json.dumps(plan.model_dump(mode="json", exclude={"source"}), sort_keys=True)
+    fingerprint = plan_fingerprint(plan)
     recorded = ledger.meta("plan")
     if recorded is not None and recorded != fingerprint:
         raise PlanError(f"{plan.source}: the plan changed since run {folder} started; resume needs the same plan (or use a new output folder)")
@@ -245,16 +329,50 @@ def open_run(plan: Plan) -> Run:
         ledger.set_meta("plan", fingerprint)
         write_text(folder / "plan.yaml", yaml.safe_dump(json.loads(fingerprint), sort_keys=False))
     requests, data, worlds, train_retain = load_requests_and_data(plan)
-    ledger.register_requests(requests)
+    ledger.register_requests(requests, submitted=plan.takes_submitted)
     for request in requests:  # the run's own copy of the text, until purged
-        copy = folder / "requests" / f"{request.id}.jsonl"
+        copy = request_copy(folder, request.id)
         if ledger.request_status(request.id) != "purged" and not copy.exists():
             write_jsonl(copy, [request])
-    start_model, oracles = plan.model, {}
+    start_model, oracles, world_ids = plan.model, {}, []
     if plan.prepare is not None:
-        start_model, oracles = _prepared(plan, worlds[0], requests)
+        start_model, oracles, world_ids = _prepared(plan, worlds[0])
     checkpoints = Checkpoints(folder / "checkpoints", plan.checkpoints.keep)
-    return Run(plan, folder, ledger, checkpoints, requests, data, start_model, oracles, train_retain)
+    run = Run(plan, folder, ledger, checkpoints, requests, data, start_model, oracles, world_ids, planned=len(requests),
+              train_retain=train_retain)
+    refresh_submitted(run)
+    return run
+
+
+def refresh_submitted(run: Run) -> list[ForgetRequest]:
+    """Append to `run.requests` the submitted requests the ledger holds beyond them (in arrival
+    order), read from the run folder's `requests/<id>.jsonl`; returns the new ones."""
+    if not run.plan.takes_submitted:
+        return []
+    rows = [row for row in run.ledger.requests() if row["position"] > len(run.requests)]
+    new = [load_submitted(run.folder, row["id"], row["kind"], row["status"]) for row in rows]
+    run.requests += new
+    return new
+
+
+def request_copy(folder: Path, request_id: str) -> Path:
+    """The run folder's copy of a request's text (a submitted request's only copy), until purged."""
+    return folder / "requests" / f"{request_id}.jsonl"
+
+
+def load_submitted(folder: Path, request_id: str, kind: str, status: str) -> ForgetRequest:
+    if status == "purged":
+        return purged_request(request_id, kind)
+    path = request_copy(folder, request_id)
+    if not path.exists():
+        raise UnlearnkitError(f"{path}: missing; the ledger holds submitted request '{request_id}' (status {status}) but its text is gone")
+    (request,) = load_requests(path)
+    return request
+
+
+def purged_request(request_id: str, kind: str) -> ForgetRequest:
+    """A submitted request whose text was purged: its id only (no records to measure)."""
+    return ForgetRequest.model_construct(id=request_id, kind=kind, records=[], probes=[], meta={"purged": True})
 
 
 def load_requests_and_data(plan: Plan) -> tuple[list[ForgetRequest], EvalData, list[Path], list[Record]]:
@@ -276,9 +394,9 @@ def load_requests_and_data(plan: Plan) -> tuple[list[ForgetRequest], EvalData, l
             if not worlds and plan.benchmark is None:
                 data = replace(world, requests=[])
             worlds.append(source.world)
-        else:
-            assert source.file is not None
+        elif source.file is not None:
             requests += load_requests(source.file, source.kind)
+        # `submitted: true` adds nothing here: those requests are in the ledger (refresh_submitted)
     seen: set[str] = set()
     for request in requests:
         if request.id in seen:
@@ -293,16 +411,15 @@ def load_requests_and_data(plan: Plan) -> tuple[list[ForgetRequest], EvalData, l
     return requests, data, worlds, train_retain
 
 
-def _prepared(plan: Plan, world: Path, requests: list[ForgetRequest]) -> tuple[str, dict[int, Path]]:
-    """The world's target (start model) and the oracle of every step whose removed requests are
-    exactly the world's first t requests."""
+def _prepared(plan: Plan, world: Path) -> tuple[str, dict[int, Path], list[str]]:
+    """The world's target (start model), its oracles (k -> the model trained without the world's
+    first k requests) and the world's request ids; `Run.oracle_for` matches them to steps."""
     from unlearnkit.benchmark.prepare import PrepareSettings, prepare_world
 
     prepared = prepare_world(plan.model, world, PrepareSettings(**(plan.prepare or {})))
     world_ids = [r.id for r in EvalData.from_world(world).requests]
-    ids = [r.id for r in requests]
-    oracles = {t: path for t, path in prepared.oracles.items() if ids[:t] == world_ids[:t]} if plan.evaluation.oracle else {}
-    return str(prepared.target), oracles
+    oracles = dict(prepared.oracles) if plan.evaluation.oracle else {}
+    return str(prepared.target), oracles, world_ids
 
 
 def load_step(run: Run, step: int) -> Subject:
@@ -327,6 +444,8 @@ def final_stages(run: Run, last: Subject) -> None:
     """results.json, then the plan's `final` stages; each cached, so a rerun does only what is missing."""
     final = run.plan.final
     write_results(run)
+    if not run.ledger.steps():  # nothing applied yet (a plan that waits for submitted requests)
+        return
     if final.references:
         write_references(run)
     if final.attacks:
@@ -357,7 +476,7 @@ def _reference_eval(run: Run, name: str, source: str | Path) -> SuiteResult:
     if path.exists():
         return SuiteResult.load(path)
     console.print(f"[bold]reference[/bold] {name}: evaluating ({run.plan.evaluation.suite})")
-    result = suite_evaluate(run.plan, load(run, source), replace(run.data, requests=run.requests), None)
+    result = suite_evaluate(run.plan, load(run, source), replace(run.data, requests=[r for r in run.requests if r.records]), None)
     result.save(path)
     return result
 
@@ -366,7 +485,8 @@ def write_references(run: Run) -> Path:
     """`references.json`: {"target": {scope: {metric: value}}, "oracles": {step: {...}}}, the
     suite on the start model and on each step's retrain oracle (every request measured)."""
     target = _reference_eval(run, "target", run.start_model)
-    oracles = {step: _reference_eval(run, f"oracle-{step:03d}", path).aggregates() for step, path in sorted(run.oracles.items())}
+    paths = {s.step: run.oracle_for(s.step) for s in run.ledger.steps()}
+    oracles = {step: _reference_eval(run, f"oracle-{step:03d}", path).aggregates() for step, path in paths.items() if path is not None}
     return write_json(run.folder / "references.json", {"suite": run.plan.evaluation.suite, "target": target.aggregates(), "oracles": oracles})
 
 
@@ -379,28 +499,37 @@ def write_attacks(run: Run, last_subject: Subject) -> Path:
     if out.exists() and json.loads(out.read_text()).get("names") == final.attacks:
         return out
     last = run.ledger.steps()[-1].step
-    oracle = load(run, run.oracles[last]) if last in run.oracles else None
-    data = replace(run.data, requests=run.requests[:last]).limited(run.plan.evaluation.per_set)
+    oracle_path = run.oracle_for(last)
+    oracle = load(run, oracle_path) if oracle_path is not None else None
+    data = replace(run.data, requests=run.through(last)).limited(run.plan.evaluation.per_set)
     console.print(f"[bold]attacks[/bold] after step {last}: {', '.join(final.attacks)}")
     results = run_attacks(final.attacks, last_subject, data, target=run.start_subject(), oracle=oracle, settings=final.attack_settings)
     return write_json(out, {"names": final.attacks, "step": last, "settings": final.attack_settings, "results": [r.to_json() for r in results]})
 
 
-class _locked:
-    """An exclusive lock on the run folder (released by the OS even on SIGKILL)."""
+class RunLock:
+    """An exclusive lock on the run folder (released by the OS even on SIGKILL); `run` holds it
+    for a run, `serve` for its whole life."""
 
     def __init__(self, folder: Path) -> None:
         self.path = folder / ".lock"
 
-    def __enter__(self) -> None:
+    def acquire(self) -> None:
         self.handle = self.path.open("w")
         try:
             fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise UnlearnkitError(f"{self.path.parent}: another unlearnkit run is using this folder") from None
+            self.handle.close()
+            raise UnlearnkitError(f"{self.path.parent}: another unlearnkit run or service is using this folder") from None
         self.handle.write(str(os.getpid()))
         self.handle.flush()
 
-    def __exit__(self, *exc: Any) -> None:
+    def release(self) -> None:
         fcntl.flock(self.handle, fcntl.LOCK_UN)
         self.handle.close()
+
+    def __enter__(self) -> None:
+        self.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()

@@ -178,12 +178,16 @@ class GuardedSubject(WrappedSubject):
 
     @classmethod
     def from_saved(cls, inner: Subject, folder: Path, config: dict[str, Any], device: str) -> GuardedSubject:
-        from safetensors.torch import load_file
-
-        index = GuardIndex.from_tensors(load_file(str(folder / INDEX_FILE)), json.loads((folder / IDS_FILE).read_text()))
-        guard = cls(inner, index=index, embedder=config["embedder"], refusal=config["refusal"], epsilon=config["epsilon"])
+        guard = cls(inner, index=load_index(folder), embedder=config["embedder"], refusal=config["refusal"], epsilon=config["epsilon"])
         guard.calibrations = config.get("calibrations", {})
         return guard
+
+
+def load_index(folder: Path) -> GuardIndex:
+    """The index that `save_files` wrote into `folder`."""
+    from safetensors.torch import load_file
+
+    return GuardIndex.from_tensors(load_file(str(folder / INDEX_FILE)), json.loads((folder / IDS_FILE).read_text()))
 
 
 def planned_matches(target: list[int], planned: list[int], eos: int | None) -> list[bool]:

@@ -53,6 +53,12 @@ class GuardIndex:
         """A new index over the same (never mutated) blocks: appending to it leaves this one alone."""
         return GuardIndex(list(self.blocks), list(self.thresholds), list(self.request_ids), self.rows_written)
 
+    def without(self, request_id: str) -> GuardIndex:
+        """A new index without one request's block (a retired blocking entry); this one is unchanged."""
+        keep = [i for i, rid in enumerate(self.request_ids) if rid != request_id]
+        return GuardIndex([self.blocks[i] for i in keep], [self.thresholds[i] for i in keep],
+                          [self.request_ids[i] for i in keep], self.rows_written)
+
     def __len__(self) -> int:
         return len(self.blocks)
 

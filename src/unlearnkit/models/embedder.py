@@ -8,12 +8,14 @@ method matches prompts with it and the embedding judge of the attacks compares a
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from pathlib import Path
 
 import torch
 
 from unlearnkit.errors import ModelError
+from unlearnkit.models.loading import LOADING
 
 DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
 
@@ -25,19 +27,27 @@ class Embedder:
         from sentence_transformers import SentenceTransformer
 
         self.source = source
-        self.model = SentenceTransformer(str(resolve_embedder_path(source)), device=device, local_files_only=True)
+        with LOADING:  # transformers' loading patches process-wide state (models/loading.py)
+            self.model = SentenceTransformer(str(resolve_embedder_path(source)), device=device, local_files_only=True)
         self.cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self.cache_size = cache_size
         self.texts_encoded = 0  # texts actually run through the model (not cache hits)
+        # One caller at a time: the service embeds from several threads, and neither the cache
+        # nor a fast tokenizer may be used by two at once.
+        self._lock = threading.Lock()
 
     @property
     def dim(self) -> int:
         getter = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         return int(getter())
 
-    @torch.no_grad()
     def encode(self, texts: list[str]) -> torch.Tensor:
         """(len(texts), dim) float32 unit vectors on the CPU, in input order."""
+        with self._lock:
+            return self._encode(texts)
+
+    @torch.no_grad()
+    def _encode(self, texts: list[str]) -> torch.Tensor:
         missing = list(dict.fromkeys(t for t in texts if t not in self.cache))
         if missing:
             vectors = self.model.encode(missing, batch_size=64, convert_to_tensor=True, normalize_embeddings=True, show_progress_bar=False)

