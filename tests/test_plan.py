@@ -121,7 +121,7 @@ def test_submitted_requests_and_a_world_for_its_data_only(folder: Path) -> None:
     build_world(folder / "world", seed=0, size="tiny")
     text = GOOD.replace("requests: [requests.jsonl]", "requests: [{world: world, first: 0}, {submitted: true}]") + "coalesce: 4\n"
     plan = load_plan(write(folder, text))
-    requests, data, worlds = load_requests_and_data(plan)
+    requests, data, worlds, _ = load_requests_and_data(plan)
     assert plan.takes_submitted and plan.coalesce == 4 and requests == [] and data.retain and worlds == [folder / "world"]
     # Keys added later leave an older run's fingerprint alone while they keep their defaults.
     plain = load_plan(write(folder, GOOD))

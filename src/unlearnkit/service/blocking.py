@@ -71,7 +71,7 @@ class Blocker:
     def load(self) -> None:
         """The calibration sets, the saved index, the embedder; then the index agrees with the
         timeline (retired entries out, missing `blocked` events added)."""
-        _, data, _ = load_requests_and_data(self.plan)
+        _, data, _, _ = load_requests_and_data(self.plan)
         self.context = UnlearnContext(retain=data.retain, seed=self.plan.seed, extras={"utility": data.real_facts})
         if (self.folder / CONFIG_FILE).exists():
             self.index = load_index(self.folder)
