@@ -36,3 +36,8 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """Return ' (did you mean 'x'?)' for the closest choice, or '' when nothing is close."""
     close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+class OutputError(UnlearnkitError):
+    """An output path unlearnkit must not write: a file where a folder goes, a folder it did
+    not create, a name with the wrong suffix, a place it cannot write."""
