@@ -209,6 +209,14 @@ def test_a_mistyped_local_folder_fails_at_once(workdir: Path, monkeypatch: pytes
     assert time.perf_counter() - started < 10  # it used to wait about 50 s on the network
 
 
+def test_a_benchmark_without_a_hub_fails_at_once(workdir: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("unlearnkit.data.benchmarks.hub_reachable", lambda: False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    started = time.perf_counter()
+    fails_cleanly(workdir, "eval", "--model", str(tiny_model_dir), "--benchmark", "tofu:forget01", says="from the hub (it cannot be reached from here)")
+    assert time.perf_counter() - started < 10  # datasets used to retry for about 30 s
+
+
 # -- a failed start leaves nothing in the way -------------------------------------------------------
 @pytest.mark.parametrize(
     ("break_it", "says"),

