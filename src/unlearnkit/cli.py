@@ -116,7 +116,7 @@ def main() -> None:
 
 def _say(line: str, *, error: bool = False) -> None:
     """The one line a command ends with on stderr (newlines inside it escaped)."""
-    text = " ".join(line.replace("\r", " ").split("\n"))
+    text = " ".join(line.splitlines())  # every kind of line break, not only \n
     console = Console(stderr=True, highlight=False, soft_wrap=True)
     if error:
         console.print("[bold red]error:[/] ", end="")

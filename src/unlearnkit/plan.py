@@ -33,7 +33,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from unlearnkit.errors import OutputError, UnlearnkitError, did_you_mean
+from unlearnkit.errors import OutputError, UnlearnkitError, did_you_mean, one_line, printable
 from unlearnkit.files import check_output_folder
 from unlearnkit.registry import SettingError
 from unlearnkit.safety.settings import Guard
@@ -200,8 +200,7 @@ class Plan(Strict):
 
 def show_key(key: Any) -> str:
     """A key as an error line shows it: control characters escaped, at most 60 characters."""
-    text = repr(str(key))[1:-1]
-    return text if len(text) <= 60 else text[:57] + "..."
+    return printable(key, 60)
 
 
 def _loc(parts: tuple[Any, ...]) -> str:
@@ -261,7 +260,7 @@ def _check_sections(plan: Plan, where: str) -> None:
             PrepareSettings(**plan.prepare)
         except ValidationError as exc:
             first = exc.errors()[0]
-            raise PlanError(f"{where}: prepare.{_loc(first['loc'])}: {first['msg']}") from None
+            raise PlanError(f"{where}: prepare.{_loc(first['loc'])}: {one_line(first['msg'])}") from None
 
 
 def _resolve(plan: Plan, base: Path) -> Plan:
@@ -332,7 +331,7 @@ def parse_plan(data: Any, where: str = "plan", base: Path | None = None, *, chec
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = _loc(first["loc"]) or "(top level)"
-        msg = first["msg"].removeprefix("Value error, ")
+        msg = one_line(first["msg"].removeprefix("Value error, "))
         if first["type"] == "missing":
             msg = "missing (required)"
         raise PlanError(f"{where}: {loc}: {msg}") from None

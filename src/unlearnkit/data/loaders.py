@@ -19,7 +19,7 @@ from typing import IO, Any
 from pydantic import ValidationError
 
 from unlearnkit.data.schema import RECORD_FIELDS, REQUEST_FIELDS, ForgetRequest, Record
-from unlearnkit.errors import DataError, UnlearnkitError, did_you_mean
+from unlearnkit.errors import DataError, UnlearnkitError, did_you_mean, one_line, printable
 from unlearnkit.files import atomic_file
 
 # A row and where it came from ("line 3", "row 5", "item 2"), for error messages.
@@ -46,8 +46,7 @@ def max_record_bytes() -> int:
 
 def show_id(value: Any) -> str:
     """An id as an error line shows it: quoted, control characters escaped, at most 80 characters."""
-    text = repr(str(value))[1:-1]
-    return f"'{text[:77]}...'" if len(text) > 80 else f"'{text}'"
+    return f"'{printable(value)}'"
 
 
 def _too_long(path: Path, location: str, size: str | None, limit: int, head: bytes = b"") -> DataError:
@@ -309,13 +308,13 @@ def _type(value: Any) -> str:
 def _describe(error: ValidationError, fields: tuple[str, ...]) -> str:
     """The first validation problem as 'field 'x': problem'."""
     first = error.errors()[0]
-    loc = [str(p) for p in first["loc"]]
+    loc = [printable(p, 40) for p in first["loc"]]
     field = ".".join(loc)
     if first["type"] == "extra_forbidden":
         return f"unknown field '{field}'{did_you_mean(loc[-1], fields)}"
     if first["type"] == "missing":
         return f"field '{field}': missing"
-    message = first["msg"].removeprefix("Value error, ")
+    message = one_line(first["msg"].removeprefix("Value error, "))
     if not loc:
         return message
     got = first.get("input")
