@@ -168,6 +168,25 @@ def test_an_over_long_record_names_file_line_and_id(workdir: Path, tiny_model_di
     assert line.startswith("error: d.jsonl line 2 (id 'long-1'): ") and "over the model's context of 256" in line
 
 
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        ("[" * 100_000 + "\n", "d.jsonl line 1: unreadable JSON (maximum recursion depth exceeded"),
+        ('{"id": "a", "question": "q", "answer_index": ' + "1" * 5000 + "}\n", "d.jsonl line 1: unreadable JSON (Exceeds the limit"),
+        ('{"id": "a", "question": "\\ud800", "answer": "x"}\n', "d.jsonl line 1: a \\u escape makes a lone surrogate"),
+    ],
+    ids=["nesting 100000 deep", "a 5000-digit number", "a lone surrogate"],
+)
+def test_unreadable_json_is_one_line(workdir: Path, tiny_model_dir: Path, content: str, says: str) -> None:
+    (workdir / "d.jsonl").write_text(content)
+    fails_cleanly(workdir, "score", "--model", str(tiny_model_dir), "--data", "d.jsonl", says=says)
+
+
+def test_a_fifo_is_not_read(workdir: Path, tiny_model_dir: Path) -> None:
+    os.mkfifo(workdir / "d.jsonl")  # reading it would block for ever
+    fails_cleanly(workdir, "score", "--model", str(tiny_model_dir), "--data", "d.jsonl", says="d.jsonl: not a regular file")
+
+
 def write_huge_line(path: Path, megabytes: int = 50) -> None:
     with path.open("w") as handle:
         handle.write(json.dumps(QA) + "\n")

