@@ -105,7 +105,7 @@ class Run:
 def run_plan(plan: Plan) -> Path:
     """Apply every request of the plan in order (resuming a killed run); returns the run folder."""
     check_source(plan.model)  # before the run folder exists: a wrong model writes nothing
-    with _start_folder(plan.output), _locked(plan.output):
+    with _run_folder(plan.output):
         run = open_run(plan)
         done = run.ledger.steps()
         removed = run.checkpoints.clean({s.step for s in done})
@@ -131,21 +131,23 @@ def run_plan(plan: Plan) -> Path:
 
 
 @contextmanager
-def _start_folder(folder: Path) -> Iterator[None]:
-    """Create the run folder. When this call created it and the run stops (an error, a signal)
-    before its first step is committed, it holds nothing worth keeping: it is removed again,
-    so a corrected rerun starts clean."""
+def _run_folder(folder: Path) -> Iterator[None]:
+    """Create and lock the run folder. When this call created it and the run stops (an error, a
+    signal) before its first step is committed, it holds nothing worth keeping: it is removed
+    again, under the lock (so never from under another run), and a corrected rerun starts clean."""
     created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
-    try:
-        yield
-    except BaseException:
-        if created:
-            _remove_failed_start(folder)
-        raise
+    with _locked(folder):  # a folder another run holds fails here, before anything is removed
+        try:
+            yield
+        except BaseException:
+            if created:
+                _remove_failed_start(folder)
+            raise
 
 
 def _remove_failed_start(folder: Path) -> None:
+    """Remove the folder unless its ledger holds a step (or cannot be read: then keep it)."""
     ledger_path = folder / "ledger.sqlite"
     if ledger_path.exists():
         try:
