@@ -330,8 +330,8 @@ def test_a_truncated_ledger_is_one_line_and_repair_rebuilds_it(workdir: Path, fi
     repaired = invoke("ledger", "run", "--repair")
     assert repaired.code == 0, repaired.err
     assert "rebuilt" in repaired.out and "the damaged ledger is kept as" in repaired.out
-    kept = [p for p in run.iterdir() if p.name.startswith("ledger.damaged-")]
-    assert kept and kept[0].stat().st_size == len(data) // 2  # moved aside, never deleted
+    kept = [p for p in run.iterdir() if p.name.startswith("ledger.damaged-") and p.suffix == ".sqlite"]
+    assert len(kept) == 1 and kept[0].stat().st_size == len(data) // 2  # moved aside, never deleted
     rebuilt = Ledger(ledger)
     assert rebuilt.check() == []
     assert [(s.step, s.request_id, s.evaluated) for s in rebuilt.steps()] == want_steps
