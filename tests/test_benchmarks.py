@@ -95,6 +95,7 @@ def test_offline_without_a_local_copy_is_one_line_saying_what_to_download(monkey
         raise ConnectionError("Couldn't reach 'locuslab/TOFU' on the Hub (LocalEntryNotFoundError)")
 
     monkeypatch.setattr(datasets, "load_dataset", unreachable)
+    monkeypatch.setattr("unlearnkit.data.benchmarks.hub_reachable", lambda: True)  # the probe passed; the download fails
     with pytest.raises(DataError) as caught:
         load_benchmark("tofu:forget10")
     message = str(caught.value)

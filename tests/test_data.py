@@ -144,8 +144,12 @@ def test_bad_requests(tmp_path: Path, name: str, rows: list[dict], pattern: str)
 
 
 def test_record_over_context(tiny_tokenizer) -> None:
+    # Within the characters 16 tokens can hold, so it is tokenised and counted.
     with pytest.raises(DataError, match=r"forget\.jsonl line 4: \d+ tokens, over the model's context of 16"):
-        encode_pair(tiny_tokenizer, PromptFormat("plain"), "Where was X born?", "word " * 40, max_length=16, where="forget.jsonl line 4")
+        encode_pair(tiny_tokenizer, PromptFormat("plain"), "Where was X born?", "word " * 8, max_length=16, where="forget.jsonl line 4")
+    # More characters than 16 tokens can hold: refused before tokenising, by the characters alone.
+    with pytest.raises(DataError, match=r"forget\.jsonl line 4: \d+ characters, at least \d+ tokens, over the model's context of 16"):
+        encode_pair(tiny_tokenizer, PromptFormat("plain"), "Where was X born?", "word " * 4000, max_length=16, where="forget.jsonl line 4")
 
 
 def test_request_must_have_records() -> None:

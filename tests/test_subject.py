@@ -138,6 +138,6 @@ def test_atomic_save_replaces_existing(tmp_path: Path, tiny_subject: Subject) ->
 
 def test_unreachable_hub_id_is_one_line(monkeypatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(ModelError, match=r"model 'nobody-here/no-such-model': cannot load") as info:
+    with pytest.raises(ModelError, match=r"model 'nobody-here/no-such-model': not a local folder, not in the hub cache, and the hub cannot be reached") as info:
         load_model("nobody-here/no-such-model")
     assert "\n" not in str(info.value)

@@ -32,7 +32,24 @@ class VerdictError(UnlearnkitError):
     exit_code = 3
 
 
+def printable(value: object, limit: int = 80) -> str:
+    """User text as an error line shows it: control and line-break characters escaped (so the
+    line stays one line), at most `limit` characters."""
+    text = repr(str(value))[1:-1]
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def one_line(text: str) -> str:
+    """A message built from other text (a validator's, a library's) kept to one line."""
+    return " ".join(text.splitlines())
+
+
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """Return ' (did you mean 'x'?)' for the closest choice, or '' when nothing is close."""
     close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+class OutputError(UnlearnkitError):
+    """An output path unlearnkit must not write: a file where a folder goes, a folder it did
+    not create, a name with the wrong suffix, a place it cannot write."""

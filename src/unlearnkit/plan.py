@@ -36,13 +36,19 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from unlearnkit.errors import UnlearnkitError, did_you_mean
+from unlearnkit.errors import OutputError, UnlearnkitError, did_you_mean, one_line, printable
+from unlearnkit.files import check_output_folder
 from unlearnkit.registry import SettingError
 from unlearnkit.safety.settings import Guard
 
 
 class PlanError(UnlearnkitError):
     """A plan file that cannot be run, with the key that is wrong."""
+
+
+RUN_MARKER = "ledger.sqlite"  # a folder holding it is a run folder (engine/runner.py)
+MAX_PLAN_BYTES = 2**20  # a plan names files; it does not hold data
+MAX_PLAN_NODES = 100_000  # values once YAML aliases are expanded (an alias bomb stops here)
 
 
 class Strict(BaseModel):
@@ -160,7 +166,7 @@ class Plan(Strict):
     evaluation: EvalSpec = Field(default_factory=EvalSpec)
     attacks: list[str] = Field(default_factory=list)
     output: Path
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**63)
     checkpoints: CheckpointSpec = Field(default_factory=CheckpointSpec)
     purge: bool = False
     relapse: RelapseSpec | None = None
@@ -224,8 +230,13 @@ class Plan(Strict):
         return self.requests[-1].submitted
 
 
+def show_key(key: Any) -> str:
+    """A key as an error line shows it: control characters escaped, at most 60 characters."""
+    return printable(key, 60)
+
+
 def _loc(parts: tuple[Any, ...]) -> str:
-    return ".".join(str(p) for p in parts if p not in ("function-after", "function-before"))
+    return ".".join(show_key(p) for p in parts if p not in ("function-after", "function-before"))
 
 
 def _check_methods(plan: Plan, where: str) -> None:
@@ -285,7 +296,7 @@ def _check_sections(plan: Plan, where: str) -> None:
             PrepareSettings(**plan.prepare)
         except ValidationError as exc:
             first = exc.errors()[0]
-            raise PlanError(f"{where}: prepare.{_loc(first['loc'])}: {first['msg']}") from None
+            raise PlanError(f"{where}: prepare.{_loc(first['loc'])}: {one_line(first['msg'])}") from None
 
 
 def _resolve(plan: Plan, base: Path) -> Plan:
@@ -335,22 +346,28 @@ def _check_files(plan: Plan, where: str) -> None:
         raise PlanError(f"{where}: prepare: needs a built-in world in requests (- world: DIR)")
     if plan.accelerate_config is not None and not plan.accelerate_config.exists():
         raise PlanError(f"{where}: accelerate_config: no such file: {plan.accelerate_config}")
+    try:  # a run folder only adds files: it may also start beside worlds and models we wrote
+        check_output_folder(plan.output, (RUN_MARKER,), None, beside_ours=True)
+    except OutputError as exc:
+        raise PlanError(f"{where}: output: {exc}") from None
 
 
 def parse_plan(data: Any, where: str = "plan", base: Path | None = None, *, check_files: bool = True) -> Plan:
     """Validate a plan given as a dict; `where` names it in errors, `base` resolves paths."""
     if not isinstance(data, dict):
         raise PlanError(f"{where}: expected a mapping of keys (model, method, requests, output, ...)")
+    if _count_nodes(data, MAX_PLAN_NODES) > MAX_PLAN_NODES:
+        raise PlanError(f"{where}: more than {MAX_PLAN_NODES} values once its aliases are expanded; a plan names files, it does not hold data")
     fields = list(Plan.model_fields)
     for key in data:
         if key not in Plan.model_fields or key == "source":
-            raise PlanError(f"{where}: {key}: unknown key{did_you_mean(str(key), fields)}")
+            raise PlanError(f"{where}: {show_key(key)}: unknown key{did_you_mean(str(key), fields)}")
     try:
         plan = Plan.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = _loc(first["loc"]) or "(top level)"
-        msg = first["msg"].removeprefix("Value error, ")
+        msg = one_line(first["msg"].removeprefix("Value error, "))
         if first["type"] == "missing":
             msg = "missing (required)"
         raise PlanError(f"{where}: {loc}: {msg}") from None
@@ -371,11 +388,36 @@ def load_plan(path: str | Path, *, check_files: bool = True) -> Plan:
     path = Path(path)
     if not path.is_file():
         raise PlanError(f"{path}: no such plan file")
+    if path.stat().st_size > MAX_PLAN_BYTES:
+        raise PlanError(f"{path}: {path.stat().st_size} bytes; a plan names files, it does not hold data (at most {MAX_PLAN_BYTES} bytes)")
+    raw = path.read_bytes()
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise PlanError(f"{path} line {line}: not valid UTF-8 (byte {exc.start})") from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark is not None else ""
-        raise PlanError(f"{path}{line}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+        raise PlanError(f"{path}{line}: not valid YAML ({problem})") from None
+    except (ValueError, OverflowError, RecursionError) as exc:  # a date such as 2026-13-45, nesting 10000 deep
+        raise PlanError(f"{path}: not a usable YAML value ({' '.join(str(exc).split()) or type(exc).__name__})") from None
     return parse_plan(data, str(path), path.parent.resolve(), check_files=check_files)
+
+
+def _count_nodes(data: Any, budget: int) -> int:
+    """How many values `data` holds once aliases are expanded, counting no further than `budget`."""
+    stack, seen = [data], 0
+    while stack and seen <= budget:
+        value = stack.pop()
+        seen += 1
+        if isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list | tuple):
+            stack.extend(value)
+    return seen
 

@@ -13,7 +13,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from unlearnkit.errors import UnlearnkitError, did_you_mean
+from unlearnkit.errors import UnlearnkitError, did_you_mean, one_line, printable
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
@@ -80,11 +80,12 @@ def build_with_settings(cls: type[M], settings: dict[str, Any] | None, kind: str
     name = getattr(cls, "registry_name", cls.__name__)
     for key in settings:
         if key not in cls.model_fields:
-            hint = did_you_mean(key, fields)
-            raise SettingError(f"{kind} '{name}': unknown {noun} '{key}'{hint}; valid: {', '.join(fields) or 'none'}", key, f"not a {noun} of '{name}'{hint}")
+            hint = did_you_mean(str(key), fields)
+            shown = printable(key, 40)
+            raise SettingError(f"{kind} '{name}': unknown {noun} '{shown}'{hint}; valid: {', '.join(fields) or 'none'}", shown, f"not a {noun} of '{name}'{hint}")
     try:
         return cls(**settings)
     except ValidationError as exc:
         first = exc.errors()[0]
-        key = ".".join(str(part) for part in first["loc"])
-        raise SettingError(f"{kind} '{name}': {noun} '{key}': {first['msg']}", key, first["msg"]) from None
+        key = ".".join(printable(part, 40) for part in first["loc"])
+        raise SettingError(f"{kind} '{name}': {noun} '{key}': {one_line(first['msg'])}", key, one_line(first["msg"])) from None

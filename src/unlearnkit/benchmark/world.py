@@ -26,9 +26,9 @@ from unlearnkit.benchmark import world_templates as tpl
 from unlearnkit.data.knowledge import general_text_records, real_fact_records
 from unlearnkit.data.loaders import write_jsonl
 from unlearnkit.data.schema import ForgetRequest, Record
-from unlearnkit.data.world import WORLD_FILES, Person
+from unlearnkit.data.world import WORLD_FILES, WORLD_MARKER, Person
 from unlearnkit.errors import UnlearnkitError
-from unlearnkit.files import write_json
+from unlearnkit.files import atomic_dir, write_json
 
 FIRST_REQUEST_AT = datetime(2025, 1, 6, 9, 0, tzinfo=timezone.utc)
 BIO_MIN_WORDS = 150
@@ -307,21 +307,22 @@ def build_world(out_dir: str | Path, seed: int = 0, size: str = "small", num_req
         for k in range(1, num_requests + 1)
     ]
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    write_jsonl(out / "people.jsonl", people)  # type: ignore[arg-type]  # any pydantic model
-    write_jsonl(out / "requests.jsonl", requests)
-    for split in ("retain", "neighbours", "holdout"):
-        write_jsonl(out / f"{split}.jsonl", group(split))
-    write_jsonl(out / "real_facts.jsonl", real_fact_records(rng, spec.real_countries))
-    write_jsonl(out / "general_text.jsonl", general_text_records(spec.general_passages))
-    splits = {split: [p.id for p in people if p.split == split] for split, _ in _split_plan(spec, num_requests)}
-    meta = {
-        "seed": seed,
-        "size": size,
-        "num_requests": num_requests,
-        "splits": splits,
-        "relations": [{"relation": kind, "from": a, "to": b} for kind, a, b in relations],
-        "files": list(WORLD_FILES),
-    }
-    write_json(out / "world.json", meta, sort_keys=True)
+    # One folder renamed into place when complete; it replaces only a world written before.
+    with atomic_dir(out, replaces=(WORLD_MARKER,)) as tmp:
+        write_jsonl(tmp / "people.jsonl", people)  # type: ignore[arg-type]  # any pydantic model
+        write_jsonl(tmp / "requests.jsonl", requests)
+        for split in ("retain", "neighbours", "holdout"):
+            write_jsonl(tmp / f"{split}.jsonl", group(split))
+        write_jsonl(tmp / "real_facts.jsonl", real_fact_records(rng, spec.real_countries))
+        write_jsonl(tmp / "general_text.jsonl", general_text_records(spec.general_passages))
+        splits = {split: [p.id for p in people if p.split == split] for split, _ in _split_plan(spec, num_requests)}
+        meta = {
+            "seed": seed,
+            "size": size,
+            "num_requests": num_requests,
+            "splits": splits,
+            "relations": [{"relation": kind, "from": a, "to": b} for kind, a, b in relations],
+            "files": list(WORLD_FILES),
+        }
+        write_json(tmp / WORLD_MARKER, meta, sort_keys=True)
     return out

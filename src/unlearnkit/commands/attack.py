@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from unlearnkit.commands._options import BatchSizeOpt, DeviceOpt, FormatOpt, parse_set
+from unlearnkit.commands._options import BatchSizeOpt, DeviceOpt, FormatOpt, check_json_out, check_models, parse_set
 from unlearnkit.display import number
 from unlearnkit.errors import UnlearnkitError
 
@@ -58,9 +58,14 @@ def attack_command(
     parsed = parse_set(settings, grouped=True)
     build_attacks(names, parsed)  # bad names and settings fail before any model loads
     specs = [part for item in data for part in item.split(",") if part]
+    check_json_out(json_out, *(spec.rpartition("=")[2] for spec in specs))
     eval_data = EvalData.load(specs)
     if not eval_data.requests:
         raise UnlearnkitError(f"--data {', '.join(specs)}: no forget requests to attack")
+    unknown = sorted(set(request or []) - {r.id for r in eval_data.requests})
+    if unknown:
+        raise UnlearnkitError(f"--request {unknown[0]}: no such request in --data (requests: {', '.join(r.id for r in eval_data.requests)})")
+    check_models(model=model, target=target, oracle=oracle)
     subject = load_subject(model, fmt=fmt, device=device, batch_size=batch_size, name=model)
     target_subject = load_subject(target, fmt=fmt, device=device, batch_size=batch_size, name=f"target:{target}") if target else None
     oracle_subject = load_subject(oracle, fmt=fmt, device=device, batch_size=batch_size, name=f"oracle:{oracle}") if oracle else None

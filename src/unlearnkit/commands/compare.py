@@ -18,10 +18,13 @@ def compare_command(
     json_out: Annotated[Path | None, typer.Option("--json", help="also write the rows as JSON here")] = None,
 ) -> None:
     """Side-by-side table of runs and a plot of forgetting against utility."""
-    from unlearnkit.files import write_json, write_text
+    from unlearnkit.commands._options import check_json_out
+    from unlearnkit.files import check_output_file, write_json, write_text
     from unlearnkit.report.compare import compare as build
 
     console = Console()
+    check_output_file(out, "--out", suffixes=(".html", ".htm"))
+    check_json_out(json_out)
     rows, page = build(runs)
     # One row per measure and one column per run: a dozen measures fit a terminal, a dozen runs rarely do.
     table = Table(title="runs after their last step")

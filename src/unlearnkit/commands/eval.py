@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from unlearnkit.commands._options import BatchSizeOpt, BenchmarkOpt, DataDirOpt, DeviceOpt, FormatOpt, ModelOpt
+from unlearnkit.commands._options import BatchSizeOpt, BenchmarkOpt, DataDirOpt, DeviceOpt, FormatOpt, ModelOpt, bounded, check_json_out, check_models
 from unlearnkit.display import number
 from unlearnkit.errors import UnlearnkitError
 
@@ -52,19 +52,23 @@ def eval_command(
     fmt: FormatOpt = "auto",
     device: DeviceOpt = "auto",
     batch_size: BatchSizeOpt = 8,
-    max_new_tokens: Annotated[int | None, typer.Option(help="cap every generation (default: each metric's reference length)")] = None,
-    limit: Annotated[int | None, typer.Option(help="records per kind and set (default: the suite's own; quick uses 8)")] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(callback=bounded(1, 1_000_000), help="cap every generation (default: each metric's reference length)")] = None,
+    limit: Annotated[int | None, typer.Option(callback=bounded(1), help="records per kind and set (default: the suite's own; quick uses 8)")] = None,
     lm_eval: Annotated[str | None, typer.Option("--lm-eval", help="lm-evaluation-harness tasks, comma-separated (mmlu, wmdp_bio, ...): their accuracies join the utility (needs unlearnkit[lm-eval])")] = None,
     lm_eval_include: Annotated[Path | None, typer.Option("--lm-eval-include", help="a folder of task YAMLs of your own for --lm-eval")] = None,
-    lm_eval_limit: Annotated[int | None, typer.Option("--lm-eval-limit", help="questions per lm-eval task (default: all)")] = None,
+    lm_eval_limit: Annotated[int | None, typer.Option("--lm-eval-limit", callback=bounded(1), help="questions per lm-eval task (default: all)")] = None,
 ) -> None:
     """Evaluate a model with a suite (forget metrics per request, retain, utility, membership)."""
-    from unlearnkit.eval.result import SuiteResult
     from unlearnkit.eval.suites import Oracle, evaluate, get_suite, with_max_new_tokens
-    from unlearnkit.files import write_json
+    from unlearnkit.files import check_output_place, write_json
     from unlearnkit.models.stack import load_subject
 
     specs = [part for item in data or [] for part in item.split(",") if part]
+    check_json_out(json_out, *(spec.rpartition("=")[2] for spec in specs), oracle, reference_logs)
+    if ou_dir is not None:
+        check_output_place(ou_dir, "--ou-dir")
+    if lm_eval_include is not None and not lm_eval_include.is_dir():
+        raise UnlearnkitError(f"--lm-eval-include {lm_eval_include}: no such folder")
     eval_data, default_suite = load_eval_data(specs, benchmark, data_dir)
     chosen = get_suite(suite or default_suite)
     if max_new_tokens is not None:
@@ -79,14 +83,12 @@ def eval_command(
 
         wanted = [e.oracle for e in chosen.entries if e.oracle]
         reference = reference_oracle(reference_logs, wanted, [r.id for r in eval_data.requests], chosen.name)
+    if oracle is not None and oracle.endswith(".json"):  # read before any model loads
+        reference = load_oracle_result(oracle, chosen.name)
+    check_models(model=model, oracle=None if oracle is None or oracle.endswith(".json") else oracle)
     subject = load_subject(model, fmt=fmt, device=device, batch_size=batch_size)
-    if oracle is not None:
-        if oracle.endswith(".json"):
-            reference = SuiteResult.load(oracle)
-            if reference.suite != chosen.name:
-                raise UnlearnkitError(f"--oracle {oracle}: results of suite '{reference.suite}', not '{chosen.name}'")
-        else:
-            reference = load_subject(oracle, fmt=fmt, device=device, batch_size=batch_size)
+    if oracle is not None and not oracle.endswith(".json"):
+        reference = load_subject(oracle, fmt=fmt, device=device, batch_size=batch_size)
     result = evaluate(chosen, subject, eval_data, oracle=reference)
     if lm_eval:
         from unlearnkit.eval.lm_eval import add_lm_eval, run_lm_eval
@@ -106,6 +108,22 @@ def eval_command(
 
         logs, summary = write_ou_logs(result, ou_dir)
         console.print(f"wrote {logs} and {summary}")
+
+
+def load_oracle_result(path: str, suite: str) -> Any:
+    """`--oracle RESULT.json`: a suite result written by `eval --json`, of the same suite."""
+    from unlearnkit.eval.result import SuiteResult
+
+    if not Path(path).is_file():
+        raise UnlearnkitError(f"--oracle {path}: no such file")
+    try:
+        reference = SuiteResult.load(path)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        reason = "invalid JSON" if isinstance(exc, ValueError) else f"no {exc}" if isinstance(exc, KeyError) else "unexpected content"
+        raise UnlearnkitError(f"--oracle {path}: not a suite result written by `unlearnkit eval --json` ({reason})") from None
+    if reference.suite != suite:
+        raise UnlearnkitError(f"--oracle {path}: results of suite '{reference.suite}', not '{suite}'")
+    return reference
 
 
 def load_eval_data(specs: list[str], benchmark: str | None, data_dir: Path | None) -> tuple[Any, str]:

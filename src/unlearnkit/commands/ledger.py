@@ -1,4 +1,8 @@
-"""`unlearnkit ledger RUN`: a run's history (requests, steps, one metric per request and step, flags)."""
+"""`unlearnkit ledger RUN`: a run's history (requests, steps, one metric per request and step, flags).
+
+`--check` reads the ledger without writing and lists what is wrong (exit 1 if anything is);
+`--repair` rebuilds a damaged ledger from the run folder, keeping the damaged file
+(engine/repair.py)."""
 
 from __future__ import annotations
 
@@ -17,8 +21,34 @@ def ledger_command(
     run: Annotated[Path, typer.Argument(help="a run folder (or its ledger.sqlite)")],
     metric: Annotated[str, typer.Option("--metric", help="the metric shown per request and step")] = "probability",
     long: Annotated[bool, typer.Option("--long", help="also list every metric row")] = False,
+    check: Annotated[bool, typer.Option("--check", help="check the ledger file and its contents, writing nothing")] = False,
+    repair: Annotated[bool, typer.Option("--repair", help="rebuild a damaged ledger from the run folder (the damaged file is kept)")] = False,
 ) -> None:
     """Print a run's history: requests, steps with timings, a metric per request and step, flags."""
+    from unlearnkit.engine import repair as repairs
+
+    path = repairs.ledger_path(run)
+    if check and repair:
+        raise UnlearnkitError("give one of --check or --repair")
+    if repair:
+        if not run.is_dir() and not path.parent.is_dir():
+            raise UnlearnkitError(f"{run}: no such run folder")
+        if path.exists() and not repairs.inspect(path):
+            Console().print(f"{path}: sound; nothing to repair")
+            return
+        for line in repairs.summary(*repairs.repair(run)):
+            Console().print(line, highlight=False)
+        return
+    if not path.exists():
+        raise UnlearnkitError(f"{run}: no ledger.sqlite here (not a run folder)")
+    if check:
+        problems = repairs.inspect(path)
+        for problem in problems:
+            Console().print(f"ledger problem: {problem}", highlight=False, soft_wrap=True)
+        if problems:
+            raise UnlearnkitError(f"{path}: {len(problems)} problem(s); rebuild it from the run folder with `unlearnkit ledger {path.parent} --repair`")
+        Console().print(f"{path}: sound")
+        return
     print_ledger(run, metric, long)
 
 

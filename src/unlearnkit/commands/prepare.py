@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from unlearnkit.commands._options import DeviceOpt, FormatOpt, ModelOpt
+from unlearnkit.commands._options import DeviceOpt, FormatOpt, ModelOpt, bounded, check_json_out, check_models
 from unlearnkit.errors import UnlearnkitError
 
 
@@ -17,10 +17,10 @@ def prepare_command(
     world: Annotated[Path, typer.Option("--world", "-w", help="a folder written by `unlearnkit world`")],
     model: ModelOpt = "default",
     oracles: Annotated[str, typer.Option(help="all (one per request), final (only oracle K, when time is short) or none")] = "all",
-    lora: Annotated[int, typer.Option(help="LoRA rank; 0 means full fine-tuning")] = 0,
-    lr: Annotated[float | None, typer.Option(help="learning rate (default: the measured recipe)")] = None,
-    epochs: Annotated[float | None, typer.Option(help="epochs over the trained records")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="records per optimizer step")] = None,
+    lora: Annotated[int, typer.Option(callback=bounded(0, 4096), help="LoRA rank; 0 means full fine-tuning")] = 0,
+    lr: Annotated[float | None, typer.Option(callback=bounded(0, 1, low_open=True), help="learning rate (default: the measured recipe)")] = None,
+    epochs: Annotated[float | None, typer.Option(callback=bounded(0, 10_000, low_open=True), help="epochs over the trained records")] = None,
+    batch_size: Annotated[int | None, typer.Option(callback=bounded(1, 1_000_000), help="records per optimizer step")] = None,
     finetune_share: Annotated[float | None, typer.Option(help="share of the weight change kept after training, in (0, 1]; 1 keeps the trained model (default: the measured 0.6)")] = None,
     fmt: FormatOpt = "auto",
     device: DeviceOpt = "auto",
@@ -35,6 +35,7 @@ def prepare_command(
     from unlearnkit.models.stack import load_subject
 
     console = Console()
+    check_json_out(json_out, world)
     if oracles not in ("all", "final", "none"):
         raise UnlearnkitError(f"--oracles '{oracles}': use all, final or none")
     if lora < 0:
@@ -43,6 +44,7 @@ def prepare_command(
         raise UnlearnkitError(f"--precision '{precision}': use auto, float32 or bfloat16")
     if finetune_share is not None and not 0 < finetune_share <= 1:
         raise UnlearnkitError(f"--finetune-share {finetune_share}: use a value in (0, 1]")
+    load_world(world)  # a missing or malformed world: one line before any model loads
     lora_settings = {"r": lora, "lora_alpha": 2 * lora} if lora else None
     share = {} if finetune_share is None else {"finetune_share": finetune_share}
     settings = PrepareSettings(oracles=oracles, lora=lora_settings, precision=precision, **share)  # type: ignore[arg-type]
@@ -51,6 +53,7 @@ def prepare_command(
             if value <= 0:
                 raise UnlearnkitError(f"--{name.replace('_', '-')} {value}: must be positive")
             setattr(settings.train, name, value)
+    check_models(model=model)
     base = load_subject(model, fmt=fmt, device=device)
     prepared = prepare_world(model, world, settings, subject=base)
     table = Table(title=f"prepared {world} from {model}")

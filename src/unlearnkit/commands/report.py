@@ -11,6 +11,9 @@ from rich.console import Console
 
 def report_command(run: Annotated[Path, typer.Argument(help="a run folder")], out: Annotated[Path | None, typer.Option(help="HTML file")] = None) -> None:
     """Rebuild a run folder's report.html from its results, references and attacks."""
+    from unlearnkit.files import check_output_file
     from unlearnkit.report.html import write_report
 
+    if out is not None:
+        check_output_file(out, "--out", suffixes=(".html", ".htm"))
     Console().print(f"report: {write_report(run, out)}")

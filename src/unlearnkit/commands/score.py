@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from unlearnkit.commands._options import BatchSizeOpt, DeviceOpt, FormatOpt, ModelOpt, records_for_cli
+from unlearnkit.commands._options import BatchSizeOpt, DeviceOpt, FormatOpt, ModelOpt, check_json_out, check_models, records_for_cli
 from unlearnkit.display import number
 
 
@@ -24,12 +24,17 @@ def score_command(
     """Per-record probability and mean NLL of each answer (or passage continuation)."""
     from unlearnkit.data.formatting import record_pair
     from unlearnkit.files import write_json
-    from unlearnkit.models.stack import load_subject
 
     console = Console()
+    check_json_out(json_out, data)
     records = records_for_cli(data)
+    check_models(model=model)
+    from unlearnkit.models.stack import load_subject  # torch and transformers: only once the inputs are sound
+
     subject = load_subject(model, fmt=fmt, device=device, batch_size=batch_size)
-    result = subject.score_pairs([record_pair(r) for r in records], progress="scoring")
+    pairs = [record_pair(r) for r in records]
+    subject.check_fits(pairs)  # an over-long record is named by file, line and id, before any scoring
+    result = subject.score_pairs(pairs, progress="scoring")
     rows: list[dict[str, Any]] = [
         {
             "id": record.id or f"#{i + 1}",

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from unlearnkit.commands._options import BenchmarkOpt, DataDirOpt, DeviceOpt, FormatOpt, ModelOpt, SetOpt, parse_set
+from unlearnkit.commands._options import BenchmarkOpt, DataDirOpt, DeviceOpt, FormatOpt, ModelOpt, SetOpt, bounded, check_models, parse_set
 from unlearnkit.errors import UnlearnkitError, VerdictError
 
 DEFAULT_METHOD = "npo_gd"
@@ -88,8 +88,8 @@ def unlearn_command(
     control: Annotated[Path | None, typer.Option("--control", help="never-seen records of the same kind (target probability: control)")] = None,
     request_id: Annotated[str | None, typer.Option("--request", help="which request of the forget file")] = None,
     lora: Annotated[bool, typer.Option("--lora", help="train a LoRA adapter and merge it")] = False,
-    lora_r: Annotated[int, typer.Option("--lora-r", help="LoRA rank")] = 8,
-    lora_alpha: Annotated[int, typer.Option("--lora-alpha", help="LoRA scaling alpha")] = 16,
+    lora_r: Annotated[int, typer.Option("--lora-r", callback=bounded(1, 4096), help="LoRA rank")] = 8,
+    lora_alpha: Annotated[int, typer.Option("--lora-alpha", callback=bounded(1, 1_000_000), help="LoRA scaling alpha")] = 16,
     sets: SetOpt = None,
     auto: Annotated[bool, typer.Option("--auto/--no-auto", help="calibrate the learning rate with trials from the same start")] = True,
     guard: Annotated[bool, typer.Option("--guard/--no-guard", help="damage budget, forget target and verdict (docs/guarded.md)")] = True,
@@ -100,13 +100,17 @@ def unlearn_command(
 ) -> None:
     """Apply one forget request with a method, guarded, and save the model with a record and a verdict."""
     from unlearnkit.data.loaders import load_records
+    from unlearnkit.engine.faults import crash_point
+    from unlearnkit.files import check_output_folder
     from unlearnkit.methods.base import UnlearnContext, get_method
-    from unlearnkit.models.stack import load_subject, save_subject
+    from unlearnkit.models.stack import MODEL_MARKERS, load_subject, save_subject
     from unlearnkit.safety.apply import apply_request
     from unlearnkit.safety.probes import build_probes
 
     console = Console()
     started = time.perf_counter()
+    # An existing --out is replaced only when it is a model unlearnkit saved (never a file of yours).
+    check_output_folder(out, MODEL_MARKERS, "--out")
     algorithm = get_method(method, parse_set(sets))  # bad name/setting: fail before loading
     settings = guard_settings(guard, auto, strict, guard_sets)
     request, retain_records, forget_source = forget_and_retain(forget, retain, benchmark, data_dir, request_id)
@@ -115,6 +119,7 @@ def unlearn_command(
         raise UnlearnkitError(f"method '{method}': needs a retain set (--retain FILE)")
     if settings.target.probability == "control" and not control_records:
         raise UnlearnkitError("--guard-set target.probability=control: needs a control set (--control FILE)")
+    check_models(model=model)
     subject = load_subject(model, fmt=fmt, device=device)
     loaded = time.perf_counter()
     probes = build_probes(subject, request, settings, retain=retain_records, control=control_records) if settings.enabled else None
@@ -147,7 +152,7 @@ def unlearn_command(
             "tokens_per_second": stats.tokens_per_second if stats else None,
         },
     }
-    save_subject(applied.subject, out, meta=record)
+    save_subject(applied.subject, out, meta=record, before_rename=lambda: crash_point("save", 1))
     steps = f"{applied.steps} steps, {stats.tokens_per_second:.0f} tok/s, " if stats else ""
     if applied.card is not None:
         console.print(applied.card.table())

@@ -3,24 +3,28 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from unlearnkit.commands._options import bounded
+
 
 def world_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="folder to write the world into")],
-    seed: Annotated[int, typer.Option(help="the same seed and size give byte-identical files")] = 0,
-    size: Annotated[str, typer.Option(help="tiny, small or medium")] = "small",
-    requests: Annotated[int, typer.Option("--requests", "-k", help="number of sequential forget requests")] = 3,
+    seed: Annotated[int, typer.Option(callback=bounded(0, 2**63 - 1), help="the same seed and size give byte-identical files")] = 0,
+    size: Annotated[Literal["tiny", "small", "medium"], typer.Option(help="tiny, small or medium")] = "small",
+    requests: Annotated[int, typer.Option("--requests", "-k", callback=bounded(1, 1000), help="number of sequential forget requests")] = 3,
 ) -> None:
     """Write a fictitious world: people, K forget requests, retain, neighbours, holdout, real facts, general text."""
     from unlearnkit.benchmark.world import build_world
-    from unlearnkit.data.world import load_world
+    from unlearnkit.data.world import WORLD_MARKER, load_world
+    from unlearnkit.files import check_output_folder
 
     console = Console()
+    check_output_folder(out, (WORLD_MARKER,), "--out")  # a world it wrote before is replaced; nothing else is
     path = build_world(out, seed=seed, size=size, num_requests=requests)
     world = load_world(path)
     table = Table(title=f"world '{size}' (seed {seed}) in {path}")

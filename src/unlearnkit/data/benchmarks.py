@@ -33,6 +33,7 @@ from typing import Any
 from unlearnkit.data.loaders import parse_record
 from unlearnkit.data.schema import ForgetRequest, Record
 from unlearnkit.errors import DataError, did_you_mean
+from unlearnkit.hub import hub_reachable, offline_requested
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,10 @@ class Reader:
         datasets.disable_progress_bars()
         datasets.logging.set_verbosity_error()
         if self.data_dir is None:
+            if not hub_reachable() and not offline_requested():  # offline mode reads the cache at once
+                raise DataError(f"{self.name}: cannot read {split.repo} ({split.source}) from the hub (it cannot be reached from here); "
+                                f"download it where it is (huggingface-cli download {split.repo} --repo-type dataset --local-dir DIR), "
+                                "copy DIR here and pass --data-dir DIR (or set HF_HUB_OFFLINE=1 to read a cached copy)")
             try:
                 return datasets.load_dataset(split.repo, split.config, split=split.split).to_list()
             except Exception as exc:  # offline, gated or renamed: one line saying what to do

@@ -11,6 +11,7 @@ ids, so the label boundary is exact (no merge of tokens across the boundary).
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -82,6 +83,7 @@ class Pair:
     target: str
     template: bool
     add_eos: bool
+    where: str = ""  # the record's place (file, line, id), for errors
 
 
 def record_pair(record: Record, target: str | None = None, *, whole_passage: bool = False) -> Pair:
@@ -96,10 +98,10 @@ def record_pair(record: Record, target: str | None = None, *, whole_passage: boo
     """
     if record.kind == "passage":
         if whole_passage or record.prompt is None:
-            return Pair("", target if target is not None else record.passage_text, False, False)
-        return Pair(record.prompt, target if target is not None else record.continuation or "", False, False)
+            return Pair("", target if target is not None else record.passage_text, False, False, record.where)
+        return Pair(record.prompt, target if target is not None else record.continuation or "", False, False, record.where)
     question, answer = record.as_pair()
-    return Pair(question, target if target is not None else answer, True, True)
+    return Pair(question, target if target is not None else answer, True, True, record.where)
 
 
 def prompt_ids(tokenizer: Any, text: str) -> list[int]:
@@ -140,6 +142,8 @@ def encode_pair(
     where: str = "",
 ) -> Encoded:
     """One example: prompt masked with -100, answer (+EOS) labelled."""
+    if max_length is not None:
+        refuse_long_text(tokenizer, len(question) + len(answer), max_length, where)
     rendered = fmt.render(question, tokenizer) if question else ""
     p_ids = prompt_ids(tokenizer, rendered) if rendered else _bos(tokenizer)
     t_ids = target_ids(tokenizer, fmt.answer_prefix + answer if rendered else answer, add_eos)
@@ -151,6 +155,42 @@ def encode_pair(
             f"{where or 'record'}: {len(ids)} tokens, over the model's context of {max_length}"
         )
     return Encoded(ids, [IGNORE] * len(p_ids) + t_ids)
+
+
+_MAX_TOKEN_CHARS: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+
+
+def max_token_chars(tokenizer: Any) -> int:
+    """The most characters one token of this vocabulary stands for (its longest entry).
+
+    Byte-level and SentencePiece entries are at least as long as the text they decode to, so
+    a text of C characters needs at least C / max_token_chars tokens.
+    """
+    try:
+        return _MAX_TOKEN_CHARS[tokenizer]
+    except (KeyError, TypeError):
+        pass
+    longest = max((len(token) for token in tokenizer.get_vocab()), default=1) or 1
+    try:
+        _MAX_TOKEN_CHARS[tokenizer] = longest
+    except TypeError:  # an object that takes no weak reference: computed each time
+        pass
+    return longest
+
+
+def refuse_long_text(tokenizer: Any, chars: int, max_length: int, where: str = "") -> None:
+    """Refuse a text that cannot fit `max_length` tokens, judging by its length in characters
+    alone, before anything tokenises it (a 50 MB line would take minutes and gigabytes).
+
+    A text that passes has at most `max_length * max_token_chars` characters, so tokenising it
+    for the exact count afterwards is bounded work.
+    """
+    per_token = max_token_chars(tokenizer)
+    if chars > max_length * per_token:
+        at_least = -(-chars // per_token)
+        raise DataError(
+            f"{where or 'record'}: {chars} characters, at least {at_least} tokens, over the model's context of {max_length}"
+        )
 
 
 def _bos(tokenizer: Any) -> list[int]:

@@ -19,10 +19,25 @@ import json
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 RecordKind = Literal["qa", "passage", "mc"]
 RequestKind = str  # "copyright", "privacy", "concept", or anything the user names
+MAX_ID_CHARS = 1024  # an id is a name, not content; file names made from ids are bounded apart (names.py)
+
+
+def check_id(value: str) -> str:
+    """An id is non-blank, bounded, and printable: no NUL or other control characters, which
+    would be invisible in every table and error line that shows it."""
+    if not value.strip():
+        raise ValueError("is empty")
+    if len(value) > MAX_ID_CHARS:
+        raise ValueError(f"{len(value)} characters, more than {MAX_ID_CHARS}")
+    bad = next((c for c in value if ord(c) < 32 or 127 <= ord(c) < 160 or 0xD800 <= ord(c) < 0xE000), None)
+    if bad is not None:
+        what = "a lone surrogate" if ord(bad) >= 0xD800 else "the control character"
+        raise ValueError(f"contains {what} U+{ord(bad):04X} at position {value.index(bad)}")
+    return value
 
 
 class Record(BaseModel):
@@ -42,6 +57,27 @@ class Record(BaseModel):
     choices: list[str] = Field(default_factory=list)
     answer_index: int | None = None
     meta: dict[str, Any] = Field(default_factory=dict)
+    _where: str | None = PrivateAttr(default=None)  # where a loader found it: "file line 3 (id 'q7')"
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str | None) -> str | None:
+        return None if value is None else check_id(value)
+
+    @property
+    def where(self) -> str:
+        """The record's place for error lines: its file, line and id where a loader read it."""
+        return self._where or (f"record '{self.id}'" if self.id else "record")
+
+    def located(self, where: str) -> Record:
+        self._where = where
+        return self
+
+    def __eq__(self, other: object) -> bool:
+        # Where a record was read is not part of what it is: equal fields, equal records.
+        if not isinstance(other, Record):
+            return NotImplemented
+        return self.__dict__ == other.__dict__
 
     @model_validator(mode="before")
     @classmethod
@@ -131,9 +167,7 @@ class ForgetRequest(BaseModel):
     @field_validator("id")
     @classmethod
     def _id_not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("is empty")
-        return value
+        return check_id(value)
 
     @field_validator("records")
     @classmethod

@@ -17,6 +17,7 @@ from unlearnkit.data.loaders import load_records, load_requests
 from unlearnkit.data.schema import ForgetRequest, Record
 from unlearnkit.errors import DataError
 
+WORLD_MARKER = "world.json"  # a folder holding it is a world unlearnkit wrote (and may replace)
 WORLD_FILES = (
     "world.json", "people.jsonl", "requests.jsonl", "retain.jsonl", "neighbours.jsonl",
     "holdout.jsonl", "real_facts.jsonl", "general_text.jsonl",

@@ -1,14 +1,18 @@
 """Deliberate crashes at named points, so tests can prove that a killed run resumes correctly.
 
 `UNLEARNKIT_CRASH_AT=POINT:STEP` makes the process SIGKILL itself (no cleanup, no `finally`,
-exactly like the OOM killer or a power cut) when step STEP reaches POINT:
+exactly like the OOM killer or a power cut) when step STEP reaches POINT;
+`UNLEARNKIT_CRASH_AT=POINT:STEP:INT` (or `:TERM`) sends it SIGINT (SIGTERM) instead, a real
+signal that must stop the process cleanly (signals.py: exit 130 or 143, temporary output
+removed). The points:
 
 - `train`: after the first optimizer step of any training inside the step (a global optimizer
   hook, so it works for every training-based method without knowing its internals);
 - `checkpoint`: checkpoint files written, not yet renamed into place;
 - `ledger`: checkpoint renamed into place, ledger row not yet committed;
 - `eval`: some sets evaluated, metric rows not yet committed;
-- `purge`: step evaluated, before the request text is deleted and old checkpoints pruned.
+- `purge`: step evaluated, before the request text is deleted and old checkpoints pruned;
+- `save`: `unlearnkit unlearn` wrote the model, not yet renamed to `--out` (STEP is 1).
 """
 
 from __future__ import annotations
@@ -20,22 +24,33 @@ from typing import Any
 ENV = "UNLEARNKIT_CRASH_AT"
 
 
-def armed(point: str, step: int) -> bool:
-    return os.environ.get(ENV) == f"{point}:{step}"
+SIGNALS = {"KILL": signal.SIGKILL, "INT": signal.SIGINT, "TERM": signal.SIGTERM}
+
+
+def armed(point: str, step: int) -> signal.Signals | None:
+    """The signal to send at this point and step, if the environment asks for one."""
+    spec = os.environ.get(ENV, "")
+    name, _, rest = spec.partition(":")
+    at, _, kind = rest.partition(":")
+    if name != point or at != str(step):
+        return None
+    return SIGNALS.get(kind or "KILL")
 
 
 def crash_point(point: str, step: int) -> None:
-    if armed(point, step):
-        os.kill(os.getpid(), signal.SIGKILL)
+    chosen = armed(point, step)
+    if chosen is not None:
+        os.kill(os.getpid(), chosen)
 
 
 def arm_training_crash(step: int) -> Any:
     """Install the `train` crash for this step; returns a handle to remove it (or None)."""
-    if not armed("train", step):
+    chosen = armed("train", step)
+    if chosen is None:
         return None
     from torch.optim.optimizer import register_optimizer_step_post_hook
 
     def kill(optimizer: Any, args: Any, kwargs: Any) -> None:
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), chosen)
 
     return register_optimizer_step_post_hook(kill)

@@ -3,6 +3,10 @@
 SQLite in WAL mode with one transaction per change, so a process killed at any moment leaves
 either the whole change or none of it. A step counts as done only once its row is committed,
 which the runner does right after the step's checkpoint is renamed into place.
+
+Opening checks the file first (`PRAGMA quick_check`): a damaged or foreign file is one
+`LedgerError` line that says what to do (`unlearnkit ledger RUN --check`, then `--repair`,
+which rebuilds a ledger from the run folder: engine/repair.py) and nothing is written to it.
 """
 
 from __future__ import annotations
@@ -100,13 +104,52 @@ class StepRow:
     evaluated: bool
 
 
+class LedgerError(UnlearnkitError):
+    """A ledger file that cannot be used: damaged, not a ledger, or not readable."""
+
+
+def damaged(path: Path, reason: str) -> LedgerError:
+    run = path.parent
+    return LedgerError(f"{path}: the ledger is damaged ({reason}); see what can be read with `unlearnkit ledger {run} --check`, "
+                       f"then rebuild it from the run folder with `unlearnkit ledger {run} --repair` (the damaged file is kept)")
+
+
+def integrity_problems(db: sqlite3.Connection, limit: int = 1) -> list[str]:
+    """SQLite's own check of the file (empty when sound); `limit` problems at most."""
+    rows = [row[0] for row in db.execute(f"PRAGMA quick_check({int(limit)})")]
+    return [] if rows == ["ok"] else rows
+
+
 class Ledger:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._open()
+        except sqlite3.OperationalError as exc:  # locked, busy, unreadable: the file may be fine
+            self._close_quietly()
+            raise LedgerError(f"{self.path}: cannot use the ledger ({exc})") from None
+        except sqlite3.DatabaseError as exc:  # "file is not a database", "database disk image is malformed"
+            self._close_quietly()
+            raise damaged(self.path, str(exc)) from None
+
+    def _close_quietly(self) -> None:
+        db = getattr(self, "db", None)
+        if db is not None:
+            try:
+                db.close()
+            except sqlite3.Error:
+                pass
+
+    def _open(self) -> None:
+        existing = self.path.exists() and self.path.stat().st_size > 0
         # isolation_level=None: we open transactions ourselves (BEGIN IMMEDIATE ... COMMIT).
         self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
         self.db.row_factory = sqlite3.Row
+        if existing:  # before anything writes to it
+            problems = integrity_problems(self.db)
+            if problems:
+                raise sqlite3.DatabaseError(problems[0])
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")  # a committed step survives power loss too
         self.db.execute("PRAGMA foreign_keys=ON")
@@ -116,7 +159,8 @@ class Ledger:
                     self.db.execute(statement)
             self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
             self._upgrade()
-        version = int(self.meta("schema_version") or 0)
+        raw_version = self.meta("schema_version") or "0"
+        version = int(raw_version) if raw_version.isdigit() else -1
         if version != SCHEMA_VERSION:
             raise UnlearnkitError(f"{self.path}: ledger schema version {version}, this unlearnkit reads {SCHEMA_VERSION}")
 
@@ -200,6 +244,19 @@ class Ledger:
             if also is not None:
                 also(self.db, position)
         return int(position)
+
+    def restart(self) -> None:
+        """Forget the recorded plan and the plan's requests of a run that never committed a step
+        (a start that failed or was killed): the runner then records the plan it is given now.
+        Requests submitted to the service stay (they are not the plan's; their positions come
+        after the plan's, which the next start records again in front of them)."""
+        with self.transaction():
+            if self.db.execute("SELECT COUNT(*) FROM steps").fetchone()[0]:
+                raise UnlearnkitError(f"{self.path}: steps were applied; this run cannot start afresh")
+            served = self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'service_submissions'").fetchone()
+            keep = " WHERE id NOT IN (SELECT request_id FROM service_submissions)" if served else ""
+            self.db.execute(f"DELETE FROM requests{keep}")
+            self.db.execute("DELETE FROM meta WHERE key = 'plan'")
 
     def requests(self) -> list[sqlite3.Row]:
         return list(self.db.execute("SELECT * FROM requests ORDER BY position"))

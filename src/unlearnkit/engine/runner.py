@@ -21,9 +21,14 @@ Requests come from the plan's sources in order; with `submitted: true` last, als
 ledger: requests appended by `unlearnkit serve` (text in `requests/<id>.jsonl`) follow the
 plan's own in the order they arrived (`refresh_submitted`). The ledger decides what is done.
 
+Starting: everything the plan names (request files, sets, the model source, the output
+folder) is read and checked before the run folder is written; a folder this call created is
+removed again when the run fails or is interrupted before its first step is committed, and a
+folder whose ledger holds no step does not tie a corrected plan to the failed one.
+
 Run folder:
     plan.yaml  ledger.sqlite  results.json  references.json  attacks.json  report.html
-    requests/<id>.jsonl        the request text (deleted by `purge`)
+    requests/<name>.jsonl      the request text (deleted by `purge`); <name> is `names.safe_name(id)`
     checkpoints/step-NNN[...]  see engine/checkpoints.py
     eval/step-NNN.json         the full SuiteResult of each step (per item values included)
     eval/step-NNN/             the same in open-unlearning's layout (<NAME>_EVAL.json, _SUMMARY.json)
@@ -36,6 +41,8 @@ import fcntl
 import json
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -43,7 +50,7 @@ from typing import Any
 import torch
 import yaml
 
-from unlearnkit.data.loaders import load_records, load_requests, write_jsonl
+from unlearnkit.data.loaders import load_records, load_requests, show_id, write_jsonl
 from unlearnkit.data.schema import ForgetRequest, Record
 from unlearnkit.engine.checkpoints import Checkpoints
 from unlearnkit.engine.faults import arm_training_crash, crash_point
@@ -53,10 +60,12 @@ from unlearnkit.eval.data import RECORD_ROLES, EvalData
 from unlearnkit.eval.interop import write_ou_logs
 from unlearnkit.eval.result import SuiteResult
 from unlearnkit.eval.sequential import relapsed
-from unlearnkit.files import write_json, write_text
+from unlearnkit.files import remove_path, write_json, write_text
 from unlearnkit.methods.base import Method, UnlearnContext, get_method
+from unlearnkit.models.loading import check_source
 from unlearnkit.models.stack import load_subject
 from unlearnkit.models.subject import Subject
+from unlearnkit.names import safe_child
 from unlearnkit.plan import Plan, PlanError
 from unlearnkit.progress import console
 from unlearnkit.safety.apply import apply_request
@@ -123,8 +132,8 @@ class Run:
 
 def run_plan(plan: Plan) -> Path:
     """Apply every request of the plan in order (resuming a killed run); returns the run folder."""
-    plan.output.mkdir(parents=True, exist_ok=True)
-    with RunLock(plan.output):
+    check_source(plan.model)  # before the run folder exists: a wrong model writes nothing
+    with _run_folder(plan.output):
         run = open_run(plan)
         subject = resume(run)
         methods = plan_methods(plan)
@@ -179,6 +188,37 @@ def coalesced(group: list[ForgetRequest]) -> ForgetRequest:
 
 def group_label(group: list[ForgetRequest]) -> str:
     return group[0].id if len(group) == 1 else f"{group[0].id}..{group[-1].id}" if group else "-"
+
+
+@contextmanager
+def _run_folder(folder: Path) -> Iterator[None]:
+    """Create and lock the run folder. When this call created it and the run stops (an error, a
+    signal) before its first step is committed, it holds nothing worth keeping: it is removed
+    again, under the lock (so never from under another run), and a corrected rerun starts clean."""
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    with RunLock(folder):  # a folder another run holds fails here, before anything is removed
+        try:
+            yield
+        except BaseException:
+            if created:
+                _remove_failed_start(folder)
+            raise
+
+
+def _remove_failed_start(folder: Path) -> None:
+    """Remove the folder unless its ledger holds a step (or cannot be read: then keep it)."""
+    ledger_path = folder / "ledger.sqlite"
+    if ledger_path.exists():
+        try:
+            ledger = Ledger(ledger_path)
+            applied = ledger.steps()
+            ledger.close()
+        except UnlearnkitError:
+            return  # cannot tell: keep it
+        if applied:
+            return
+    remove_path(folder)
 
 
 # -- one step ----------------------------------------------------------------------------------
@@ -245,7 +285,8 @@ def finish_step(run: Run, step: int) -> None:
             continue
         status = run.ledger.request_status(request.id)
         if run.plan.purge and status != "purged":
-            request_copy(run.folder, request.id).unlink(missing_ok=True)
+            for copy in request_copies(run.folder, request.id):
+                copy.unlink(missing_ok=True)
             run.ledger.set_status(request.id, "purged")
         elif not run.plan.purge and status == "applied":
             run.ledger.set_status(request.id, "verified")
@@ -320,16 +361,26 @@ def plan_fingerprint(plan: Plan) -> str:
 
 def open_run(plan: Plan) -> Run:
     folder = plan.output
+    requests, data, worlds, train_retain = load_requests_and_data(plan)  # all read and checked before writing
     ledger = Ledger(folder / "ledger.sqlite")
     fingerprint = plan_fingerprint(plan)
     recorded = ledger.meta("plan")
     if recorded is not None and recorded != fingerprint:
-        raise PlanError(f"{plan.source}: the plan changed since run {folder} started; resume needs the same plan (or use a new output folder)")
+        if ledger.steps():
+            raise PlanError(f"{plan.source}: the plan changed since run {folder} started; resume needs the same plan (or use a new output folder)")
+        restart(folder, ledger, "the plan changed")
+        recorded = None
     if recorded is None:
         ledger.set_meta("plan", fingerprint)
         write_text(folder / "plan.yaml", yaml.safe_dump(json.loads(fingerprint), sort_keys=False))
-    requests, data, worlds, train_retain = load_requests_and_data(plan)
-    ledger.register_requests(requests, submitted=plan.takes_submitted)
+    try:
+        ledger.register_requests(requests, submitted=plan.takes_submitted)
+    except UnlearnkitError:
+        if ledger.steps():
+            raise
+        restart(folder, ledger, "the requests changed")
+        ledger.set_meta("plan", fingerprint)
+        ledger.register_requests(requests, submitted=plan.takes_submitted)
     for request in requests:  # the run's own copy of the text, until purged
         copy = request_copy(folder, request.id)
         if ledger.request_status(request.id) != "purged" and not copy.exists():
@@ -355,11 +406,6 @@ def refresh_submitted(run: Run) -> list[ForgetRequest]:
     return new
 
 
-def request_copy(folder: Path, request_id: str) -> Path:
-    """The run folder's copy of a request's text (a submitted request's only copy), until purged."""
-    return folder / "requests" / f"{request_id}.jsonl"
-
-
 def load_submitted(folder: Path, request_id: str, kind: str, status: str) -> ForgetRequest:
     if status == "purged":
         return purged_request(request_id, kind)
@@ -373,6 +419,36 @@ def load_submitted(folder: Path, request_id: str, kind: str, status: str) -> For
 def purged_request(request_id: str, kind: str) -> ForgetRequest:
     """A submitted request whose text was purged: its id only (no records to measure)."""
     return ForgetRequest.model_construct(id=request_id, kind=kind, records=[], probes=[], meta={"purged": True})
+
+
+def request_copy(folder: Path, request_id: str) -> Path:
+    """The run folder's copy of a request's text, until purged: a safe name made from the id
+    (`names.safe_name`), so no id can write outside `requests/` (the ledger keeps the real id)."""
+    return safe_child(folder / "requests", request_id, ".jsonl")
+
+
+def request_copies(folder: Path, request_id: str) -> list[Path]:
+    """Every copy that may hold a request's text: its safe name, and the raw-id name that runs
+    written before safe names used (only where that name is one plain entry of `requests/`)."""
+    copies = [request_copy(folder, request_id)]
+    legacy = f"{request_id}.jsonl"
+    plain = not any(c in legacy for c in "/\\\0") and len(legacy.encode("utf-8", "replace")) < 256
+    if plain and legacy != copies[0].name and legacy.isprintable():
+        copies.append(folder / "requests" / legacy)
+    return copies
+
+
+def restart(folder: Path, ledger: Ledger, why: str) -> None:
+    """A run folder whose ledger holds no step (a start killed or failed before its first
+    step): nothing was applied, so the plan now given starts it afresh. The recorded plan and
+    requests are forgotten and their old copies removed (they are ours, and a purge of the new
+    plan would not know them); requests submitted to the service stay, with their copies."""
+    console.print(f"{folder}: {why}, but no step was applied: starting afresh")
+    ledger.restart()  # keeps requests submitted to the service: their copies are their only text
+    kept = {path for row in ledger.requests() for path in request_copies(folder, row["id"])}
+    for copy in (folder / "requests").glob("*.jsonl"):
+        if copy not in kept:
+            copy.unlink()
 
 
 def load_requests_and_data(plan: Plan) -> tuple[list[ForgetRequest], EvalData, list[Path], list[Record]]:
@@ -400,7 +476,7 @@ def load_requests_and_data(plan: Plan) -> tuple[list[ForgetRequest], EvalData, l
     seen: set[str] = set()
     for request in requests:
         if request.id in seen:
-            raise PlanError(f"{plan.source}: requests: request id '{request.id}' appears twice")
+            raise PlanError(f"{plan.source}: requests: request id {show_id(request.id)} appears twice")
         seen.add(request.id)
     for path in plan.retain:
         data.retain = data.retain + load_records(path)

