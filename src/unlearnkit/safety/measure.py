@@ -43,6 +43,7 @@ class Measurement:
     collateral_said: float | None = None
     perplexity: float | None = None
     control_probability: float | None = None  # probability of the control records' answers (never-seen level)
+    retain_count: int = 0  # how many retain questions the accuracy is a share of
     collateral_count: int = 0  # how many collateral facts the accuracy is a share of
 
     @property
@@ -133,6 +134,7 @@ def measure(subject: Subject, probes: ProbeSet, *, max_new_tokens: int = 12, nee
         m.forget_paraphrased_accuracy = answered("forget_paraphrased", paraphrased, para=True) if paraphrased else None
     if "retain_accuracy" in needs or first:
         m.retain_accuracy = answered("retain", probes.retain)
+        m.retain_count = sum(r.kind != "passage" for r in probes.retain)
     if "collateral_accuracy" in needs or first:
         m.collateral_accuracy = answered("collateral", probes.collateral)
         m.collateral_count = len(probes.collateral)

@@ -23,7 +23,7 @@ def needed(guard: Guard) -> frozenset[str]:
     if guard.target.probability == "control":
         needs.add("control_probability")
     if guard.budget.enabled:
-        needs |= {"retain_said", "collateral_said", "collateral_accuracy", "perplexity"}
+        needs |= {"retain_said", "retain_accuracy", "collateral_said", "collateral_accuracy", "perplexity"}
     return frozenset(needs)
 
 

@@ -14,16 +14,16 @@ class Strict(BaseModel):
 class Budget(Strict):
     """How much collateral damage a request may cost, measured against the model before it.
 
-    Defaults a user would accept: on the retain questions, how much the model still says what
-    it said (the mean probability of its own earlier answers) within 5 points of the start; on
-    the collateral facts, that and the share answered correctly within 5 points (the share by
-    at least one fact); general-text perplexity within 10%. Checked every `check_every`
+    Defaults a user would accept: on the retain questions and on the collateral facts, how much
+    the model still says what it said (the mean probability of its own earlier answers) and the
+    share answered correctly, each within 5 points of the start (a share by at least one
+    question of the sample); general-text perplexity within 10%. Checked every `check_every`
     optimiser steps of a training method, and once after any method; a training run that
     passes it is rolled back to its best state within it.
     """
 
     enabled: bool = True
-    retain_drop: float = Field(0.05, ge=0, le=1, description="largest allowed fall of the probability of its earlier answers to the retain questions (absolute)")
+    retain_drop: float = Field(0.05, ge=0, le=1, description="largest allowed fall on the retain questions: share answered and probability of its earlier answers (absolute)")
     collateral_drop: float = Field(0.05, ge=0, le=1, description="largest allowed fall on the collateral facts: share answered and probability of its earlier answers (absolute)")
     perplexity_rise: float = Field(0.10, ge=0, description="largest allowed relative rise of general-text perplexity")
     check_every: int = Field(5, ge=1, description="optimiser steps between checks during training")

@@ -1,10 +1,10 @@
 """The rules of guarded unlearning and the card printed after every request.
 
-Budget: how much the model still says what it said on the retain questions (`retain_said`) may
-fall at most `retain_drop`; on the collateral facts, both that (`collateral_said`) and the share
-answered may fall at most `collateral_drop` (the share by at least one fact of the sample, since
-answers flip one at a time); general-text perplexity may rise at most `perplexity_rise`
-(relative). Target: see `settings.Target`.
+Budget: on the retain questions, how much the model still says what it said (`retain_said`) and
+the share answered may fall at most `retain_drop`; on the collateral facts, the same two at most
+`collateral_drop` (a share by at least one question of the sample, since answers flip one at a
+time); general-text perplexity may rise at most `perplexity_rise` (relative). Target: see
+`settings.Target`.
 
 Verdicts, in this order of precedence:
 - `forgotten`: the target is met and the budget holds;
@@ -50,9 +50,9 @@ def budget_violations(start: Measurement, now: Measurement, budget: Budget) -> l
 
     fell("retain_said", "retain: probability of its earlier answers", budget.retain_drop)
     fell("collateral_said", "collateral: probability of its earlier answers", budget.collateral_drop)
-    # Answers flip one at a time: a single fact of the sample is allowed when it is more than the budget.
-    slack = 1 / now.collateral_count if now.collateral_count else 0.0
-    fell("collateral_accuracy", "collateral facts answered", max(budget.collateral_drop, slack))
+    # Answers flip one at a time: a single question of the sample is allowed when it is more than the budget.
+    fell("retain_accuracy", "retain questions answered", max(budget.retain_drop, 1 / now.retain_count if now.retain_count else 0.0))
+    fell("collateral_accuracy", "collateral facts answered", max(budget.collateral_drop, 1 / now.collateral_count if now.collateral_count else 0.0))
     if start.perplexity is not None and now.perplexity is not None:
         if now.perplexity > start.perplexity * (1 + budget.perplexity_rise) + EPS:
             found.append(f"general-text perplexity {start.perplexity:.2f} -> {now.perplexity:.2f} (budget: +{budget.perplexity_rise:.0%})")
