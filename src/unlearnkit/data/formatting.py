@@ -84,6 +84,7 @@ class Pair:
     template: bool
     add_eos: bool
     where: str = ""  # the record's place (file, line, id), for errors
+    lead: str = ""  # the start of the answer, given as context: neither trained nor scored
 
 
 def record_pair(record: Record, target: str | None = None, *, whole_passage: bool = False) -> Pair:
@@ -101,7 +102,14 @@ def record_pair(record: Record, target: str | None = None, *, whole_passage: boo
             return Pair("", target if target is not None else record.passage_text, False, False, record.where)
         return Pair(record.prompt, target if target is not None else record.continuation or "", False, False, record.where)
     question, answer = record.as_pair()
-    return Pair(question, target if target is not None else answer, True, True, record.where)
+    lead = str(record.meta.get(ANSWER_LEAD, "")) if target is None else ""
+    return Pair(question, target if target is not None else answer, True, True, record.where, lead)
+
+
+# A QA record's meta key holding the start of its answer as context (`Pair.lead`): unlearning on
+# the model's own words trains "Paris." after its own "The capital of France is", not the
+# template words every kept answer shares (methods/base.py `own_answers`).
+ANSWER_LEAD = "answer_lead"
 
 
 def prompt_ids(tokenizer: Any, text: str) -> list[int]:
@@ -140,13 +148,19 @@ def encode_pair(
     add_eos: bool = True,
     max_length: int | None = None,
     where: str = "",
+    lead: str = "",
 ) -> Encoded:
-    """One example: prompt masked with -100, answer (+EOS) labelled."""
+    """One example: prompt masked with -100, answer (+EOS) labelled; a `lead` (the answer's
+    start, given as context) is masked too where its tokens are a prefix of the answer's."""
     if max_length is not None:
-        refuse_long_text(tokenizer, len(question) + len(answer), max_length, where)
+        refuse_long_text(tokenizer, len(question) + len(lead) + len(answer), max_length, where)
     rendered = fmt.render(question, tokenizer) if question else ""
     p_ids = prompt_ids(tokenizer, rendered) if rendered else _bos(tokenizer)
-    t_ids = target_ids(tokenizer, fmt.answer_prefix + answer if rendered else answer, add_eos)
+    start = fmt.answer_prefix if rendered else ""
+    t_ids = target_ids(tokenizer, start + lead + answer, add_eos)
+    lead_ids = target_ids(tokenizer, start + lead, add_eos=False) if lead else []
+    if lead_ids and t_ids[: len(lead_ids)] == lead_ids and len(lead_ids) < len(t_ids):
+        p_ids, t_ids = p_ids + lead_ids, t_ids[len(lead_ids):]
     if not t_ids:
         raise DataError(f"{where or 'record'}: the target is empty after tokenisation")
     ids = p_ids + t_ids

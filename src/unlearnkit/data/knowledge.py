@@ -300,11 +300,16 @@ def answer_stated(answer: str, text: str, *, whole_word: bool = False) -> bool:
     """Whether a generated `text` states `answer`, ignoring case: as a substring (the prepared
     world's quality check), or as a whole word (`whole_word`: "tin" is not in "Martin"; the
     guarded-unlearning probes, whose answers include short words)."""
-    answer, text = answer.lower(), text.lower()
     if not whole_word:
-        return answer in text
-    answer = answer.strip()
-    return bool(answer) and re.search(rf"(?<!\w){re.escape(answer)}(?!\w)", text) is not None
+        return answer.lower() in text.lower()
+    return stated_at(answer, text) is not None
+
+
+def stated_at(answer: str, text: str) -> int | None:
+    """Where `text` first states `answer` as whole words, ignoring case; None where it does not."""
+    answer = answer.strip().lower()
+    found = re.search(rf"(?<!\w){re.escape(answer)}(?!\w)", text.lower()) if answer else None
+    return found.start() if found else None
 
 
 def answer_given(answer: str, text: str) -> bool:

@@ -15,7 +15,8 @@ from typing import Any, ClassVar, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-from unlearnkit.data.knowledge import answer_stated
+from unlearnkit.data.formatting import ANSWER_LEAD
+from unlearnkit.data.knowledge import stated_at
 from unlearnkit.data.schema import ForgetRequest, Record
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.models.loading import wrap_lora
@@ -150,11 +151,13 @@ OWN_ANSWER_TOKENS = 48
 
 
 def own_answers(subject: Subject, records: list[Record]) -> list[Record]:
-    """Each question answered in the model's own words: its greedy answer replaces the record's
-    answer where that answer states the record's (as whole words); otherwise, and for passages,
-    the record stays as it is. Training on the sequence the model actually produces makes the
-    loss act on it: for a chat model that answers "The capital of France is Paris.", the
-    probability of the bare "Paris" + EOS is tiny before any unlearning."""
+    """Each question answered in the model's own words where its greedy answer states the
+    record's answer (as whole words): the words up to that answer become the context
+    (`ANSWER_LEAD`, neither trained nor scored) and the rest the target; otherwise, and for
+    passages, the record stays as it is. For a chat model that answers "The capital of France
+    is Paris.", the bare "Paris" + EOS is tiny before any unlearning, and a loss on the whole
+    sentence also pushes down the words every kept answer shares; the loss on "Paris." after
+    its own "The capital of France is" acts on the fact itself."""
     questions = [r for r in records if r.kind == "qa"]
     if not questions:
         return list(records)
@@ -162,5 +165,10 @@ def own_answers(subject: Subject, records: list[Record]) -> list[Record]:
     out = []
     for record in records:
         text = next(said) if record.kind == "qa" else ""
-        out.append(record.model_copy(update={"answer": text}) if text and answer_stated(record.answer or "", text, whole_word=True) else record)
+        at = stated_at(record.answer or "", text) if text else None
+        if at is None:
+            out.append(record)
+            continue
+        lead = text[:at].rstrip()
+        out.append(record.model_copy(update={"answer": text[len(lead):], "meta": {**record.meta, ANSWER_LEAD: lead}}))
     return out

@@ -105,15 +105,15 @@ class Subject:
         """A deep copy of the model (for methods that must not touch the previous step)."""
         return self.with_model(copy.deepcopy(self.model))
 
-    def encode(self, prompt: str, target: str, *, template: bool = True, add_eos: bool = True, where: str = "") -> Encoded:
+    def encode(self, prompt: str, target: str, *, template: bool = True, add_eos: bool = True, where: str = "", lead: str = "") -> Encoded:
         fmt = self.fmt if template else PromptFormat("raw")
-        return encode_pair(self.tokenizer, fmt, prompt, target, add_eos=add_eos, max_length=self.max_length, where=where)
+        return encode_pair(self.tokenizer, fmt, prompt, target, add_eos=add_eos, max_length=self.max_length, where=where, lead=lead)
 
     def encode_record(self, record: Record, target: str | None = None, *, whole_passage: bool = False, where: str = "") -> Encoded:
         """A record as one training example, by the one rule of `record_pair` (QA through the
         prompt format with EOS, passages raw); `target` replaces its answer."""
         pair = record_pair(record, target, whole_passage=whole_passage)
-        return self.encode(pair.prompt, pair.target, template=pair.template, add_eos=pair.add_eos, where=where or record.where)
+        return self.encode(pair.prompt, pair.target, template=pair.template, add_eos=pair.add_eos, where=where or record.where, lead=pair.lead)
 
     def check_fits(self, pairs: list[Pair], *, new_tokens: int | None = None) -> None:
         """Refuse, naming the record's file, line and id, any pair that does not fit the model's
@@ -147,7 +147,7 @@ class Subject:
         parts: dict[int, tuple[ScoreResult, int]] = {}
         for (template, add_eos), indices in groups.items():
             result = self.score([pairs[i].prompt for i in indices], [pairs[i].target for i in indices],
-                                template=template, add_eos=add_eos, stats=stats, progress=progress)
+                                template=template, add_eos=add_eos, stats=stats, progress=progress, leads=[pairs[i].lead for i in indices])
             parts.update({i: (result, row) for row, i in enumerate(indices)})
         pick = lambda field_name, i: getattr(parts[i][0], field_name)[parts[i][1]]  # noqa: E731
         order = range(len(pairs))
@@ -174,11 +174,15 @@ class Subject:
         stats: bool = False,
         batch_size: int | None = None,
         progress: str | None = None,
+        leads: list[str] | None = None,
     ) -> ScoreResult:
-        """Log-prob of every target token given its prompt, batched with right padding."""
+        """Log-prob of every target token given its prompt (and the answer's `leads`, given as
+        context: `Pair.lead`), batched with right padding."""
         if len(prompts) != len(targets):
             raise ValueError(f"score: {len(prompts)} prompts but {len(targets)} targets")
-        examples = [self.encode(p, t, template=template, add_eos=add_eos, where=f"item {i}") for i, (p, t) in enumerate(zip(prompts, targets))]
+        leads = leads or [""] * len(prompts)
+        examples = [self.encode(p, t, template=template, add_eos=add_eos, where=f"item {i}", lead=lead)
+                    for i, (p, t, lead) in enumerate(zip(prompts, targets, leads))]
         # Longest first keeps padding low; results are put back in input order.
         order = sorted(range(len(examples)), key=lambda i: -len(examples[i].input_ids))
         size = batch_size or self.batch_size
