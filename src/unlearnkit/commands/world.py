@@ -13,7 +13,7 @@ from rich.table import Table
 def world_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="folder to write the world into")],
     seed: Annotated[int, typer.Option(help="the same seed and size give byte-identical files")] = 0,
-    size: Annotated[str, typer.Option(help="tiny, small or medium")] = "small",
+    size: Annotated[str, typer.Option(help="tiny, small, medium, or stream (one person per request, for long streams: --requests 100)")] = "small",
     requests: Annotated[int, typer.Option("--requests", "-k", help="number of sequential forget requests")] = 3,
 ) -> None:
     """Write a fictitious world: people, K forget requests, retain, neighbours, holdout, real facts, general text."""
