@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from sequential_helpers import learned_model_dir, requests, write_data
 from unlearnkit.engine.checkpoints import Checkpoints
-from unlearnkit.engine.ledger import Ledger
+from unlearnkit.engine.ledger import SCHEMA_VERSION, Ledger
 from unlearnkit.engine.runner import relapses, run_plan
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.plan import RelapseSpec, load_plan
@@ -310,5 +310,39 @@ def test_a_version_1_ledger_gains_the_verdicts_table(tmp_path: Path) -> None:
     db.commit()
     db.close()
     ledger = Ledger(path)
-    assert ledger.meta("schema_version") == "2" and ledger.verdicts() == {}
+    assert ledger.meta("schema_version") == str(SCHEMA_VERSION) and ledger.verdicts() == {}
+    ledger.close()
+
+
+def test_a_version_2_ledger_gains_the_step_of_each_request(tmp_path: Path) -> None:
+    """Version 2 had no `requests.step`; before coalescing, step t applied position t."""
+    import sqlite3
+
+    path = tmp_path / "ledger.sqlite"
+    ledger = Ledger(path)
+    ledger.register_requests(requests(3))
+    for step in (1, 2):
+        ledger.record_step(step, f"r{step}", "m", "c", started_at="t", unlearn_s=0, checkpoint_s=0, tokens=0, train_steps=0)
+    ledger.close()
+    db = sqlite3.connect(path)
+    db.execute("ALTER TABLE requests DROP COLUMN step")
+    db.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    db.commit()
+    db.close()
+    ledger = Ledger(path)
+    assert ledger.meta("schema_version") == str(SCHEMA_VERSION)
+    assert ledger.request_steps() == {"r1": 1, "r2": 2} and ledger.check() == []
+    ledger.close()
+
+
+def test_a_coalesced_step_applies_consecutive_requests(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    ledger.register_requests(requests(4))
+    ledger.record_step(1, "r1", "m", "c", started_at="t", unlearn_s=0, checkpoint_s=0, tokens=0, train_steps=0, coalesced=["r2", "r3"])
+    assert ledger.request_steps() == {"r1": 1, "r2": 1, "r3": 1} and ledger.check() == []
+    assert [r["status"] for r in ledger.requests()] == ["applied"] * 3 + ["pending"]
+    # A step that skips a pending request is reported.
+    ledger.record_step(2, "r4", "m", "c", started_at="t", unlearn_s=0, checkpoint_s=0, tokens=0, train_steps=0)
+    ledger.db.execute("UPDATE requests SET step = NULL, status = 'pending' WHERE id = 'r3'")
+    assert any("after a pending request" in p for p in ledger.check())
     ledger.close()

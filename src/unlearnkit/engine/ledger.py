@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -18,7 +18,9 @@ from typing import Any
 
 from unlearnkit.errors import UnlearnkitError
 
-SCHEMA_VERSION = 2  # 2: verdicts (guarded unlearning); a version-1 ledger gains the table on open
+# 2: verdicts (guarded unlearning); 3: `requests.step` (a step may apply several coalesced
+# requests). Older ledgers are brought up to date on open; both changes only add.
+SCHEMA_VERSION = 3
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -34,7 +36,8 @@ CREATE TABLE IF NOT EXISTS requests (
     records     INTEGER NOT NULL,
     status      TEXT NOT NULL DEFAULT 'pending'
                 CHECK (status IN ('pending', 'applied', 'verified', 'purged')),
-    purged_at   TEXT
+    purged_at   TEXT,
+    step        INTEGER
 );
 CREATE TABLE IF NOT EXISTS steps (
     step         INTEGER PRIMARY KEY,
@@ -112,11 +115,26 @@ class Ledger:
                 if statement.strip():
                     self.db.execute(statement)
             self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            # Version 1 differs only by the verdicts table, which the schema above just created.
-            self.db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version' AND value = '1'", (str(SCHEMA_VERSION),))
+            self._upgrade()
         version = int(self.meta("schema_version") or 0)
         if version != SCHEMA_VERSION:
             raise UnlearnkitError(f"{self.path}: ledger schema version {version}, this unlearnkit reads {SCHEMA_VERSION}")
+
+    def _upgrade(self) -> None:
+        """Bring a version 1 or 2 ledger to this version, inside the opening transaction.
+
+        Version 1 lacks only the verdicts table (the schema above just created it); version 2
+        lacks `requests.step`, which is the position for every applied request (before
+        coalescing, step t always applied position t).
+        """
+        old = self.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()["value"]
+        if old not in ("1", "2"):
+            return
+        columns = {row["name"] for row in self.db.execute("PRAGMA table_info(requests)")}
+        if "step" not in columns:
+            self.db.execute("ALTER TABLE requests ADD COLUMN step INTEGER")
+        self.db.execute("UPDATE requests SET step = position WHERE step IS NULL AND id IN (SELECT request_id FROM steps)")
+        self.db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -168,6 +186,10 @@ class Ledger:
     def requests(self) -> list[sqlite3.Row]:
         return list(self.db.execute("SELECT * FROM requests ORDER BY position"))
 
+    def request_steps(self) -> dict[str, int]:
+        """Request id -> the step that applied it (applied requests only)."""
+        return {row["id"]: row["step"] for row in self.db.execute("SELECT id, step FROM requests WHERE step IS NOT NULL")}
+
     def request_status(self, request_id: str) -> str:
         return self.db.execute("SELECT status FROM requests WHERE id = ?", (request_id,)).fetchone()["status"]
 
@@ -179,16 +201,18 @@ class Ledger:
     # -- steps -------------------------------------------------------------------------------
     def record_step(self, step: int, request_id: str, method: str, checkpoint: str, *, started_at: str,
                     unlearn_s: float, checkpoint_s: float, tokens: int, train_steps: int,
-                    card: dict[str, Any] | None = None) -> None:
+                    card: dict[str, Any] | None = None, coalesced: Sequence[str] = ()) -> None:
         """The commit that makes a step done (its checkpoint is already in place), with the
-        step's verdict card when the step was guarded; a budget rollback is also a flag."""
+        step's verdict card when the step was guarded; a budget rollback is also a flag.
+        `coalesced`: the further requests this step applied together with `request_id`."""
         with self.transaction():
             self.db.execute(
                 "INSERT INTO steps (step, request_id, method, checkpoint, started_at, finished_at, unlearn_s, checkpoint_s, tokens, train_steps)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (step, request_id, method, checkpoint, started_at, now(), unlearn_s, checkpoint_s, tokens, train_steps),
             )
-            self.db.execute("UPDATE requests SET status = 'applied' WHERE id = ?", (request_id,))
+            self.db.executemany("UPDATE requests SET status = 'applied', step = ? WHERE id = ?",
+                                [(step, rid) for rid in (request_id, *coalesced)])
             if card is not None:
                 self.db.execute(
                     "INSERT INTO verdicts (step, request_id, verdict, target_met, rolled_back_to, card) VALUES (?, ?, ?, ?, ?, ?)",
@@ -252,11 +276,31 @@ class Ledger:
         steps = [s.step for s in self.steps()]
         if steps != list(range(1, len(steps) + 1)):
             problems.append(f"steps are not 1..N: {steps}")
-        for row in self.db.execute("SELECT s.step, s.request_id, r.position FROM steps s JOIN requests r ON r.id = s.request_id"):
-            if row["step"] != row["position"]:
-                problems.append(f"step {row['step']} applied request '{row['request_id']}' whose position is {row['position']}")
-        for row in self.db.execute("SELECT id, status FROM requests WHERE status != 'pending' AND id NOT IN (SELECT request_id FROM steps)"):
+        problems += self._order_problems()
+        for row in self.db.execute("SELECT id, status FROM requests WHERE status != 'pending' AND step IS NULL"):
             problems.append(f"request '{row['id']}' is {row['status']} but has no step")
+        for row in self.db.execute("SELECT id, step FROM requests WHERE status = 'pending' AND step IS NOT NULL"):
+            problems.append(f"request '{row['id']}' is pending but step {row['step']} applied it")
         for row in self.db.execute("SELECT step FROM steps WHERE evaluated = 1 AND step NOT IN (SELECT step FROM metrics)"):
             problems.append(f"step {row['step']} is marked evaluated but has no metrics")
+        return problems
+
+    def _order_problems(self) -> list[str]:
+        """Applied requests are the first ones by position, each step applied a consecutive
+        run of them (one request, or several coalesced), and a step's row names its first."""
+        problems = []
+        first_of = {row["step"]: row["request_id"] for row in self.db.execute("SELECT step, request_id FROM steps")}
+        expected, seen_pending = 1, False
+        for row in self.db.execute("SELECT id, position, step FROM requests ORDER BY position"):
+            if row["step"] is None:
+                seen_pending = True
+                continue
+            if seen_pending:
+                problems.append(f"request '{row['id']}' (position {row['position']}) was applied after a pending request")
+            if row["step"] == expected:  # the first request of the next step
+                if first_of.get(expected) != row["id"]:
+                    problems.append(f"step {expected} applied request '{row['id']}' (position {row['position']}) first, but its row names '{first_of.get(expected)}'")
+                expected += 1
+            elif row["step"] != expected - 1:
+                problems.append(f"request '{row['id']}' (position {row['position']}) was applied by step {row['step']}, out of order")
         return problems

@@ -1,10 +1,16 @@
 """The sequential runner: `run_plan(plan)` applies removal requests one after another.
 
-One step, for request t (see `run_plan`):
+One step, for request t (see `run_plan`; with `coalesce: N`, a step applies up to N pending
+requests together, as one request whose records are theirs):
 
     method(s).unlearn  ->  checkpoint (atomic)  ->  ledger step row (commit = step done)
     ->  evaluate requests 1..t, retain, utility (+ oracle t)  ->  metric rows (one commit)
     ->  housekeeping: status, purge of the request text, pruning of old checkpoints
+
+Every request is measured on its own scope, coalesced or not. With `evaluation.earlier` a step
+measures its own requests and a rotating sample of earlier ones (`engine.rotation`), and every
+request at full steps (`full_every`, oracle steps, the last step); with a holdout set, forget
+quality is also measured against the holdout reference (`eval.holdout`).
 
 Resume: run the same plan again. Steps with a committed ledger row are skipped; a checkpoint
 without a row (a crash between rename and commit) is deleted and its step redone from the
@@ -13,8 +19,9 @@ Every step reseeds torch with `seed + step`, so a redone step gives the same wei
 
 After the last step, the final stages (plan key `final`), each cached in the run folder so a
 rerun only does what is missing: `results.json`; `references.json` (the suite on the start model
-and on every oracle, the report's reference lines); `attacks.json` (attacks on the last step's
-model, with the target and the last oracle under the same attacks); `report.html`.
+and on every oracle, the report's reference lines) and `holdout_check.json` (the holdout
+reference beside each oracle); `attacks.json` (attacks on the last step's model, with the
+target and the last oracle under the same attacks); `report.html`.
 
 Run folder:
     plan.yaml  ledger.sqlite  results.json  references.json  attacks.json  report.html
@@ -23,6 +30,7 @@ Run folder:
     eval/step-NNN.json         the full SuiteResult of each step (per item values included)
     eval/step-NNN/             the same in open-unlearning's layout (<NAME>_EVAL.json, _SUMMARY.json)
     eval/reference-*.json      the suite on the target and each oracle (final stage)
+    eval/holdout-reference.json  the target on the holdout people (eval.holdout)
 """
 
 from __future__ import annotations
@@ -43,11 +51,12 @@ from unlearnkit.data.schema import ForgetRequest, Record
 from unlearnkit.engine.checkpoints import Checkpoints
 from unlearnkit.engine.faults import arm_training_crash, crash_point
 from unlearnkit.engine.ledger import Ledger, now
+from unlearnkit.engine.rotation import schedule
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.eval.data import RECORD_ROLES, EvalData
 from unlearnkit.eval.interop import write_ou_logs
 from unlearnkit.eval.result import SuiteResult
-from unlearnkit.eval.sequential import relapsed
+from unlearnkit.eval.sequential import holdout_agreement, relapsed
 from unlearnkit.files import write_json, write_text
 from unlearnkit.methods.base import Method, UnlearnContext, get_method
 from unlearnkit.models.stack import load_subject
@@ -68,13 +77,15 @@ class Run:
     folder: Path
     ledger: Ledger
     checkpoints: Checkpoints
-    requests: list[ForgetRequest]
+    requests: list[ForgetRequest]  # in ledger order
     data: EvalData  # retain, holdout and utility sets (requests are added per step)
     start_model: str  # the plan's model, or the prepared target of a built-in world
-    oracles: dict[int, Path] = field(default_factory=dict)  # step -> retrain oracle
+    oracles: dict[int, Path] = field(default_factory=dict)  # k -> retrain oracle without the world's first k requests
     train_retain: list[Record] = field(default_factory=list)  # what unlearning keeps, where it is not the measured retain set
+    world_ids: list[str] = field(default_factory=list)  # the world's request ids, in order (for the oracles)
     _start: Subject | None = None
     _known: list[Record] | None = None
+    _holdout: SuiteResult | None = None
 
     def start_subject(self) -> Subject:
         """The model before any request (what attacks measure recovery against), loaded once."""
@@ -89,8 +100,57 @@ class Run:
             self._known = known_facts(self.start_subject(), source=self.start_model) if self.plan.guard.collateral else []
         return self._known
 
-    def say(self, step: int, text: str) -> None:
-        console.print(f"[bold]step {step}/{len(self.requests)}[/bold] {self.requests[step - 1].id}: {text}")
+    def holdout_reference(self) -> SuiteResult | None:
+        """The start model on the holdout people (`eval.holdout`), computed once and kept in
+        `eval/holdout-reference.json`; None without holdout questions."""
+        path = self.folder / "eval" / "holdout-reference.json"
+        if self._holdout is None and path.exists():
+            self._holdout = SuiteResult.load(path)
+        if self._holdout is None and any(r.kind == "qa" for r in self.data.holdout):
+            from unlearnkit.eval.holdout import holdout_reference
+
+            console.print("[bold]holdout reference[/bold]: the start model on the holdout people")
+            self._holdout = holdout_reference(plan_suite(self.plan), self.start_subject(), self.data.holdout)
+            if self._holdout is not None:
+                self._holdout.save(path)
+        return self._holdout
+
+    def say(self, step: int, text: str, group: list[ForgetRequest] | None = None) -> None:
+        """A progress line; `group` for a step not committed yet (the ledger knows the others)."""
+        label = group_label(group or self.group(step))
+        console.print(f"[bold]step {step}[/bold] {label} (of {len(self.requests)} requests): {text}")
+
+    # -- which requests a step applied: the ledger decides ------------------------------------
+    def group(self, step: int) -> list[ForgetRequest]:
+        """The requests a committed step applied."""
+        steps = self.ledger.request_steps()
+        return [r for r in self.requests if steps.get(r.id) == step]
+
+    def through(self, step: int) -> list[ForgetRequest]:
+        """Every request applied by steps 1..`step`, in order."""
+        steps = self.ledger.request_steps()
+        return [r for r in self.requests if steps.get(r.id, step + 1) <= step and r.records]
+
+    def oracle_for(self, step: int) -> Path | None:
+        """The retrain oracle of the model after `step`: the one without exactly the requests
+        applied so far, where those are the world's first k (prepared by `prepare`)."""
+        steps = self.ledger.request_steps()
+        ids = [r.id for r in self.requests if steps.get(r.id, step + 1) <= step]
+        return self.oracles.get(len(ids)) if ids == self.world_ids[: len(ids)] else None
+
+    def measured(self, step: int) -> tuple[list[ForgetRequest], bool]:
+        """The requests the evaluation after `step` measures (its own, then the earlier ones the
+        rotation picks, in ledger order) and whether the step measures every request."""
+        spec, own = self.plan.evaluation, self.ledger.request_steps()
+        applied = {rid: s for rid, s in own.items() if s <= step}
+        last = len(own) == len(self.requests) and step == max(own.values(), default=0)
+        full_steps = {t for t in range(1, step + 1) if self.oracle_for(t) is not None or (spec.full_every and t % spec.full_every == 0)}
+        if last:
+            full_steps.add(step)
+        per_set = spec.per_set if spec.per_set is not None else plan_suite(self.plan).per_set
+        items = {r.id: len(r.records) for r in EvalData(requests=self.through(step)).limited(per_set).requests}
+        earlier = set(schedule(applied, items, spec.earlier, full_steps, self.plan.seed, step)[step])
+        return [r for r in self.through(step) if applied[r.id] == step or r.id in earlier], step in full_steps or spec.earlier is None
 
 
 def run_plan(plan: Plan) -> Path:
@@ -98,21 +158,11 @@ def run_plan(plan: Plan) -> Path:
     plan.output.mkdir(parents=True, exist_ok=True)
     with _locked(plan.output):
         run = open_run(plan)
-        done = run.ledger.steps()
-        removed = run.checkpoints.clean({s.step for s in done})
-        if done or removed:
-            console.print(f"resuming {run.folder}: {len(done)} of {len(run.requests)} steps done"
-                          + (f", removed {len(removed)} unfinished checkpoint(s)" if removed else ""))
-        subject = load_step(run, len(done))
-        methods = [get_method(m.name, m.settings) for m in plan.method]
-        for row in done:  # a crash after the step's commit: finish what is missing
-            if not row.evaluated:
-                evaluate_step(run, row.step, subject if row.step == len(done) else load_step(run, row.step))
-            finish_step(run, row.step)
-        for step, request in enumerate(run.requests, start=1):
-            if step <= len(done):
-                continue
-            subject = unlearn_step(run, step, request, subject, methods)
+        subject = resume(run)
+        methods = plan_methods(plan)
+        while group := next_group(run):
+            step = len(run.ledger.steps()) + 1
+            subject = unlearn_step(run, step, group, subject, methods)
             evaluate_step(run, step, subject)
             finish_step(run, step)
         final_stages(run, subject)
@@ -121,21 +171,66 @@ def run_plan(plan: Plan) -> Path:
     return run.folder
 
 
+def resume(run: Run) -> Subject:
+    """Finish what a killed run left behind (unfinished checkpoints removed, committed steps
+    evaluated and housekept) and return the model after the last committed step."""
+    done = run.ledger.steps()
+    removed = run.checkpoints.clean({s.step for s in done})
+    if done or removed:
+        console.print(f"resuming {run.folder}: {len(done)} step(s) done, {len(run.ledger.request_steps())} of {len(run.requests)} requests applied"
+                      + (f", removed {len(removed)} unfinished checkpoint(s)" if removed else ""))
+    subject = load_step(run, len(done))
+    for row in done:  # a crash after the step's commit: finish what is missing
+        if not row.evaluated:
+            evaluate_step(run, row.step, subject if row.step == len(done) else load_step(run, row.step))
+        finish_step(run, row.step)
+    return subject
+
+
+def plan_methods(plan: Plan) -> list[Method]:
+    return [get_method(m.name, m.settings) for m in plan.method]
+
+
+def next_group(run: Run) -> list[ForgetRequest]:
+    """The requests of the next step: the first pending ones in order, at most `coalesce`.
+
+    Pending requests are those after the applied ones, so a resumed run forms the same groups.
+    """
+    applied = len(run.ledger.request_steps())
+    return run.requests[applied : applied + run.plan.coalesce]
+
+
+def coalesced(group: list[ForgetRequest]) -> ForgetRequest:
+    """One request standing for a group applied in one step: their records and probes, in order."""
+    if len(group) == 1:
+        return group[0]
+    return ForgetRequest(id=group_label(group), kind=group[0].kind if len({r.kind for r in group}) == 1 else "free",
+                         received_at=group[-1].received_at, records=[x for r in group for x in r.records],
+                         probes=[x for r in group for x in r.probes], meta={"coalesced": [r.id for r in group]})
+
+
+def group_label(group: list[ForgetRequest]) -> str:
+    return group[0].id if len(group) == 1 else f"{group[0].id}..{group[-1].id}" if group else "-"
+
+
 # -- one step ----------------------------------------------------------------------------------
-def unlearn_step(run: Run, step: int, request: ForgetRequest, subject: Subject, methods: list[Method]) -> Subject:
+def unlearn_step(run: Run, step: int, group: list[ForgetRequest], subject: Subject, methods: list[Method]) -> Subject:
     """Methods, then the checkpoint, then the ledger row: the commit that makes the step done."""
+    request = coalesced(group)
     started, tick = now(), time.perf_counter()
     torch.manual_seed(run.plan.seed + step)  # LoRA dropout and friends: a redone step repeats exactly
-    # Real-knowledge questions tell a guardrail what it must keep answering (its calibration).
+    # Real-knowledge questions tell a guardrail what it must keep answering (its calibration);
+    # earlier requests and never-trained records are there for stream recipes (`npo_replay`).
     context = UnlearnContext(retain=run.train_retain or run.data.retain, seed=run.plan.seed + step, lora=run.plan.lora,
-                             extras={"utility": run.data.real_facts})
+                             extras={"utility": run.data.real_facts},
+                             earlier=[x for r in run.through(step - 1) for x in r.records], control=run.data.holdout)
     guard, data = run.plan.guard, run.data
     probes = None
     if guard.enabled:
         probes = build_probes(subject, request, guard, retain=data.retain, known=run.known_facts(),
                               general=data.general_text or None, control=data.holdout, seed=run.plan.seed)
     hook = arm_training_crash(step)
-    run.say(step, f"unlearn ({run.plan.label}, {len(request.records)} records{', guarded' if guard.enabled else ''})")
+    run.say(step, f"unlearn ({run.plan.label}, {len(request.records)} records{', guarded' if guard.enabled else ''})", group)
     applied = apply_request(subject, request, methods, context, guard, probes)
     subject, tokens, train_steps = applied.subject, applied.tokens, applied.steps
     if hook is not None:
@@ -143,25 +238,31 @@ def unlearn_step(run: Run, step: int, request: ForgetRequest, subject: Subject, 
     if applied.card is not None:
         console.print(applied.card.table())
     unlearn_s, tick = time.perf_counter() - tick, time.perf_counter()
-    run.say(step, f"checkpoint ({run.checkpoints.keep})")
-    meta = {"step": step, "request": request.id, "method": run.plan.label, "seed": run.plan.seed, "start_model": run.start_model}
+    run.say(step, f"checkpoint ({run.checkpoints.keep})", group)
+    meta = {"step": step, "request": request.id, "requests": [r.id for r in group], "method": run.plan.label, "seed": run.plan.seed, "start_model": run.start_model}
     path = run.checkpoints.write(step, subject, meta, before_rename=lambda: crash_point("checkpoint", step))
     checkpoint_s = time.perf_counter() - tick
     crash_point("ledger", step)
-    run.ledger.record_step(step, request.id, run.plan.label, str(path.relative_to(run.folder)), started_at=started,
+    run.ledger.record_step(step, group[0].id, run.plan.label, str(path.relative_to(run.folder)), started_at=started,
                            unlearn_s=unlearn_s, checkpoint_s=checkpoint_s, tokens=tokens, train_steps=train_steps,
-                           card=applied.card.to_json() if applied.card else None)
+                           card=applied.card.to_json() if applied.card else None, coalesced=[r.id for r in group[1:]])
     return subject
 
 
 def evaluate_step(run: Run, step: int, subject: Subject) -> None:
-    """Every request so far, retain, utility (+ oracle); metric rows and flags in one commit."""
+    """The step's requests, earlier ones (all, or the rotation's sample), retain, utility
+    (+ oracle, + holdout reference); metric rows and flags in one commit."""
     tick = time.perf_counter()
-    data = replace(run.data, requests=run.requests[:step])
-    oracle = load(run, run.oracles[step]) if step in run.oracles else None
-    run.say(step, f"evaluate ({run.plan.evaluation.suite}: {step} requests, retain, utility{', oracle' if oracle else ''})")
-    result = suite_evaluate(run.plan, subject, data, oracle)
+    measured, full = run.measured(step)
+    data = replace(run.data, requests=measured)
+    oracle_path = run.oracle_for(step)
+    oracle = load(run, oracle_path) if oracle_path is not None else None
+    applied = len(run.through(step))
+    run.say(step, f"evaluate ({run.plan.evaluation.suite}: {len(measured)} of {applied} requests{'' if full else ' (rotation)'}, "
+                  f"retain, utility{', oracle' if oracle else ''})")
+    result = suite_evaluate(run.plan, subject, data, oracle, run.holdout_reference())
     rows: Rows = [(r.scope, r.metric, r.value) for r in result.rows]
+    rows += evaluation_rows(result, len(measured), len(measured) - len(run.group(step)), full)
     for name in run.plan.attacks:
         run.say(step, f"attack ({name})")
         rows += run_attack(name, subject, data, target=run.start_subject(), oracle=oracle)
@@ -174,16 +275,25 @@ def evaluate_step(run: Run, step: int, subject: Subject) -> None:
     run.ledger.record_evaluation(step, rows, time.perf_counter() - tick, flags)
 
 
+def evaluation_rows(result: SuiteResult, requests: int, earlier: int, full: bool) -> Rows:
+    """What the step's evaluation cost, as rows of scope `evaluation`: requests measured (and
+    of those, earlier ones), whether every request was, and the items the suite scored and
+    generated (forward passes after sharing: the measure of cost that seconds are not)."""
+    return [("evaluation", "requests", float(requests)), ("evaluation", "earlier", float(earlier)), ("evaluation", "full", float(full)),
+            ("evaluation", "score_items", float(result.passes.get("score_computed", 0))),
+            ("evaluation", "generations", float(result.passes.get("generate_computed", 0)))]
+
+
 def finish_step(run: Run, step: int) -> None:
     """After a verified step: status, purge, pruning. Idempotent, so a crash here is harmless."""
     crash_point("purge", step)
-    request = run.requests[step - 1]
-    status = run.ledger.request_status(request.id)
-    if run.plan.purge and status != "purged":
-        (run.folder / "requests" / f"{request.id}.jsonl").unlink(missing_ok=True)
-        run.ledger.set_status(request.id, "purged")
-    elif not run.plan.purge and status == "applied":
-        run.ledger.set_status(request.id, "verified")
+    for request in run.group(step):
+        status = run.ledger.request_status(request.id)
+        if run.plan.purge and status != "purged":
+            (run.folder / "requests" / f"{request.id}.jsonl").unlink(missing_ok=True)
+            run.ledger.set_status(request.id, "purged")
+        elif not run.plan.purge and status == "applied":
+            run.ledger.set_status(request.id, "verified")
     steps = run.ledger.steps()
     for old in run.checkpoints.to_prune([s.step for s in steps if s.evaluated], run.plan.checkpoints.last):
         if next(s for s in steps if s.step == old).kept:
@@ -192,15 +302,22 @@ def finish_step(run: Run, step: int) -> None:
 
 
 # -- evaluation adaptors (the only code that knows the eval API) --------------------------------
-def suite_evaluate(plan: Plan, subject: Subject, data: EvalData, oracle: Subject | None) -> Any:
-    from unlearnkit.eval.suites import evaluate, get_suite, with_max_new_tokens
+def plan_suite(plan: Plan) -> Any:
+    """The plan's suite with its per-set cut and generation cap."""
+    from unlearnkit.eval.suites import get_suite, with_max_new_tokens
 
     suite = get_suite(plan.evaluation.suite)
     if plan.evaluation.per_set is not None:
         suite = replace(suite, per_set=plan.evaluation.per_set)
     if plan.evaluation.max_new_tokens is not None:
         suite = with_max_new_tokens(suite, plan.evaluation.max_new_tokens)
-    result = evaluate(suite, subject, data, oracle)
+    return suite
+
+
+def suite_evaluate(plan: Plan, subject: Subject, data: EvalData, oracle: Subject | None, holdout: SuiteResult | None = None) -> Any:
+    from unlearnkit.eval.suites import evaluate
+
+    result = evaluate(plan_suite(plan), subject, data, oracle, holdout=holdout)
     if plan.evaluation.lm_eval:
         from unlearnkit.eval.lm_eval import add_lm_eval, run_lm_eval
 
@@ -225,8 +342,12 @@ def relapses(run: Run, step: int, rows: Rows) -> list[tuple[str, str, str, float
     if spec is None:
         return []
     current = {scope: value for scope, name, value in rows if name == spec.metric}
+    own_steps = run.ledger.request_steps()
     flags = []
-    for own_step, request in enumerate(run.requests[: step - 1], start=1):
+    for request in run.requests:
+        own_step = own_steps.get(request.id)
+        if own_step is None or own_step >= step:
+            continue
         baseline, value = run.ledger.metric(own_step, request.id, spec.metric), current.get(request.id)
         if relapsed(baseline, value, spec.threshold, spec.higher_means_remembered):
             flags.append((request.id, "relapse", spec.metric, value, spec.threshold))
@@ -234,10 +355,23 @@ def relapses(run: Run, step: int, rows: Rows) -> list[tuple[str, str, str, float
 
 
 # -- opening a run -----------------------------------------------------------------------------
+def plan_fingerprint(plan: Plan) -> str:
+    """The plan as canonical JSON, what a resumed run must match. Keys added after runs existed
+    are left out while they keep their defaults (`coalesce: 1`, `evaluation.earlier` and
+    `evaluation.full_every` unset), so an older run still resumes."""
+    data = plan.model_dump(mode="json", exclude={"source"})
+    if data["coalesce"] == 1:
+        del data["coalesce"]
+    for key in ("earlier", "full_every"):
+        if data["evaluation"][key] is None:
+            del data["evaluation"][key]
+    return json.dumps(data, sort_keys=True)
+
+
 def open_run(plan: Plan) -> Run:
     folder = plan.output
     ledger = Ledger(folder / "ledger.sqlite")
-    fingerprint = json.dumps(plan.model_dump(mode="json", exclude={"source"}), sort_keys=True)
+    fingerprint = plan_fingerprint(plan)
     recorded = ledger.meta("plan")
     if recorded is not None and recorded != fingerprint:
         raise PlanError(f"{plan.source}: the plan changed since run {folder} started; resume needs the same plan (or use a new output folder)")
@@ -250,11 +384,11 @@ def open_run(plan: Plan) -> Run:
         copy = folder / "requests" / f"{request.id}.jsonl"
         if ledger.request_status(request.id) != "purged" and not copy.exists():
             write_jsonl(copy, [request])
-    start_model, oracles = plan.model, {}
+    start_model, oracles, world_ids = plan.model, {}, []
     if plan.prepare is not None:
-        start_model, oracles = _prepared(plan, worlds[0], requests)
+        start_model, oracles, world_ids = _prepared(plan, worlds[0])
     checkpoints = Checkpoints(folder / "checkpoints", plan.checkpoints.keep)
-    return Run(plan, folder, ledger, checkpoints, requests, data, start_model, oracles, train_retain)
+    return Run(plan, folder, ledger, checkpoints, requests, data, start_model, oracles, train_retain, world_ids)
 
 
 def load_requests_and_data(plan: Plan) -> tuple[list[ForgetRequest], EvalData, list[Path], list[Record]]:
@@ -293,16 +427,15 @@ def load_requests_and_data(plan: Plan) -> tuple[list[ForgetRequest], EvalData, l
     return requests, data, worlds, train_retain
 
 
-def _prepared(plan: Plan, world: Path, requests: list[ForgetRequest]) -> tuple[str, dict[int, Path]]:
-    """The world's target (start model) and the oracle of every step whose removed requests are
-    exactly the world's first t requests."""
+def _prepared(plan: Plan, world: Path) -> tuple[str, dict[int, Path], list[str]]:
+    """The world's target (start model), its oracles (k -> the model trained without the world's
+    first k requests) and the world's request ids; `Run.oracle_for` matches them to steps."""
     from unlearnkit.benchmark.prepare import PrepareSettings, prepare_world
 
     prepared = prepare_world(plan.model, world, PrepareSettings(**(plan.prepare or {})))
     world_ids = [r.id for r in EvalData.from_world(world).requests]
-    ids = [r.id for r in requests]
-    oracles = {t: path for t, path in prepared.oracles.items() if ids[:t] == world_ids[:t]} if plan.evaluation.oracle else {}
-    return str(prepared.target), oracles
+    oracles = dict(prepared.oracles) if plan.evaluation.oracle else {}
+    return str(prepared.target), oracles, world_ids
 
 
 def load_step(run: Run, step: int) -> Subject:
@@ -329,6 +462,7 @@ def final_stages(run: Run, last: Subject) -> None:
     write_results(run)
     if final.references:
         write_references(run)
+        write_holdout_check(run)
     if final.attacks:
         write_attacks(run, last)
     if final.report:
@@ -357,7 +491,7 @@ def _reference_eval(run: Run, name: str, source: str | Path) -> SuiteResult:
     if path.exists():
         return SuiteResult.load(path)
     console.print(f"[bold]reference[/bold] {name}: evaluating ({run.plan.evaluation.suite})")
-    result = suite_evaluate(run.plan, load(run, source), replace(run.data, requests=run.requests), None)
+    result = suite_evaluate(run.plan, load(run, source), replace(run.data, requests=[r for r in run.requests if r.records]), None)
     result.save(path)
     return result
 
@@ -366,8 +500,39 @@ def write_references(run: Run) -> Path:
     """`references.json`: {"target": {scope: {metric: value}}, "oracles": {step: {...}}}, the
     suite on the start model and on each step's retrain oracle (every request measured)."""
     target = _reference_eval(run, "target", run.start_model)
-    oracles = {step: _reference_eval(run, f"oracle-{step:03d}", path).aggregates() for step, path in sorted(run.oracles.items())}
-    return write_json(run.folder / "references.json", {"suite": run.plan.evaluation.suite, "target": target.aggregates(), "oracles": oracles})
+    paths = {s.step: run.oracle_for(s.step) for s in run.ledger.steps()}
+    oracles = {step: _reference_eval(run, f"oracle-{step:03d}", path).aggregates() for step, path in paths.items() if path is not None}
+    payload: dict[str, Any] = {"suite": run.plan.evaluation.suite, "target": target.aggregates(), "oracles": oracles}
+    holdout = run.holdout_reference()
+    if holdout is not None:
+        payload["holdout"] = holdout.aggregates().get("holdout", {})
+    return write_json(run.folder / "references.json", payload)
+
+
+def write_holdout_check(run: Run) -> Path | None:
+    """`holdout_check.json`: at every step with an oracle, the holdout reference beside the
+    oracle for each request applied so far (`eval.sequential.holdout_agreement`), printed."""
+    holdout = run.holdout_reference()
+    if holdout is None:
+        return None
+    steps = {}
+    for row in run.ledger.steps():
+        path = run.folder / "eval" / f"reference-oracle-{row.step:03d}.json"
+        if run.oracle_for(row.step) is None or not path.exists():
+            continue
+        measured = SuiteResult.load(run.folder / "eval" / f"step-{row.step:03d}.json")
+        ids = [r.id for r in run.through(row.step)]
+        steps[row.step] = holdout_agreement(ids, measured, SuiteResult.load(path), holdout)
+    if not steps:
+        return None
+    for step, check in steps.items():
+        summary = check["summary"]
+        console.print(f"[bold]holdout reference vs oracle[/bold] after step {step} ({summary['requests']} requests): "
+                      f"forget probability oracle {summary['oracle_probability']:.3f} vs holdout {summary['holdout_probability']:.3f} "
+                      f"(mean |difference| {summary['mean_abs_probability_gap']:.3f}); forget quality vs oracle "
+                      f"{summary['forget_quality_oracle']:.3f}, vs holdout {summary['forget_quality_holdout']:.3f}; "
+                      f"same pass/fail at 0.05: {summary['same_verdict']:.0%}")
+    return write_json(run.folder / "holdout_check.json", {"steps": steps})
 
 
 def write_attacks(run: Run, last_subject: Subject) -> Path:
@@ -379,8 +544,9 @@ def write_attacks(run: Run, last_subject: Subject) -> Path:
     if out.exists() and json.loads(out.read_text()).get("names") == final.attacks:
         return out
     last = run.ledger.steps()[-1].step
-    oracle = load(run, run.oracles[last]) if last in run.oracles else None
-    data = replace(run.data, requests=run.requests[:last]).limited(run.plan.evaluation.per_set)
+    oracle_path = run.oracle_for(last)
+    oracle = load(run, oracle_path) if oracle_path is not None else None
+    data = replace(run.data, requests=run.through(last)).limited(run.plan.evaluation.per_set)
     console.print(f"[bold]attacks[/bold] after step {last}: {', '.join(final.attacks)}")
     results = run_attacks(final.attacks, last_subject, data, target=run.start_subject(), oracle=oracle, settings=final.attack_settings)
     return write_json(out, {"names": final.attacks, "step": last, "settings": final.attack_settings, "results": [r.to_json() for r in results]})
