@@ -230,6 +230,33 @@ def test_jensun_retain_term_covers_every_real_token(learned: dict[str, Any]) -> 
     method._cache.clear()
 
 
+def test_npo_replay_draws_earlier_questions_and_pushes_them_to_the_never_seen_level(learned: dict[str, Any]) -> None:
+    """Earlier requests replayed with a hinge at the control set's level: one that came back is
+    pushed down, one already below it adds nothing, and without a control set it is npo_gd."""
+    from unlearnkit.methods import losses as L
+
+    forget, earlier = learned["forget"][3:], learned["forget"][:3]  # as if the first three were an earlier request that came back
+    control = records([("Where was Tobin Asker born?", "Quillby"), ("What does Mara Quell do?", "She weaves nets"),
+                       ("Who is Ivo Brannoch married to?", "Sela Dunmore")])
+    request = ForgetRequest(id="r2", records=forget)
+    method = get_method("npo_replay", {"replay": 2})
+    context = UnlearnContext(retain=learned["retain"], earlier=[*earlier, Record(id="bio", text="a passage")], control=control, seed=7)
+    drawn = method.forget_records(request, context)
+    assert drawn[:3] == forget and len(drawn) == 5 and all(r in earlier for r in drawn[3:])
+    assert method.forget_records(request, context) == drawn  # seeded by the step
+    assert method.forget_records(request, UnlearnContext(earlier=earlier)) == forget  # no control set: nothing replayed
+    # The hinge: zero at or below the ceiling, the excess above it.
+    logp, lengths = torch.tensor([-10.0, -1.0]), torch.tensor([5, 2])
+    assert L.ceiling_hinge(logp, lengths, -2.0).item() == pytest.approx((0.0 + 1.5) / 2)
+    # On the learned model: replayed questions still known are pushed towards the level of the
+    # never-seen control questions; with a control set the model knows as well (a ceiling at the
+    # level they are already at) the same run leaves them where NPO on the request takes them.
+    settings = {**BASE, "lr": 1e-3, "max_steps": 10, "alpha": 1.0, "replay": 3}
+    pushed = get_method("npo_replay", settings).unlearn(learned["subject"].clone(), request, UnlearnContext(retain=learned["retain"], earlier=earlier, control=control))
+    level = get_method("npo_replay", settings).unlearn(learned["subject"].clone(), request, UnlearnContext(retain=learned["retain"], earlier=earlier, control=learned["retain"]))
+    assert mean_nll(pushed, earlier) > mean_nll(level, earlier) + 1.0
+
+
 def test_rmu_layer_scales_with_depth() -> None:
     rmu = get_method("rmu")
     assert rmu.resolve_layers(32) == (7, [5, 6, 7])
