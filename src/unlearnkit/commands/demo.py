@@ -12,7 +12,7 @@ from unlearnkit.commands._options import SetOpt, parse_set
 
 def demo_command(
     out: Annotated[Path, typer.Option("--out", help="run folder")] = Path("runs/demo"),
-    size: Annotated[str, typer.Option(help="world size: tiny, small or medium")] = "small",
+    size: Annotated[str, typer.Option(help="world size: tiny, small, medium or stream")] = "small",
     seed: Annotated[int, typer.Option(help="world seed")] = 0,
     method: Annotated[str | None, typer.Option(help="method name instead of the default")] = None,
     sets: SetOpt = None,

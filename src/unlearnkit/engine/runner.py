@@ -158,6 +158,7 @@ def run_plan(plan: Plan) -> Path:
     plan.output.mkdir(parents=True, exist_ok=True)
     with _locked(plan.output):
         run = open_run(plan)
+        prepare_references(run)
         subject = resume(run)
         methods = plan_methods(plan)
         while group := next_group(run):
@@ -185,6 +186,18 @@ def resume(run: Run) -> Subject:
             evaluate_step(run, row.step, subject if row.step == len(done) else load_step(run, row.step))
         finish_step(run, row.step)
     return subject
+
+
+def prepare_references(run: Run) -> None:
+    """What the steps compare with and is the same for all of them, computed (or read back) once
+    before the first: the holdout reference and, for the guard, the facts the start model knows.
+    So no step's timings carry this one-off cost (a finished run has nothing left to compute)."""
+    unevaluated = any(not s.evaluated for s in run.ledger.steps())
+    pending = len(run.ledger.request_steps()) < len(run.requests)
+    if unevaluated or pending:
+        run.holdout_reference()
+    if pending and run.plan.guard.enabled:
+        run.known_facts()
 
 
 def plan_methods(plan: Plan) -> list[Method]:
