@@ -158,6 +158,15 @@ def figures(folder: Path, requests: int) -> dict[str, Any]:
     }
 
 
+def leak_check(leak: dict[str, dict[str, float | None]]) -> bool | None:
+    """Every request's leak@k recovery at most 10 points over the oracle's; None where a request
+    has no recovered fraction (unlearning left its metric at the target's: nothing to recover)."""
+    pairs = [(v["recovered"], v["oracle_recovered"]) for v in leak.values()]
+    if not pairs or any(a is None or b is None for a, b in pairs):
+        return None
+    return all(a - b <= 0.10 for a, b in pairs)
+
+
 def demo_figures(folder: Path) -> dict[str, Any]:
     """The demo's run folder: forget quality per request, utility against the target's, leak@k
     recovery against the oracle's."""
@@ -180,8 +189,7 @@ def demo_figures(folder: Path) -> dict[str, Any]:
         "checks": {
             "every_forget_quality_at_least_0.05": all(q is not None and q >= 0.05 for q in quality.values()),
             "utility_at_least_0.95_of_target": None if utility["after"] is None or utility["target"] is None else utility["after"] >= 0.95 * utility["target"],
-            "leak_at_k_within_10_points_of_oracle": all(v["recovered"] is not None and v["oracle_recovered"] is not None
-                                                        and v["recovered"] - v["oracle_recovered"] <= 0.10 for v in leak.values()) if leak else None,
+            "leak_at_k_within_10_points_of_oracle": leak_check(leak),
         },
         "forget_probability": run["forget_probability"],
     }

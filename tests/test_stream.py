@@ -64,7 +64,7 @@ def stream_plan(folder: Path, world: Path, model: Path, **changes: object) -> Pa
         "method": {"name": "ga", "settings": {"max_steps": 1, "lr": 1e-4, "batch_size": 8}},
         "requests": [{"world": str(world)}],
         "prepare": {"oracles": ORACLES, "max_steps": 8, "lr": 3e-3, "batch_size": 16, "precision": "float32"},
-        "evaluation": {"suite": "quick", "per_set": PER_SET, "earlier": EARLIER, "full_every": FULL_EVERY},
+        "evaluation": {"suite": "quick", "per_set": PER_SET, "earlier": EARLIER, "full_every": FULL_EVERY, "holdout_reference": True},
         "relapse": {"metric": "probability", "threshold": 0.5},
         "guard": {"enabled": False},
         "checkpoints": {"keep": "last:1"},
@@ -225,6 +225,7 @@ def test_coalescing_records_which_requests_each_step_applied(cache: Path, world:
         for request in group:  # every request measured on its own scope by the step that applied it
             assert (step, request, "probability") in values
     assert values[(3, "evaluation", "requests")] == 8  # the last step measures everything
+    assert not any(name.endswith("/holdout") for _, _, name in values)  # the holdout reference is asked for by the plan
     ledger.close()
     meta = json.loads((run / "checkpoints" / "step-003" / "unlearnkit.json").read_text())
     assert meta["requests"] == ["r7", "r8"]
@@ -276,7 +277,7 @@ def test_an_older_run_without_the_new_keys_still_resumes() -> None:
 
     plan = parse_plan({"model": "default", "method": "ga", "requests": ["x.jsonl"], "output": "run"}, "plan.yaml", check_files=False)
     recorded = json.loads(plan_fingerprint(plan))
-    assert "coalesce" not in recorded and "earlier" not in recorded["evaluation"] and "full_every" not in recorded["evaluation"]
+    assert "coalesce" not in recorded and not {"earlier", "full_every", "holdout_reference"} & set(recorded["evaluation"])
     plan.coalesce, plan.evaluation.earlier = 2, 8
     assert json.loads(plan_fingerprint(plan))["coalesce"] == 2 and json.loads(plan_fingerprint(plan))["evaluation"]["earlier"] == 8
 

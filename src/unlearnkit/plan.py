@@ -9,7 +9,7 @@ requests:                       # applied in this order
 coalesce: 1                     # requests applied together in one step (each still measured on its own)
 benchmark: {name: tofu:forget10, data_dir: data/TOFU}  # or a benchmark's request(s) and sets
 retain: [examples/retain.jsonl] # a built-in world adds its retain set by itself
-evaluation: {suite: quick, per_set: 8, earlier: 64, full_every: 25}  # a rotating sample of earlier requests
+evaluation: {suite: quick, per_set: 8, earlier: 64, full_every: 25, holdout_reference: true}  # for long streams
 prepare: true                   # start from the world's target, compare with its oracles ({oracles: [25, 50, 100]})
 attacks: []
 output: runs/seq
@@ -92,6 +92,7 @@ class EvalSpec(Strict):
     # instead of all of them, and everything every `full_every` steps, at oracle steps and at the end.
     earlier: int | None = Field(None, ge=1, description="records of earlier requests measured per step (default: every earlier request)")
     full_every: int | None = Field(None, ge=1, description="with `earlier`: measure every request at every N-th step")
+    holdout_reference: bool = Field(False, description="also measure forget quality against the holdout reference (between sparse oracles)")
 
     @model_validator(mode="after")
     def _full_every_needs_earlier(self) -> EvalSpec:

@@ -102,7 +102,10 @@ class Run:
 
     def holdout_reference(self) -> SuiteResult | None:
         """The start model on the holdout people (`eval.holdout`), computed once and kept in
-        `eval/holdout-reference.json`; None without holdout questions."""
+        `eval/holdout-reference.json`; None unless the plan asks for it
+        (`evaluation.holdout_reference`) and has holdout questions."""
+        if not self.plan.evaluation.holdout_reference:
+            return None
         path = self.folder / "eval" / "holdout-reference.json"
         if self._holdout is None and path.exists():
             self._holdout = SuiteResult.load(path)
@@ -371,12 +374,13 @@ def relapses(run: Run, step: int, rows: Rows) -> list[tuple[str, str, str, float
 def plan_fingerprint(plan: Plan) -> str:
     """The plan as canonical JSON, what a resumed run must match. Keys added after runs existed
     are left out while they keep their defaults (`coalesce: 1`, `evaluation.earlier` and
-    `evaluation.full_every` unset), so an older run still resumes."""
+    `evaluation.full_every` unset, `evaluation.holdout_reference: false`), so an older run
+    still resumes."""
     data = plan.model_dump(mode="json", exclude={"source"})
     if data["coalesce"] == 1:
         del data["coalesce"]
-    for key in ("earlier", "full_every"):
-        if data["evaluation"][key] is None:
+    for key, default in (("earlier", None), ("full_every", None), ("holdout_reference", False)):
+        if data["evaluation"][key] == default:
             del data["evaluation"][key]
     return json.dumps(data, sort_keys=True)
 
