@@ -333,7 +333,8 @@ def plan_suite(plan: Plan) -> Any:
 def suite_evaluate(plan: Plan, subject: Subject, data: EvalData, oracle: Subject | None, holdout: SuiteResult | None = None) -> Any:
     from unlearnkit.eval.suites import evaluate
 
-    result = evaluate(plan_suite(plan), subject, data, oracle, holdout=holdout)
+    suite = plan_suite(plan)
+    result = evaluate(suite, subject, data, oracle, holdout=holdout)
     if plan.evaluation.lm_eval:
         from unlearnkit.eval.lm_eval import add_lm_eval, run_lm_eval
 
