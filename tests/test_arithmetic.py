@@ -44,7 +44,11 @@ def test_ssu_forgets_the_request_and_keeps_the_retain_set(learned: Subject) -> N
     out = SSU(**FAST_SSU).unlearn(learned, requests(1)[0], context)
     forget1, retain1 = forget_and_retain(out)
     assert forget1 < forget0 - 0.03
-    assert retain0 - retain1 < (forget0 - forget1) / 2  # the request fell far more than the retain set
+    # The request fell clearly more than the retain set. On this 2-layer model the retain facts
+    # share the request's templates and move about half as far (0.49-0.53 of the forget drop
+    # across adapter seeds, here and before SSU seeded its adapter), so the bound is 3/4, not a
+    # half that float noise between test orders decides.
+    assert retain0 - retain1 < 0.75 * (forget0 - forget1)
     # A plain model again (LoRA merged away), trainable like before, with training stats.
     assert type(out.model) is cls and not any("lora" in n for n, _ in out.model.named_parameters())
     assert all(p.requires_grad for p in out.model.parameters())
@@ -68,14 +72,48 @@ def test_ssu_subtracts_the_task_vector_from_the_previous_model(learned: Subject,
     tuned = wrap_lora(learned.clone().model, r=4, lora_alpha=8, lora_dropout=0.0)
     fake_train(learned.with_model(tuned), [], None, None)
     tuned = dict(tuned.merge_and_unload().named_parameters())  # θ_ft
-    torch.manual_seed(1)  # the same LoRA initialisation inside SSU
-    out = SSU(scale=2.0, lora_r=4, lora_alpha=8, lora_dropout=0.0).unlearn(learned, requests(1)[0], UnlearnContext())
+    torch.manual_seed(123)  # SSU seeds its adapter itself: the global random state does not matter
+    out = SSU(scale=2.0, lora_r=4, lora_alpha=8, lora_dropout=0.0, seed=1).unlearn(learned, requests(1)[0], UnlearnContext())
     moved = 0
     for name, p in out.model.named_parameters():
         expected = before[name] - 2.0 * (tuned[name].detach() - before[name])
         assert torch.allclose(p.detach(), expected, atol=1e-6), name
         moved += int(not torch.equal(p.detach(), before[name]))
     assert moved > 0
+
+
+def test_ssu_starts_every_request_from_the_adapter_its_seed_gives(learned: Subject, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reference seeds torch with 8888 at import (utils.py), before get_peft_model, in a new
+    process per request: the adapter's initialisation depends on the seed alone."""
+    real_wrap, adapters = arithmetic.wrap_lora, []
+
+    def recording_wrap(model, **settings):
+        wrapped = real_wrap(model, **settings)
+        adapters.append({n: p.detach().clone() for n, p in wrapped.named_parameters() if "lora_A" in n})
+        return wrapped
+
+    monkeypatch.setattr(arithmetic, "wrap_lora", recording_wrap)
+    assert get_method("ssu").seed == 8888
+    settings = {**FAST_SSU, "epochs": 1}
+    for global_state in (0, 1):  # whatever ran before (other steps, dropout) drew other numbers
+        torch.manual_seed(global_state)
+        SSU(**settings).unlearn(learned.clone(), requests(1)[0], UnlearnContext())
+    torch.manual_seed(8888)
+    expected = {n: p.detach() for n, p in real_wrap(learned.clone().model, r=8, lora_alpha=16, lora_dropout=0.01, target_modules=arithmetic.ALL_PROJECTIONS).named_parameters() if "lora_A" in n}
+    assert adapters[0].keys() == expected.keys() and adapters[0]
+    assert all(torch.equal(adapters[0][n], expected[n]) and torch.equal(adapters[1][n], expected[n]) for n in expected)
+
+
+def test_ssu_learning_rate_falls_to_half_as_in_the_reference(learned: Subject) -> None:
+    """fine_tune_books.py sizes its linear schedule in micro-batches (len(loader) × epochs) and
+    steps it with the optimizer, every grad_accum = 2 micro-batches: lr → lr/2, not 0."""
+    context = UnlearnContext()
+    SSU(lr=1e-3, epochs=4, batch_size=1, grad_accum=2, lora_r=4, lora_alpha=8, saliency=False).unlearn(learned, requests(1)[0], context)
+    assert context.stats is not None
+    rates = [h["lr"] for h in context.stats.history]
+    # 3 records, batch 1, accumulation 2: 2 optimizer steps per epoch, 8 in all, over 16 micro-batches.
+    assert rates == pytest.approx([1e-3 * (1 - k / 16) for k in range(1, 9)])
+    assert rates[-1] == pytest.approx(0.5e-3)
 
 
 def test_negate_into_is_two_theta_minus_fine_tuned() -> None:

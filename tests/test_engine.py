@@ -124,6 +124,36 @@ def test_kill_and_resume(tmp_path: Path, reference: dict[str, Path], keep: str, 
     assert len(Ledger(run / "ledger.sqlite").steps()) == 3
 
 
+COALESCED = "coalesce: 2\nguard: {collateral: 0, general_probes: 0, max_new_tokens: 6}\n"
+
+
+def test_kill_and_resume_is_exact_with_coalescing_and_the_rotation(tmp_path: Path) -> None:
+    """Five requests, two per step (three steps), each step guarded and measuring a rotating
+    sample of earlier requests: killed at several points, the resumed run is the uninterrupted one."""
+    method = "{name: ga, settings: {max_steps: 2, lr: 1.0e-3, batch_size: 4}}"
+    extra = COALESCED + "evaluation: {suite: quick, per_set: 2, earlier: 3}\n"
+    reference = write_plan(tmp_path / "reference", method=method, extra=extra, num_requests=5)
+    assert run_subprocess(reference) == 0
+    plan = write_plan(tmp_path / "killed", method=method, extra=extra, num_requests=5)
+    run = tmp_path / "killed" / "run"
+    for crash in ["ledger:2", "eval:2", "train:3"]:
+        assert run_subprocess(plan, crash) == -9, f"the run did not reach {crash}"
+        ledger = Ledger(run / "ledger.sqlite")
+        assert ledger.check() == []
+        ledger.close()
+    assert run_subprocess(plan) == 0
+    ledger = Ledger(run / "ledger.sqlite")
+    assert ledger.check() == [] and [s.request_id for s in ledger.steps()] == ["r1", "r3", "r5"]
+    assert ledger.request_steps() == {"r1": 1, "r2": 1, "r3": 2, "r4": 2, "r5": 3}
+    assert all(s.evaluated for s in ledger.steps()) and sorted(ledger.verdicts()) == [1, 2, 3]
+    ledger.close()
+    got, want = final_weights(run, "all"), final_weights(tmp_path / "reference" / "run", "all")
+    assert all(torch.equal(got[k], want[k]) for k in got)
+    got_rows, want_rows = metric_rows(run), metric_rows(tmp_path / "reference" / "run")
+    assert [r[:3] for r in got_rows] == [r[:3] for r in want_rows]  # the rotation measured the same requests
+    assert [r[3] for r in got_rows] == pytest.approx([r[3] for r in want_rows], nan_ok=True)
+
+
 def test_three_step_run_evaluates_every_earlier_request(tmp_path: Path) -> None:
     # A training method from the registry stacked with a weight-arithmetic one.
     method = "[{name: ga, settings: {max_steps: 2, lr: 1.0e-4}}, {name: task_vector, settings: {lr: 1.0e-3, epochs: 3, batch_size: 3}}]"

@@ -76,3 +76,25 @@ def test_an_unknown_task_is_one_error(tiny_subject: Any, tmp_path: Path) -> None
 
     with pytest.raises(UnlearnkitError, match=r"^--lm-eval: unknown task\(s\) no_such_task"):
         run_lm_eval(tiny_subject, ["no_such_task"], include_path=local_task(tmp_path / "tasks"))
+
+
+def test_a_run_plan_with_lm_eval_after_each_step(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """The runner's suite adaptor joins the task's accuracy to the step's utility."""
+    import yaml
+
+    from sequential_helpers import write_data
+    from unlearnkit.engine.ledger import Ledger
+    from unlearnkit.engine.runner import run_plan
+    from unlearnkit.plan import load_plan
+
+    tasks = local_task(tmp_path / "tasks")
+    write_data(tmp_path, num_requests=1)
+    plan = {"model": str(tiny_model_dir), "method": {"name": "ga", "settings": {"max_steps": 1}}, "requests": ["requests.jsonl"],
+            "retain": ["retain.jsonl"], "evaluation": {"suite": "quick", "per_set": 2, "lm_eval": ["unlearnkit_toy"], "lm_eval_include": str(tasks)},
+            "guard": {"enabled": False}, "final": {"report": False}, "output": "run"}
+    (tmp_path / "plan.yaml").write_text(yaml.safe_dump(plan))
+    ledger = Ledger(run_plan(load_plan(tmp_path / "plan.yaml")) / "ledger.sqlite")
+    rows = {(r["scope"], r["name"]) for r in ledger.metrics(1)}
+    assert ledger.metric(1, "lm_eval", "unlearnkit_toy/acc") is not None
+    assert ("utility", "quick_utility+lm_eval") in rows  # joined with the suite's utility (no value here: the plan has no real facts)
+    ledger.close()

@@ -47,12 +47,13 @@ REQUIRED = ["ga", "gd", "ga_kl", "npo", "npo_gd", "simnpo", "idkpo", "idk_nll", 
 BASE = {"max_steps": 40, "batch_size": 4, "schedule": "constant", "warmup_ratio": 0.0}
 LR = {"full": 1e-3, "lora": 3e-3}
 # Bounded or self-limiting objectives move more slowly; RMU trains one matrix (c = 20 is the
-# early WMDP default, better suited to a 64-wide model than 6.5).
+# early WMDP default, better suited to a 64-wide model than 6.5; without gradient clipping, as
+# in its reference, its LoRA run needs a smaller rate and more steps).
 OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
     "idkpo": {"full": {"lr": 3e-3}, "lora": {"lr": 1e-2}},
     "jensun": {"full": {"lr": 3e-3}, "lora": {"lr": 1e-2}},
     "satimp": {"full": {"lr": 3e-3}, "lora": {"lr": 1e-2, "gamma": 1.0}},
-    "rmu": {"full": {"lr": 3e-2, "steering_coeff": 20.0, "max_steps": 100}, "lora": {"lr": 5e-2, "steering_coeff": 20.0, "max_steps": 100}},
+    "rmu": {"full": {"lr": 3e-2, "steering_coeff": 20.0, "max_steps": 100}, "lora": {"lr": 2e-2, "steering_coeff": 20.0, "max_steps": 200}},
 }
 # IDK+AP's retain term keeps the true answer *preferred over* "I don't know"; it does not hold
 # the likelihood itself, so on this tiny model the IDK answers spread and retain NLL moves more.
@@ -163,6 +164,97 @@ def test_reference_cache_matches_the_model_at_the_start(learned: dict[str, Any])
             loss = method.forget_loss(subject.model, batch)[0]
         assert loss.item() == pytest.approx(2 / method.beta * math.log(2), rel=1e-4)
         method._cache.clear()
+
+
+def test_rmu_steers_to_a_multiple_of_the_models_own_activation_norm(learned: dict[str, Any]) -> None:
+    """WMDP's c = 6.5 was Zephyr-7B's scale; by default c = steering_scale × the mean norm of the
+    model's own layer-ℓ activations on the request's tokens, measured before training."""
+    from unlearnkit.methods.representation import layer_output
+    from unlearnkit.training import make_batch
+
+    subject = learned["subject"]
+    examples = [{"x": subject.encode_record(r)} for r in learned["forget"]]
+    part = make_batch(examples, list(range(len(examples))), subject.tokenizer.pad_token_id)["x"]
+    with torch.no_grad():
+        norms = layer_output(subject.model, part, 0).norm(dim=-1)[part["labels"] != -100]
+    request = ForgetRequest(id="r1", records=learned["forget"])
+    for settings, expected in (({"steering_scale": 3.0}, 3.0 * norms.mean().item()), ({"steering_coeff": 20.0}, 20.0)):
+        context = UnlearnContext(retain=learned["retain"])
+        get_method("rmu", {"max_steps": 1, **settings}).unlearn(subject.clone(), request, context)
+        assert context.stats is not None and context.stats.history[0]["steering_coeff"] == pytest.approx(expected, rel=1e-4)
+
+
+def test_rmu_does_not_clip_gradients(learned: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The WMDP loop steps the optimizer right after backward; npo_gd clips at 1 (open-unlearning)."""
+    from accelerate import Accelerator
+
+    limits: list[float] = []
+    real = Accelerator.clip_grad_norm_
+
+    def recording(self: Any, parameters: Any, max_norm: float, *args: Any, **kwargs: Any) -> Any:
+        limits.append(max_norm)
+        return real(self, parameters, max_norm, *args, **kwargs)
+
+    monkeypatch.setattr(Accelerator, "clip_grad_norm_", recording)
+    request = ForgetRequest(id="r1", records=learned["forget"])
+    for name, limit in (("rmu", math.inf), ("npo_gd", 1.0)):
+        limits.clear()
+        get_method(name, {"max_steps": 2}).unlearn(learned["subject"].clone(), request, UnlearnContext(retain=learned["retain"]))
+        assert limits == [limit, limit], name
+
+
+def test_jensun_retain_term_covers_every_real_token(learned: dict[str, Any]) -> None:
+    """The retain JSD is averaged over every real token, prompt included, padding left out (the
+    reference averages over every position, padding included: docs/methods.md, deviation 5)."""
+    from unlearnkit.methods import losses as L
+    from unlearnkit.training import make_batch
+
+    subject = learned["subject"]
+    method = get_method("jensun")
+    retain = [method.retain_example(subject, r, i) for i, r in enumerate(learned["retain"])]
+    method.prepare(subject, [], retain)
+    moved = subject.clone()
+    with torch.no_grad():
+        for p in moved.model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    batch = make_batch(retain, [0, 3, 5], subject.tokenizer.pad_token_id)
+    part = batch["x"]
+    assert (part["attention_mask"] == 0).any()  # the batch has padding
+    with torch.no_grad():
+        value = method.retain_term(moved.model, batch)
+        jsd = L.js_divergence(torch.log_softmax(method._cache["frozen"].logits(part), -1), torch.log_softmax(moved.model(**{k: part[k] for k in ("input_ids", "attention_mask")}).logits, -1))
+    real, answer = part["attention_mask"].bool(), part["labels"] != -100
+    assert value.item() == pytest.approx(jsd[real].mean().item(), rel=1e-4)
+    assert value.item() != pytest.approx(jsd[answer].mean().item(), rel=1e-2)
+    assert value.item() != pytest.approx(jsd.mean().item(), rel=1e-2)
+    method._cache.clear()
+
+
+def test_npo_replay_draws_earlier_questions_and_pushes_them_to_the_never_seen_level(learned: dict[str, Any]) -> None:
+    """Earlier requests replayed with a hinge at the control set's level: one that came back is
+    pushed down, one already below it adds nothing, and without a control set it is npo_gd."""
+    from unlearnkit.methods import losses as L
+
+    forget, earlier = learned["forget"][3:], learned["forget"][:3]  # as if the first three were an earlier request that came back
+    control = records([("Where was Tobin Asker born?", "Quillby"), ("What does Mara Quell do?", "She weaves nets"),
+                       ("Who is Ivo Brannoch married to?", "Sela Dunmore")])
+    request = ForgetRequest(id="r2", records=forget)
+    method = get_method("npo_replay", {"replay": 2})
+    context = UnlearnContext(retain=learned["retain"], earlier=[*earlier, Record(id="bio", text="a passage")], control=control, seed=7)
+    drawn = method.forget_records(request, context)
+    assert drawn[:3] == forget and len(drawn) == 5 and all(r in earlier for r in drawn[3:])
+    assert method.forget_records(request, context) == drawn  # seeded by the step
+    assert method.forget_records(request, UnlearnContext(earlier=earlier)) == forget  # no control set: nothing replayed
+    # The hinge: zero at or below the ceiling, the excess above it.
+    logp, lengths = torch.tensor([-10.0, -1.0]), torch.tensor([5, 2])
+    assert L.ceiling_hinge(logp, lengths, -2.0).item() == pytest.approx((0.0 + 1.5) / 2)
+    # On the learned model: replayed questions still known are pushed towards the level of the
+    # never-seen control questions; with a control set the model knows as well (a ceiling at the
+    # level they are already at) the same run leaves them where NPO on the request takes them.
+    settings = {**BASE, "lr": 1e-3, "max_steps": 10, "alpha": 1.0, "replay": 3}
+    pushed = get_method("npo_replay", settings).unlearn(learned["subject"].clone(), request, UnlearnContext(retain=learned["retain"], earlier=earlier, control=control))
+    level = get_method("npo_replay", settings).unlearn(learned["subject"].clone(), request, UnlearnContext(retain=learned["retain"], earlier=earlier, control=learned["retain"]))
+    assert mean_nll(pushed, earlier) > mean_nll(level, earlier) + 1.0
 
 
 def test_rmu_layer_scales_with_depth() -> None:

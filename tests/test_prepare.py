@@ -128,6 +128,10 @@ def test_a_second_call_loads_from_the_cache(prepared: PreparedWorld, world_dir: 
     assert again.target == prepared.target and again.oracles == prepared.oracles
     final_only = prepare_world("tiny-test", world_dir, SETTINGS.model_copy(update={"oracles": "final"}), subject=subject, cache=cache)
     assert not final_only.trained_any and list(final_only.oracles) == [2]
+    # Sparse oracles are the same models: the steps listed, from the same cache.
+    sparse = prepare_world("tiny-test", world_dir, SETTINGS.model_copy(update={"oracles": [1]}), subject=subject, cache=cache)
+    assert not sparse.trained_any and sparse.oracles == {1: prepared.oracles[1]}
+    assert [m.name for m in sparse.models] == ["target", "oracle-1"]
     # The base subject is untouched: every model trained on its own copy.
     assert all(torch.equal(before[k], v) for k, v in subject.model.state_dict().items())
 
@@ -183,6 +187,22 @@ def test_prepare_command_on_a_model_folder(tmp_path: Path, world_dir: Path, subj
     assert (Path(payload["target"]) / "model.safetensors").exists()
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 0 and "cached" in again.output
+
+
+def test_sparse_oracle_steps_are_checked(world: World) -> None:
+    from unlearnkit.benchmark.prepare import oracle_steps, parse_oracles
+    from unlearnkit.errors import UnlearnkitError
+
+    assert PrepareSettings(oracles=[10, 25, 50, 100]).oracles == [10, 25, 50, 100]
+    assert parse_oracles("10,25,50,100") == [10, 25, 50, 100] and parse_oracles("final") == "final"
+    assert oracle_steps("all", 3) == [1, 2, 3] and oracle_steps([2], 3) == [2]
+    for bad in ([], [0, 5], [50, 25], [5, 5]):
+        with pytest.raises(ValueError, match="oracles"):
+            PrepareSettings(oracles=bad)
+    with pytest.raises(UnlearnkitError, match="--oracles 'ten'"):
+        parse_oracles("ten")
+    with pytest.raises(UnlearnkitError, match="oracles: 3 is beyond the world's 2 requests"):
+        oracle_steps([1, 3], len(world.requests))
 
 
 def test_settings_accept_flat_training_keys() -> None:

@@ -111,3 +111,59 @@ def test_chromium_draws_the_charts(tmp_path: Path) -> None:
     shot = tmp_path / "shot.png"
     subprocess.run([CHROMIUM, *flags, "--window-size=1200,1800", f"--screenshot={shot}", path.as_uri()], capture_output=True, timeout=120)
     assert shot.exists() and shot.stat().st_size > 20_000
+
+
+def make_long_run(folder: Path, n: int = 15) -> Path:
+    """A stream of n requests: each measured at its own step and every third step after it,
+    oracles after 5, 10 and 15 requests, a relapse of r2 at steps 6 and 9, a budget rollback."""
+    folder.mkdir(parents=True)
+    requests = [{"id": f"r{i}", "kind": "privacy", "received_at": "2026-01-01T00:00:00Z", "sha256": "ab" * 32, "status": "verified",
+                 "records": 4, "position": i, "step": i} for i in range(1, n + 1)]
+    steps = []
+    for step in range(1, n + 1):
+        metrics: dict = {f"r{i}": {"probability": 0.1 + 0.01 * i} for i in range(1, step + 1) if i == step or (step - i) % 3 == 0}
+        if step in (6, 9):
+            metrics["r2"] = {"probability": 0.6 if step == 6 else 0.7}
+        metrics |= {"retain": {"probability": 0.9 - 0.002 * step}, "utility": {"quick_utility": 0.8 - 0.001 * step}}
+        steps.append({"step": step, "request_id": f"r{step}", "method": "npo_replay", "checkpoint": f"checkpoints/step-{step:03d}", "kept": step == n,
+                      "unlearn_s": 10.0, "checkpoint_s": 1.0, "eval_s": 5.0, "tokens": 1000, "train_steps": 4, "metrics": metrics,
+                      "verdict": {"request": f"r{step}", "method": "npo_replay", "verdict": "budget exceeded (rolled back to the start)" if step == 3 else "forgotten",
+                                  "before": {}, "after": {}, "violations": []}})
+    flags = [{"step": s, "request_id": "r2", "kind": "relapse", "metric": "probability", "value": v, "threshold": 0.5} for s, v in ((6, 0.6), (9, 0.7))]
+    flags.append({"step": 3, "request_id": "r3", "kind": "budget", "metric": "rolled_back_to", "value": 0, "threshold": 0})
+    plan = {"model": "default", "method": [{"name": "npo_replay"}], "relapse": {"metric": "probability", "threshold": 0.5}}
+    (folder / "results.json").write_text(json.dumps({"plan": plan, "requests": requests, "steps": steps, "flags": flags}))
+    oracles = {str(k): {**{f"r{i}": {"probability": 0.05} for i in range(1, n + 1)}, "utility": {"quick_utility": 0.79}} for k in (5, 10, 15)}
+    (folder / "references.json").write_text(json.dumps({"target": {"utility": {"quick_utility": 0.8}}, "oracles": oracles, "holdout": {"probability": 0.07}}))
+    summary = {"requests": 5, "probability": 0.15, "oracle_probability": 0.05, "holdout_probability": 0.07, "mean_abs_probability_gap": 0.02,
+               "forget_quality_oracle": 0.4, "forget_quality_holdout": 0.3, "same_verdict": 0.8, "oracle_vs_holdout_ks": 0.5}
+    (folder / "holdout_check.json").write_text(json.dumps({"steps": {"5": {"summary": summary, "requests": []}}}))
+    return folder
+
+
+def test_a_long_stream_report_has_a_heatmap_a_relapse_table_and_the_budget(tmp_path: Path) -> None:
+    from unlearnkit.report.data import LONG_RUN
+
+    view = load_run(make_long_run(tmp_path / "run"))
+    assert view.long and len(view.request_ids) >= LONG_RUN
+    # The reference of a request: the first oracle at or after its own step, else the holdout.
+    assert view.reference("r2", "probability") == 0.05
+    view.oracles = {5: view.oracles[5]}
+    assert view.reference("r7", "probability") == 0.07  # no oracle trained without r7: the holdout reference
+    (relapse,) = view.relapses()
+    assert (relapse["request"], relapse["own_step"], relapse["first"], relapse["steps"], relapse["peak"], relapse["peak_step"]) == ("r2", 2, 6, 2, 0.7, 9)
+    assert relapse["baseline"] == pytest.approx(0.12) and relapse["rise"] == pytest.approx(0.58)
+    html = write_report(make_long_run(tmp_path / "again")).read_text()
+    assert 'id="heatmap"' in html and 'id="relapses"' in html and 'id="budget"' in html and 'id="holdout-check"' in html
+    # One heatmap and one mean chart per forget metric instead of a line per request.
+    assert html.count("<svg") == 1 + 1 + 2 and 'data-charts="4"' in html
+    assert "rolled back (step 3, r3)" in html
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (make test installs it with apt-get where it can)")
+def test_chromium_draws_the_long_stream_report(tmp_path: Path) -> None:
+    path = write_report(make_long_run(tmp_path / "run"))
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run([CHROMIUM, *flags, "--dump-dom", path.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    assert 'data-charts="4"' in dom and 'data-drawn="4"' in dom

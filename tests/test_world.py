@@ -18,6 +18,21 @@ def small(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_world(tmp_path_factory.mktemp("small"), seed=3, size="small", num_requests=3)
 
 
+@pytest.fixture(scope="module")
+def stream(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_world(tmp_path_factory.mktemp("stream"), seed=0, size="stream", num_requests=100)
+
+
+@pytest.fixture(params=["small", "stream"])
+def any_world(request: pytest.FixtureRequest) -> Path:
+    return request.getfixturevalue(request.param)
+
+
+# The files made from the world's own seed only (real facts and text come from packages).
+PEOPLE_FILES = ("people.jsonl", "requests.jsonl", "retain.jsonl", "neighbours.jsonl", "holdout.jsonl")
+SMALL_PEOPLE_DIGEST = "2bef6ac015dc4e22fd3a1b69b410591c327acb03fe2a146c0cd00d9779da6ef0"
+
+
 def _all_qa(world) -> list:
     records = [r for q in world.requests for r in [*q.records, *q.probes]]
     records += world.retain + world.neighbours + world.holdout + world.real_facts
@@ -63,8 +78,8 @@ def test_records_carry_the_contract_fields(small: Path) -> None:
         assert set(ATTRIBUTES) <= set(person.attributes)
 
 
-def test_no_leakage_between_splits(small: Path) -> None:
-    world = load_world(small)
+def test_no_leakage_between_splits(any_world: Path) -> None:
+    world = load_world(any_world)
     splits = world.meta["splits"]
     forgotten = [pid for q in world.requests for pid in splits[q.id]]
     assert len(forgotten) == len(set(forgotten)), "a person in two requests"
@@ -97,8 +112,8 @@ def test_neighbours_are_related_to_forgotten_people_and_holdout_is_not_trained(s
     assert not oracle_final & {p for q in world.requests for p in splits[q.id]}
 
 
-def test_two_hop_probes_resolve_through_the_relation(small: Path) -> None:
-    world = load_world(small)
+def test_two_hop_probes_resolve_through_the_relation(any_world: Path) -> None:
+    world = load_world(any_world)
     probes = [p for q in world.requests for p in q.probes]
     assert probes
     for probe in probes:
@@ -112,8 +127,8 @@ def test_two_hop_probes_resolve_through_the_relation(small: Path) -> None:
         assert hop.answer == via.name
 
 
-def test_relations_are_consistent(small: Path) -> None:
-    world = load_world(small)
+def test_relations_are_consistent(any_world: Path) -> None:
+    world = load_world(any_world)
     for person in world.people.values():
         for kind, other_id in person.relations.items():
             other = world.people[other_id]
@@ -131,6 +146,33 @@ def test_real_facts_and_general_text(small: Path) -> None:
         assert capitals["What is the capital of France?"] == "Paris"
     assert all(r.meta["split"] == "real" for r in world.real_facts)
     assert all(r.kind == "passage" and len(r.text.split()) >= 40 for r in world.general_text)
+
+
+def test_the_stream_world_has_one_person_per_request_and_fewer_facts(stream: Path) -> None:
+    import hashlib
+
+    world = load_world(stream)
+    splits = world.meta["splits"]
+    assert len(world.requests) == 100 and all(len(splits[q.id]) == 1 for q in world.requests)
+    assert (len(splits["neighbours"]), len(splits["retain"]), len(splits["holdout"])) == (20, 10, 16)
+    assert len({p.name for p in world.people.values()}) == len(world.people) == 146  # beyond the 60 listed surnames
+    told = {"birthplace", "profession", "work"}
+    for request in world.requests:
+        facts = [r for r in request.records if r.kind == "qa"]
+        assert {r.meta["attribute"] for r in facts} - told == set(world.people[splits[request.id][0]].relations)
+        assert len(facts) == 4 and sum(r.kind == "passage" for r in request.records) == 1
+        assert {p.meta["attribute"] for p in request.probes} <= told  # 2-hop only through taught facts
+    for person in world.people.values():
+        bio = next(r for r in [*world.retain, *world.neighbours, *world.holdout, *(x for q in world.requests for x in q.records)]
+                   if r.kind == "passage" and r.meta["person"] == person.id).passage_text
+        assert person.attributes["birthplace"] in bio and person.attributes["work"] in bio
+        assert person.attributes["alma_mater"] not in bio and person.attributes["employer"] not in bio
+        assert len(bio.split()) < 90
+    # The stream size changes no other world: the small world's people and records are what they
+    # were before it existed (prepared models are cached by their exact training examples).
+    small = build_world(stream.parent / "small-digest", seed=0, size="small", num_requests=3)
+    digest = hashlib.sha256(b"".join((small / name).read_bytes() for name in PEOPLE_FILES)).hexdigest()
+    assert digest == SMALL_PEOPLE_DIGEST
 
 
 def test_sizes_and_request_count(tmp_path: Path) -> None:

@@ -7,11 +7,11 @@ requests:                       # applied in this order
   - world: runs/world           # every forget request of a built-in world
   - examples/requests.jsonl     # or request files
   - submitted: true             # then the requests submitted to `unlearnkit serve` (last only)
-coalesce: 1                     # requests applied together in one step (docs/service.md)
+coalesce: 1                     # requests applied together in one step (each still measured on its own)
 benchmark: {name: tofu:forget10, data_dir: data/TOFU}  # or a benchmark's request(s) and sets
 retain: [examples/retain.jsonl] # a built-in world adds its retain set by itself
-evaluation: {suite: quick, per_set: 8}
-prepare: true                   # start from the world's target, compare with its oracles
+evaluation: {suite: quick, per_set: 8, earlier: 64, full_every: 25, holdout_reference: true}  # for long streams
+prepare: true                   # start from the world's target, compare with its oracles ({oracles: [25, 50, 100]})
 attacks: []
 output: runs/seq
 seed: 0
@@ -110,6 +110,18 @@ class EvalSpec(Strict):
     lm_eval: list[str] = Field(default_factory=list, description="lm-evaluation-harness tasks after every step (needs unlearnkit[lm-eval])")
     lm_eval_include: Path | None = None  # a folder of task YAMLs of your own
     lm_eval_limit: int | None = Field(None, ge=1, description="questions per lm-eval task")
+    # Long streams (docs/sequential.md, "Evaluation that scales"): besides the new request(s),
+    # measure a seeded rotating sample of earlier requests of about this many records per step
+    # instead of all of them, and everything every `full_every` steps, at oracle steps and at the end.
+    earlier: int | None = Field(None, ge=1, description="records of earlier requests measured per step (default: every earlier request)")
+    full_every: int | None = Field(None, ge=1, description="with `earlier`: measure every request at every N-th step")
+    holdout_reference: bool = Field(False, description="also measure forget quality against the holdout reference (between sparse oracles)")
+
+    @model_validator(mode="after")
+    def _full_every_needs_earlier(self) -> EvalSpec:
+        if self.full_every is not None and self.earlier is None:
+            raise ValueError("'full_every' applies with 'earlier' (without it every step measures every request)")
+        return self
 
 
 class RelapseSpec(Strict):

@@ -181,7 +181,10 @@ def train(
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     per_epoch = math.ceil(len(data) / config.batch_size / config.grad_accum)
     total = config.max_steps or max(1, math.ceil(config.epochs * per_epoch))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config, total))
+    # An objective may lay its schedule out over another number of steps than it runs (SSU's
+    # reference sizes it in micro-batches but steps it per optimiser step).
+    span = objective.schedule_steps(total) if hasattr(objective, "schedule_steps") else total
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config, span))
     model, optimizer = accelerator.prepare(model, optimizer)
     forget_stream = batches(data, config.batch_size, pad_id, config.seed)
     retain_stream = batches(retain, config.retain_batch_size or config.batch_size, pad_id, config.seed + 10_007) if objective.needs_retain and retain else None

@@ -24,10 +24,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from unlearnkit.data.schema import ForgetRequest, Record
 from unlearnkit.data.world import World, load_world
+from unlearnkit.errors import UnlearnkitError
 from unlearnkit.eval.data import EvalData
 from unlearnkit.eval.result import SuiteResult
 from unlearnkit.eval.suites import Entry, Suite, evaluate
@@ -40,7 +41,10 @@ from unlearnkit.training import Example, LengthGroupedFineTune, TrainConfig, Tra
 
 CACHE_VERSION = 2  # bump when the training recipe changes in a way the settings do not show
 
-OracleChoice = Literal["all", "final", "none"]
+# Which oracles to train: one per request ("all"), only the last ("final"), none, or the
+# oracles after the listed numbers of requests (sparse oracles for long streams: [25, 50, 100];
+# between them the runner measures against the holdout reference, docs/sequential.md).
+OracleChoice = Literal["all", "final", "none"] | list[int]
 
 
 def default_train_config() -> TrainConfig:
@@ -69,6 +73,16 @@ class PrepareSettings(BaseModel):
     # model answered 99% of its facts but only 52% of the real facts greedily (base 62%); at 0.6
     # it answers 94% and 62% (bench/README.md, experiment E7).
     finetune_share: float = Field(0.6, gt=0.0, le=1.0)
+
+    @field_validator("oracles")
+    @classmethod
+    def _steps(cls, value: OracleChoice) -> OracleChoice:
+        if isinstance(value, list):
+            if not value or any(t < 1 for t in value):
+                raise ValueError("list the numbers of requests after which to train an oracle, each at least 1 (e.g. [25, 50, 100])")
+            if sorted(set(value)) != value:
+                raise ValueError(f"{value}: list each step once, in increasing order")
+        return value
 
     @model_validator(mode="before")
     @classmethod
@@ -137,11 +151,29 @@ def model_key(base: dict[str, Any], examples: list[Example], fmt: str, settings:
     return digest.hexdigest()[:24]
 
 
+def oracle_steps(oracles: OracleChoice, num_requests: int) -> list[int]:
+    """The numbers t of leading requests each oracle is trained without."""
+    if isinstance(oracles, list):
+        beyond = [t for t in oracles if t > num_requests]
+        if beyond:
+            raise UnlearnkitError(f"prepare: oracles: {beyond[0]} is beyond the world's {num_requests} requests")
+        return list(oracles)
+    return {"all": list(range(1, num_requests + 1)), "final": [num_requests], "none": []}[oracles]
+
+
+def parse_oracles(text: str) -> OracleChoice:
+    """`--oracles`: all, final, none, or step numbers separated by commas (10,25,50,100)."""
+    if text in ("all", "final", "none"):
+        return text  # type: ignore[return-value]
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise UnlearnkitError(f"--oracles '{text}': use all, final, none or step numbers such as 10,25,50,100") from None
+
+
 def _plan(world: World, oracles: OracleChoice) -> list[tuple[str, int]]:
     """(name, number of leading requests removed) of every model to prepare."""
-    k = len(world.requests)
-    steps = {"all": list(range(1, k + 1)), "final": [k], "none": []}[oracles]
-    return [("target", 0), *[(f"oracle-{t}", t) for t in steps]]
+    return [("target", 0), *[(f"oracle-{t}", t) for t in oracle_steps(oracles, len(world.requests))]]
 
 
 def prepare_world(

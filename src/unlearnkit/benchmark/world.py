@@ -4,7 +4,9 @@
 people with eight attributes and a few relations (mentor, sibling, co-author), one QA record per
 fact (with paraphrased questions, a paraphrased answer and wrong answers of the same type), a
 biography passage per person, 2-hop probes about the forgotten people, a real-knowledge QA set
-(from `countryinfo`) and real English text (from files that scikit-learn ships).
+(from `countryinfo`) and real English text (from files that scikit-learn ships). The `stream`
+size, for long request streams, asks about three of the attributes and keeps the biography to
+those facts (`SIZES`).
 
 People are split into K sequential forget requests, **neighbours** (related to forgotten people,
 trained, kept), a **retain** group (trained, kept) and a **holdout** group (never trained).
@@ -38,23 +40,37 @@ PROBES_PER_PERSON = 2
 
 @dataclass(frozen=True)
 class WorldSize:
-    """How many people each group holds (forgotten people per request; the others in total)."""
+    """How many people each group holds (forgotten people per request; the others in total), and
+    how much each person's records tell."""
 
     per_request: int
     retain: int
     holdout: int
     real_countries: int
     general_passages: int
+    # The attributes asked about (a person's relations are always asked) and told in the
+    # biography; the biography is padded to `bio_min_words`, or with 0 holds only the opening
+    # and the sentences of those facts (no closing, no filler).
+    attributes: tuple[str, ...] = tpl.ATTRIBUTES
+    bio_min_words: int = BIO_MIN_WORDS
+    forgotten_per_neighbour: int = 2  # how many forgotten people point to the same neighbour
 
     def neighbours(self, num_forgotten: int) -> int:
-        # Two forgotten people share a neighbour, so a neighbour can be hit by two requests.
-        return max(1, math.ceil(num_forgotten / 2))
+        # With 2, two forgotten people share a neighbour, so a neighbour can be hit by two requests.
+        return max(1, math.ceil(num_forgotten / self.forgotten_per_neighbour))
 
 
 SIZES: dict[str, WorldSize] = {
     "tiny": WorldSize(per_request=1, retain=2, holdout=2, real_countries=6, general_passages=4),
     "small": WorldSize(per_request=2, retain=4, holdout=6, real_countries=30, general_passages=16),
     "medium": WorldSize(per_request=5, retain=20, holdout=15, real_countries=42, general_passages=20),
+    # Long request streams (`--size stream --requests 100`, docs/benchmark.md "The stream world"):
+    # one person per request, 3 facts per person plus the relation to a neighbour and a
+    # biography of those facts only (about 260 tokens a person against 620 in `small`), one
+    # neighbour per 5 forgotten people. Every prepared model trains on every kept person, so
+    # tokens per person times people times models is what the 2-hour cold budget pays for.
+    "stream": WorldSize(per_request=1, retain=10, holdout=16, real_countries=30, general_passages=16,
+                        attributes=("birthplace", "profession", "work"), bio_min_words=0, forgotten_per_neighbour=5),
 }
 
 
@@ -99,12 +115,18 @@ class _Draw:
         rng.shuffle(self.titles)
         self.surnames = list(pools.SURNAMES)
         rng.shuffle(self.surnames)
+        self.spent: set[str] = set()
         self.used_names: set[str] = set()
 
     def surname(self) -> str:
+        if not self.surnames:  # a large world: invented compound surnames, drawn only once needed
+            self.surnames = [n for n in pools.compound_surnames() if n not in pools.SURNAMES and n not in self.spent]
+            self.rng.shuffle(self.surnames)
         if not self.surnames:
             raise UnlearnkitError("world: out of surnames (use a smaller size)")
-        return self.surnames.pop()
+        name = self.surnames.pop()
+        self.spent.add(name)
+        return name
 
     def first_name(self, gender: str, surname: str) -> str:
         pool = pools.FEMALE_FIRST if gender == "female" else pools.MALE_FIRST
@@ -217,9 +239,10 @@ def _qa(rng: random.Random, rid: str, template: tpl.FactTemplate, slots: dict[st
     )
 
 
-def _fact_records(rng: random.Random, person: Person, by_id: dict[str, Person], people: list[Person]) -> list[Record]:
+def _fact_records(rng: random.Random, person: Person, by_id: dict[str, Person], people: list[Person],
+                  attributes: tuple[str, ...] = tpl.ATTRIBUTES) -> list[Record]:
     records = []
-    facts = [(a, person.attributes[a]) for a in tpl.ATTRIBUTES]
+    facts = [(a, person.attributes[a]) for a in attributes]
     facts += [(kind, by_id[target].name) for kind, target in sorted(person.relations.items())]
     for attribute, value in facts:
         wrong = _wrong_answers(rng, attribute, value, person, people)
@@ -228,11 +251,13 @@ def _fact_records(rng: random.Random, person: Person, by_id: dict[str, Person], 
     return records
 
 
-def _two_hop_records(rng: random.Random, person: Person, by_id: dict[str, Person], people: list[Person]) -> list[Record]:
+def _two_hop_records(rng: random.Random, person: Person, by_id: dict[str, Person], people: list[Person],
+                     attributes: tuple[str, ...] = tpl.ATTRIBUTES) -> list[Record]:
     records = []
+    asked = sorted(a for a in tpl.TWO_HOP if a in attributes)  # only what the target was taught
     for kind, target_id in sorted(person.relations.items()):
         target = by_id[target_id]
-        for attribute in rng.sample(sorted(tpl.TWO_HOP), PROBES_PER_PERSON):
+        for attribute in rng.sample(asked, min(PROBES_PER_PERSON, len(asked))):
             value = target.attributes[attribute]
             rel = tpl.RELATION_PHRASES[kind]
             slots = {**_slots(person, value), "rel": rel, "rel_cap": rel.capitalize()}
@@ -242,32 +267,34 @@ def _two_hop_records(rng: random.Random, person: Person, by_id: dict[str, Person
     return records
 
 
-def biography(rng: random.Random, person: Person, by_id: dict[str, Person]) -> str:
-    """A 150+ word passage built from the person's facts with varied sentence templates."""
+def biography(rng: random.Random, person: Person, by_id: dict[str, Person],
+              attributes: tuple[str, ...] = tpl.ATTRIBUTES, min_words: int = BIO_MIN_WORDS) -> str:
+    """A passage built from the person's facts with varied sentence templates: the opening, a
+    sentence per told attribute and relation, then (with `min_words`) a closing sentence and
+    fillers up to that many words."""
     slots = {**_slots(person), **person.attributes}
     slots["a_profession"] = _article(person.attributes["profession"])
     related = {kind: by_id[target].name for kind, target in person.relations.items()}
     slots.update(related)
-    sections: list[tuple[str, ...]] = [tpl.BIO_OPENING, tpl.BIO_CHILDHOOD]
-    if "sibling" in related:
-        sections.append(tpl.BIO_SIBLING)
-    sections.append(tpl.BIO_SCHOOL)
-    if "mentor" in related:
-        sections.append(tpl.BIO_MENTOR)
-    sections += [tpl.BIO_CAREER, tpl.BIO_EMPLOYER, tpl.BIO_WORK]
-    if "coauthor" in related:
-        sections.append(tpl.BIO_COAUTHOR)
-    sections.append(tpl.BIO_AWARD)
+    told = set(attributes)
+    sections: list[tuple[str, ...]] = [tpl.BIO_OPENING]
+    for attribute, options in (("mother", tpl.BIO_CHILDHOOD), ("sibling", tpl.BIO_SIBLING), ("alma_mater", tpl.BIO_SCHOOL),
+                               ("mentor", tpl.BIO_MENTOR), ("profession", tpl.BIO_CAREER), ("employer", tpl.BIO_EMPLOYER),
+                               ("work", tpl.BIO_WORK), ("coauthor", tpl.BIO_COAUTHOR), ("award", tpl.BIO_AWARD)):
+        if attribute in told or attribute in related:
+            sections.append(options)
     sentences = [rng.choice(options).format(**slots) for options in sections]
+    if not min_words:
+        return " ".join(sentences)
     closing = rng.choice(tpl.BIO_CLOSING).format(**slots)
     extras = iter(tpl.BIO_EXTRA)
-    while len(" ".join([*sentences, closing]).split()) < BIO_MIN_WORDS:
+    while len(" ".join([*sentences, closing]).split()) < min_words:
         sentences.append(next(extras).format(**slots))
     return " ".join([*sentences, closing])
 
 
-def _bio_record(rng: random.Random, person: Person, by_id: dict[str, Person]) -> Record:
-    words = biography(rng, person, by_id).split(" ")
+def _bio_record(rng: random.Random, person: Person, by_id: dict[str, Person], size: WorldSize) -> Record:
+    words = biography(rng, person, by_id, size.attributes, size.bio_min_words).split(" ")
     cut = len(words) // 3  # first third is the prompt, the rest the continuation to reproduce
     return Record(
         id=f"{person.id}-bio",
@@ -290,7 +317,7 @@ def build_world(out_dir: str | Path, seed: int = 0, size: str = "small", num_req
     rng = random.Random(seed)
     people, relations = _make_people(rng, spec, num_requests)
     by_id = {p.id: p for p in people}
-    per_person = {p.id: [*_fact_records(rng, p, by_id, people), _bio_record(rng, p, by_id)] for p in people}
+    per_person = {p.id: [*_fact_records(rng, p, by_id, people, spec.attributes), _bio_record(rng, p, by_id, spec)] for p in people}
 
     def group(split: str) -> list[Record]:
         return [r for p in people if p.split == split for r in per_person[p.id]]
@@ -301,7 +328,7 @@ def build_world(out_dir: str | Path, seed: int = 0, size: str = "small", num_req
             received_at=FIRST_REQUEST_AT + timedelta(days=7 * (k - 1)),
             kind="privacy",
             records=group(f"r{k}"),
-            probes=[r for p in people if p.split == f"r{k}" for r in _two_hop_records(rng, p, by_id, people)],
+            probes=[r for p in people if p.split == f"r{k}" for r in _two_hop_records(rng, p, by_id, people, spec.attributes)],
             meta={"people": [p.id for p in people if p.split == f"r{k}"]},
         )
         for k in range(1, num_requests + 1)

@@ -28,6 +28,20 @@ SURNAMES = (
     "Vellacourt", "Whitlowe", "Yewbrook", "Ashcombe-Vane", "Brindlemoor", "Crestavel", "Dunmorrow",
     "Everholt", "Foxenby", "Glassmire", "Hollinsgard", "Kestervane", "Lindenhurst", "Mallowen", "Northcliffe-Ray",
 )
+# Stems and endings of invented compound surnames, used once SURNAMES runs out (the stream world
+# has about 130 families).
+SURNAME_STEMS = (
+    "Ald", "Bram", "Corr", "Dell", "Fen", "Gell", "Harr", "Kess", "Mell", "Oss", "Quen", "Rav",
+    "Sel", "Torv", "Vell", "Wend",
+)
+SURNAME_ENDINGS = ("aby", "combe", "dane", "hollow", "ingham", "marsh", "orne", "ridge", "stead", "thorn", "vane", "wyck")
+
+
+def compound_surnames() -> list[str]:
+    """Every stem + ending, in a fixed order (the world shuffles them with its seed)."""
+    return [f"{stem}{ending}" for stem in SURNAME_STEMS for ending in SURNAME_ENDINGS]
+
+
 # Invented towns.
 CITIES = (
     "Veltmoor", "Ostragard", "Kellbridge", "Marrowick", "Sundholm", "Tavisport", "Lindqvar", "Brennhaven",

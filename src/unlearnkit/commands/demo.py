@@ -12,7 +12,7 @@ from unlearnkit.commands._options import SeedOpt, SetOpt, bounded, check_models,
 
 def demo_command(
     out: Annotated[Path, typer.Option("--out", help="run folder")] = Path("runs/demo"),
-    size: Annotated[Literal["tiny", "small", "medium"], typer.Option(help="world size: tiny, small or medium")] = "small",
+    size: Annotated[Literal["tiny", "small", "medium", "stream"], typer.Option(help="world size: tiny, small, medium or stream")] = "small",
     seed: SeedOpt = 0,
     method: Annotated[str | None, typer.Option(help="method name instead of the default")] = None,
     sets: SetOpt = None,

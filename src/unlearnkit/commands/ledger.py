@@ -62,10 +62,11 @@ def print_ledger(run: Path, metric: str = "probability", long: bool = False) -> 
     ledger = Ledger(path)
     requests = ledger.requests()
     table = Table(title=f"requests ({path})")
-    for column in ("#", "id", "kind", "received", "sha256", "records", "status"):
+    for column in ("#", "id", "kind", "received", "sha256", "records", "status", "step"):
         table.add_column(column)
-    for r in requests:
-        table.add_row(str(r["position"]), r["id"], r["kind"], r["received_at"][:19], r["sha256"][:12], str(r["records"]), r["status"])
+    for r in requests:  # `step`: the step that applied it (several share one when coalesced)
+        table.add_row(str(r["position"]), r["id"], r["kind"], r["received_at"][:19], r["sha256"][:12], str(r["records"]), r["status"],
+                      "-" if r["step"] is None else str(r["step"]))
     console.print(table)
 
     steps = ledger.steps()

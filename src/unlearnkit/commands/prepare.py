@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
@@ -16,7 +17,7 @@ from unlearnkit.errors import UnlearnkitError
 def prepare_command(
     world: Annotated[Path, typer.Option("--world", "-w", help="a folder written by `unlearnkit world`")],
     model: ModelOpt = "default",
-    oracles: Annotated[str, typer.Option(help="all (one per request), final (only oracle K, when time is short) or none")] = "all",
+    oracles: Annotated[str, typer.Option(help="all (one per request), final (only oracle K, when time is short), none, or the steps that get one: 25,50,100")] = "all",
     lora: Annotated[int, typer.Option(callback=bounded(0, 4096), help="LoRA rank; 0 means full fine-tuning")] = 0,
     lr: Annotated[float | None, typer.Option(callback=bounded(0, 1, low_open=True), help="learning rate (default: the measured recipe)")] = None,
     epochs: Annotated[float | None, typer.Option(callback=bounded(0, 10_000, low_open=True), help="epochs over the trained records")] = None,
@@ -29,15 +30,14 @@ def prepare_command(
     json_out: Annotated[Path | None, typer.Option("--json", help="write the model paths (and the check) here")] = None,
 ) -> None:
     """Fine-tune the base model on the world (target) and without requests 1..t (oracles); cached."""
-    from unlearnkit.benchmark.prepare import PrepareSettings, check_quality, prepare_world
+    from unlearnkit.benchmark.prepare import PrepareSettings, check_quality, parse_oracles, prepare_world
     from unlearnkit.data.world import load_world
     from unlearnkit.files import write_json
     from unlearnkit.models.stack import load_subject
 
     console = Console()
     check_json_out(json_out, world)
-    if oracles not in ("all", "final", "none"):
-        raise UnlearnkitError(f"--oracles '{oracles}': use all, final or none")
+    choice = parse_oracles(oracles)
     if lora < 0:
         raise UnlearnkitError(f"--lora {lora}: a rank is at least 1 (or 0 for full fine-tuning)")
     if precision not in ("auto", "float32", "bfloat16"):
@@ -47,7 +47,10 @@ def prepare_command(
     load_world(world)  # a missing or malformed world: one line before any model loads
     lora_settings = {"r": lora, "lora_alpha": 2 * lora} if lora else None
     share = {} if finetune_share is None else {"finetune_share": finetune_share}
-    settings = PrepareSettings(oracles=oracles, lora=lora_settings, precision=precision, **share)  # type: ignore[arg-type]
+    try:
+        settings = PrepareSettings(oracles=choice, lora=lora_settings, precision=precision, **share)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise UnlearnkitError(f"--oracles '{oracles}': {exc.errors()[0]['msg'].removeprefix('Value error, ')}") from None
     for name, value in (("lr", lr), ("epochs", epochs), ("batch_size", batch_size)):
         if value is not None:
             if value <= 0:

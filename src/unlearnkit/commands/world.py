@@ -15,7 +15,7 @@ from unlearnkit.commands._options import bounded
 def world_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="folder to write the world into")],
     seed: Annotated[int, typer.Option(callback=bounded(0, 2**63 - 1), help="the same seed and size give byte-identical files")] = 0,
-    size: Annotated[Literal["tiny", "small", "medium"], typer.Option(help="tiny, small or medium")] = "small",
+    size: Annotated[Literal["tiny", "small", "medium", "stream"], typer.Option(help="tiny, small, medium, or stream (one person per request, for long streams: --requests 100)")] = "small",
     requests: Annotated[int, typer.Option("--requests", "-k", callback=bounded(1, 1000), help="number of sequential forget requests")] = 3,
 ) -> None:
     """Write a fictitious world: people, K forget requests, retain, neighbours, holdout, real facts, general text."""

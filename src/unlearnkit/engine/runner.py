@@ -7,6 +7,11 @@ requests together, as one request whose records are theirs):
     ->  evaluate requests 1..t, retain, utility (+ oracle t)  ->  metric rows (one commit)
     ->  housekeeping: status, purge of the request text, pruning of old checkpoints
 
+Every request is measured on its own scope, coalesced or not. With `evaluation.earlier` a step
+measures its own requests and a rotating sample of earlier ones (`engine.rotation`), and every
+request at full steps (`full_every`, oracle steps, the last step); with a holdout set, forget
+quality is also measured against the holdout reference (`eval.holdout`).
+
 Resume: run the same plan again. Steps with a committed ledger row are skipped; a checkpoint
 without a row (a crash between rename and commit) is deleted and its step redone from the
 previous checkpoint; a step without metrics is evaluated again; housekeeping is idempotent.
@@ -14,8 +19,9 @@ Every step reseeds torch with `seed + step`, so a redone step gives the same wei
 
 After the last step, the final stages (plan key `final`), each cached in the run folder so a
 rerun only does what is missing: `results.json`; `references.json` (the suite on the start model
-and on every oracle, the report's reference lines); `attacks.json` (attacks on the last step's
-model, with the target and the last oracle under the same attacks); `report.html`.
+and on every oracle, the report's reference lines) and `holdout_check.json` (the holdout
+reference beside each oracle); `attacks.json` (attacks on the last step's model, with the
+target and the last oracle under the same attacks); `report.html`.
 
 Requests come from the plan's sources in order; with `submitted: true` last, also from the
 ledger: requests appended by `unlearnkit serve` (text in `requests/<id>.jsonl`) follow the
@@ -33,6 +39,7 @@ Run folder:
     eval/step-NNN.json         the full SuiteResult of each step (per item values included)
     eval/step-NNN/             the same in open-unlearning's layout (<NAME>_EVAL.json, _SUMMARY.json)
     eval/reference-*.json      the suite on the target and each oracle (final stage)
+    eval/holdout-reference.json  the target on the holdout people (eval.holdout)
 """
 
 from __future__ import annotations
@@ -55,11 +62,12 @@ from unlearnkit.data.schema import ForgetRequest, Record
 from unlearnkit.engine.checkpoints import Checkpoints
 from unlearnkit.engine.faults import arm_training_crash, crash_point
 from unlearnkit.engine.ledger import Ledger, now
+from unlearnkit.engine.rotation import schedule
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.eval.data import RECORD_ROLES, EvalData
 from unlearnkit.eval.interop import write_ou_logs
 from unlearnkit.eval.result import SuiteResult
-from unlearnkit.eval.sequential import relapsed
+from unlearnkit.eval.sequential import holdout_agreement, relapsed
 from unlearnkit.files import remove_path, write_json, write_text
 from unlearnkit.methods.base import Method, UnlearnContext, get_method
 from unlearnkit.models.loading import check_source
@@ -86,11 +94,12 @@ class Run:
     data: EvalData  # retain, holdout and utility sets (requests are added per step)
     start_model: str  # the plan's model, or the prepared target of a built-in world
     oracles: dict[int, Path] = field(default_factory=dict)  # k -> retrain oracle without the world's first k requests
-    world_ids: list[str] = field(default_factory=list)  # the world's request ids, in order (for the oracles)
     planned: int = 0  # how many of `requests` come from the plan's own sources
     train_retain: list[Record] = field(default_factory=list)  # what unlearning keeps, where it is not the measured retain set
+    world_ids: list[str] = field(default_factory=list)  # the world's request ids, in order (for the oracles)
     _start: Subject | None = None
     _known: list[Record] | None = None
+    _holdout: SuiteResult | None = None
 
     def start_subject(self) -> Subject:
         """The model before any request (what attacks measure recovery against), loaded once."""
@@ -104,6 +113,24 @@ class Run:
         if self._known is None:
             self._known = known_facts(self.start_subject(), source=self.start_model) if self.plan.guard.collateral else []
         return self._known
+
+    def holdout_reference(self) -> SuiteResult | None:
+        """The start model on the holdout people (`eval.holdout`), computed once and kept in
+        `eval/holdout-reference.json`; None unless the plan asks for it
+        (`evaluation.holdout_reference`) and has holdout questions."""
+        if not self.plan.evaluation.holdout_reference:
+            return None
+        path = self.folder / "eval" / "holdout-reference.json"
+        if self._holdout is None and path.exists():
+            self._holdout = SuiteResult.load(path)
+        if self._holdout is None and any(r.kind == "qa" for r in self.data.holdout):
+            from unlearnkit.eval.holdout import holdout_reference
+
+            console.print("[bold]holdout reference[/bold]: the start model on the holdout people")
+            self._holdout = holdout_reference(plan_suite(self.plan), self.start_subject(), self.data.holdout)
+            if self._holdout is not None:
+                self._holdout.save(path)
+        return self._holdout
 
     def say(self, step: int, text: str, group: list[ForgetRequest] | None = None) -> None:
         """A progress line; `group` for a step not committed yet (the ledger knows the others)."""
@@ -129,12 +156,27 @@ class Run:
         ids = [r.id for r in self.requests if steps.get(r.id, step + 1) <= step]
         return self.oracles.get(len(ids)) if ids == self.world_ids[: len(ids)] else None
 
+    def measured(self, step: int) -> tuple[list[ForgetRequest], bool]:
+        """The requests the evaluation after `step` measures (its own, then the earlier ones the
+        rotation picks, in ledger order) and whether the step measures every request."""
+        spec, own = self.plan.evaluation, self.ledger.request_steps()
+        applied = {rid: s for rid, s in own.items() if s <= step}
+        last = len(own) == len(self.requests) and step == max(own.values(), default=0)
+        full_steps = {t for t in range(1, step + 1) if self.oracle_for(t) is not None or (spec.full_every and t % spec.full_every == 0)}
+        if last:
+            full_steps.add(step)
+        per_set = spec.per_set if spec.per_set is not None else plan_suite(self.plan).per_set
+        items = {r.id: len(r.records) for r in EvalData(requests=self.through(step)).limited(per_set).requests}
+        earlier = set(schedule(applied, items, spec.earlier, full_steps, self.plan.seed, step)[step])
+        return [r for r in self.through(step) if applied[r.id] == step or r.id in earlier], step in full_steps or spec.earlier is None
+
 
 def run_plan(plan: Plan) -> Path:
     """Apply every request of the plan in order (resuming a killed run); returns the run folder."""
     check_source(plan.model)  # before the run folder exists: a wrong model writes nothing
     with _run_folder(plan.output):
         run = open_run(plan)
+        prepare_references(run)
         subject = resume(run)
         methods = plan_methods(plan)
         while group := next_group(run):
@@ -162,6 +204,18 @@ def resume(run: Run) -> Subject:
             evaluate_step(run, row.step, subject if row.step == len(done) else load_step(run, row.step))
         finish_step(run, row.step)
     return subject
+
+
+def prepare_references(run: Run) -> None:
+    """What the steps compare with and is the same for all of them, computed (or read back) once
+    before the first: the holdout reference and, for the guard, the facts the start model knows.
+    So no step's timings carry this one-off cost (a finished run has nothing left to compute)."""
+    unevaluated = any(not s.evaluated for s in run.ledger.steps())
+    pending = len(run.ledger.request_steps()) < len(run.requests)
+    if unevaluated or pending:
+        run.holdout_reference()
+    if pending and run.plan.guard.enabled:
+        run.known_facts()
 
 
 def plan_methods(plan: Plan) -> list[Method]:
@@ -227,9 +281,11 @@ def unlearn_step(run: Run, step: int, group: list[ForgetRequest], subject: Subje
     request = coalesced(group)
     started, tick = now(), time.perf_counter()
     torch.manual_seed(run.plan.seed + step)  # LoRA dropout and friends: a redone step repeats exactly
-    # Real-knowledge questions tell a guardrail what it must keep answering (its calibration).
+    # Real-knowledge questions tell a guardrail what it must keep answering (its calibration);
+    # earlier requests and never-trained records are there for stream recipes (`npo_replay`).
     context = UnlearnContext(retain=run.train_retain or run.data.retain, seed=run.plan.seed + step, lora=run.plan.lora,
-                             extras={"utility": run.data.real_facts})
+                             extras={"utility": run.data.real_facts},
+                             earlier=[x for r in run.through(step - 1) for x in r.records], control=run.data.holdout)
     guard, data = run.plan.guard, run.data
     probes = None
     if guard.enabled:
@@ -256,14 +312,19 @@ def unlearn_step(run: Run, step: int, group: list[ForgetRequest], subject: Subje
 
 
 def evaluate_step(run: Run, step: int, subject: Subject) -> None:
-    """Every request so far, retain, utility (+ oracle); metric rows and flags in one commit."""
+    """The step's requests, earlier ones (all, or the rotation's sample), retain, utility
+    (+ oracle, + holdout reference); metric rows and flags in one commit."""
     tick = time.perf_counter()
-    data = replace(run.data, requests=run.through(step))
+    measured, full = run.measured(step)
+    data = replace(run.data, requests=measured)
     oracle_path = run.oracle_for(step)
     oracle = load(run, oracle_path) if oracle_path is not None else None
-    run.say(step, f"evaluate ({run.plan.evaluation.suite}: {len(data.requests)} requests, retain, utility{', oracle' if oracle else ''})")
-    result = suite_evaluate(run.plan, subject, data, oracle)
+    applied = len(run.through(step))
+    run.say(step, f"evaluate ({run.plan.evaluation.suite}: {len(measured)} of {applied} requests{'' if full else ' (rotation)'}, "
+                  f"retain, utility{', oracle' if oracle else ''})")
+    result = suite_evaluate(run.plan, subject, data, oracle, run.holdout_reference())
     rows: Rows = [(r.scope, r.metric, r.value) for r in result.rows]
+    rows += evaluation_rows(result, len(measured), len(measured) - len(run.group(step)), full)
     for name in run.plan.attacks:
         run.say(step, f"attack ({name})")
         rows += run_attack(name, subject, data, target=run.start_subject(), oracle=oracle)
@@ -274,6 +335,15 @@ def evaluate_step(run: Run, step: int, subject: Subject) -> None:
     for request_id, _, metric, value, threshold in flags:
         run.say(step, f"[yellow]relapse: {request_id} {metric} = {value:.3f} is above {threshold} again[/yellow]")
     run.ledger.record_evaluation(step, rows, time.perf_counter() - tick, flags)
+
+
+def evaluation_rows(result: SuiteResult, requests: int, earlier: int, full: bool) -> Rows:
+    """What the step's evaluation cost, as rows of scope `evaluation`: requests measured (and
+    of those, earlier ones), whether every request was, and the items the suite scored and
+    generated (forward passes after sharing: the measure of cost that seconds are not)."""
+    return [("evaluation", "requests", float(requests)), ("evaluation", "earlier", float(earlier)), ("evaluation", "full", float(full)),
+            ("evaluation", "score_items", float(result.passes.get("score_computed", 0))),
+            ("evaluation", "generations", float(result.passes.get("generate_computed", 0)))]
 
 
 def finish_step(run: Run, step: int) -> None:
@@ -300,15 +370,23 @@ def finish_step(run: Run, step: int) -> None:
 
 
 # -- evaluation adaptors (the only code that knows the eval API) --------------------------------
-def suite_evaluate(plan: Plan, subject: Subject, data: EvalData, oracle: Subject | None) -> Any:
-    from unlearnkit.eval.suites import evaluate, get_suite, with_max_new_tokens
+def plan_suite(plan: Plan) -> Any:
+    """The plan's suite with its per-set cut and generation cap."""
+    from unlearnkit.eval.suites import get_suite, with_max_new_tokens
 
     suite = get_suite(plan.evaluation.suite)
     if plan.evaluation.per_set is not None:
         suite = replace(suite, per_set=plan.evaluation.per_set)
     if plan.evaluation.max_new_tokens is not None:
         suite = with_max_new_tokens(suite, plan.evaluation.max_new_tokens)
-    result = evaluate(suite, subject, data, oracle)
+    return suite
+
+
+def suite_evaluate(plan: Plan, subject: Subject, data: EvalData, oracle: Subject | None, holdout: SuiteResult | None = None) -> Any:
+    from unlearnkit.eval.suites import evaluate
+
+    suite = plan_suite(plan)
+    result = evaluate(suite, subject, data, oracle, holdout=holdout)
     if plan.evaluation.lm_eval:
         from unlearnkit.eval.lm_eval import add_lm_eval, run_lm_eval
 
@@ -349,13 +427,18 @@ def relapses(run: Run, step: int, rows: Rows) -> list[tuple[str, str, str, float
 def plan_fingerprint(plan: Plan) -> str:
     """The plan as canonical JSON, what a resumed run must match. `service` is left out (how the
     service runs, not what is applied), and so are keys added after runs existed while they keep
-    their defaults (`coalesce: 1`, `submitted: false`), so an older run still resumes."""
+    their defaults (`coalesce: 1`, `submitted: false`, `evaluation.earlier` and
+    `evaluation.full_every` unset, `evaluation.holdout_reference: false`), so an older run still
+    resumes."""
     data = plan.model_dump(mode="json", exclude={"source", "service"})
     if data["coalesce"] == 1:
         del data["coalesce"]
     for source in data["requests"]:
         if not source["submitted"]:
             del source["submitted"]
+    for key, default in (("earlier", None), ("full_every", None), ("holdout_reference", False)):
+        if data["evaluation"][key] == default:
+            del data["evaluation"][key]
     return json.dumps(data, sort_keys=True)
 
 
@@ -389,8 +472,8 @@ def open_run(plan: Plan) -> Run:
     if plan.prepare is not None:
         start_model, oracles, world_ids = _prepared(plan, worlds[0])
     checkpoints = Checkpoints(folder / "checkpoints", plan.checkpoints.keep)
-    run = Run(plan, folder, ledger, checkpoints, requests, data, start_model, oracles, world_ids, planned=len(requests),
-              train_retain=train_retain)
+    run = Run(plan, folder, ledger, checkpoints, requests, data, start_model, oracles, planned=len(requests),
+              train_retain=train_retain, world_ids=world_ids)
     refresh_submitted(run)
     return run
 
@@ -524,6 +607,7 @@ def final_stages(run: Run, last: Subject) -> None:
         return
     if final.references:
         write_references(run)
+        write_holdout_check(run)
     if final.attacks:
         write_attacks(run, last)
     if final.report:
@@ -563,7 +647,37 @@ def write_references(run: Run) -> Path:
     target = _reference_eval(run, "target", run.start_model)
     paths = {s.step: run.oracle_for(s.step) for s in run.ledger.steps()}
     oracles = {step: _reference_eval(run, f"oracle-{step:03d}", path).aggregates() for step, path in paths.items() if path is not None}
-    return write_json(run.folder / "references.json", {"suite": run.plan.evaluation.suite, "target": target.aggregates(), "oracles": oracles})
+    payload: dict[str, Any] = {"suite": run.plan.evaluation.suite, "target": target.aggregates(), "oracles": oracles}
+    holdout = run.holdout_reference()
+    if holdout is not None:
+        payload["holdout"] = holdout.aggregates().get("holdout", {})
+    return write_json(run.folder / "references.json", payload)
+
+
+def write_holdout_check(run: Run) -> Path | None:
+    """`holdout_check.json`: at every step with an oracle, the holdout reference beside the
+    oracle for each request applied so far (`eval.sequential.holdout_agreement`), printed."""
+    holdout = run.holdout_reference()
+    if holdout is None:
+        return None
+    steps = {}
+    for row in run.ledger.steps():
+        path = run.folder / "eval" / f"reference-oracle-{row.step:03d}.json"
+        if run.oracle_for(row.step) is None or not path.exists():
+            continue
+        measured = SuiteResult.load(run.folder / "eval" / f"step-{row.step:03d}.json")
+        ids = [r.id for r in run.through(row.step)]
+        steps[row.step] = holdout_agreement(ids, measured, SuiteResult.load(path), holdout)
+    if not steps:
+        return None
+    for step, check in steps.items():
+        summary = check["summary"]
+        console.print(f"[bold]holdout reference vs oracle[/bold] after step {step} ({summary['requests']} requests): "
+                      f"forget probability oracle {summary['oracle_probability']:.3f} vs holdout {summary['holdout_probability']:.3f} "
+                      f"(mean |difference| {summary['mean_abs_probability_gap']:.3f}); forget quality vs oracle "
+                      f"{summary['forget_quality_oracle']:.3f}, vs holdout {summary['forget_quality_holdout']:.3f}; "
+                      f"same pass/fail at 0.05: {summary['same_verdict']:.0%}")
+    return write_json(run.folder / "holdout_check.json", {"steps": steps})
 
 
 def write_attacks(run: Run, last_subject: Subject) -> Path:

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from unlearnkit.data.schema import ForgetRequest, Record
+
+from unlearnkit.eval import primitives as P
 from unlearnkit.eval.data import EvalData
 from unlearnkit.eval.result import SuiteResult
-from unlearnkit.eval.suites import Oracle, Suite, evaluate
+from unlearnkit.eval.suites import HOLDOUT_SCOPE, HOLDOUT_SUFFIX, Oracle, Suite, evaluate, holdout_ratios_row
 from unlearnkit.models.subject import Subject
 
 Table = dict[str, list[float | None]]  # row name -> one value per step
@@ -82,6 +85,61 @@ def relapse_flags(
                 assert baseline is not None and value is not None
                 flags.append(Relapse(rid, metric, step, value, baseline))
     return flags
+
+
+QUALITY_PASS = 0.05  # forget quality at or above this: the KS test cannot tell the model from its reference
+
+
+def holdout_agreement(requests: Sequence[str], measured: SuiteResult, oracle: SuiteResult, holdout: SuiteResult) -> dict[str, Any]:
+    """The holdout reference beside a real oracle, after a step that has one (eval.holdout).
+
+    Per request: the forget probability of the unlearned model, of the oracle (`oracle`: the
+    suite on the oracle model) and of the holdout reference; forget quality against the oracle
+    and against the holdout reference (rows of `measured`, the step's suite result); and the KS
+    p-value of the oracle's own truth ratios against the holdout reference's (how alike the two
+    references are). The summary has their means and the share of requests on which both forget
+    qualities give the same pass/fail at 0.05.
+    """
+    quality = next((r.metric.removesuffix(HOLDOUT_SUFFIX) for r in measured.rows if r.metric.endswith(HOLDOUT_SUFFIX)), "forget_quality")
+    reference_ratios = holdout.result(HOLDOUT_SCOPE, holdout_ratios_row(quality))
+    holdout_probability = holdout.value(HOLDOUT_SCOPE, "probability")
+    rows = []
+    for rid in requests:
+        theirs = oracle.result(rid, "truth_ratio")
+        ours = [v for v in theirs.per_item.values() if v is not None] if theirs is not None else []
+        reference = [v for v in reference_ratios.per_item.values() if v is not None] if reference_ratios is not None else []
+        alike = P.forget_quality(ours, reference) if ours and reference else None
+        rows.append({
+            "request": rid,
+            "probability": measured.value(rid, "probability"),
+            "oracle_probability": oracle.value(rid, "probability"),
+            "holdout_probability": holdout_probability,
+            "forget_quality_oracle": measured.value(rid, quality),
+            "forget_quality_holdout": measured.value(rid, quality + HOLDOUT_SUFFIX),
+            "oracle_vs_holdout_ks": alike,
+        })
+
+    def mean(key: str) -> float | None:
+        values = [r[key] for r in rows if r[key] is not None]
+        return sum(values) / len(values) if values else None
+
+    gaps = [abs(r["oracle_probability"] - r["holdout_probability"]) for r in rows
+            if r["oracle_probability"] is not None and r["holdout_probability"] is not None]
+    pairs = [(r["forget_quality_oracle"], r["forget_quality_holdout"]) for r in rows
+             if r["forget_quality_oracle"] is not None and r["forget_quality_holdout"] is not None]
+    summary = {
+        "requests": len(rows),
+        "probability": mean("probability"),
+        "oracle_probability": mean("oracle_probability"),
+        "holdout_probability": holdout_probability,
+        "mean_abs_probability_gap": sum(gaps) / len(gaps) if gaps else None,
+        "max_abs_probability_gap": max(gaps) if gaps else None,
+        "forget_quality_oracle": mean("forget_quality_oracle"),
+        "forget_quality_holdout": mean("forget_quality_holdout"),
+        "same_verdict": sum((a >= QUALITY_PASS) == (b >= QUALITY_PASS) for a, b in pairs) / len(pairs) if pairs else None,
+        "oracle_vs_holdout_ks": mean("oracle_vs_holdout_ks"),
+    }
+    return {"summary": summary, "requests": rows}
 
 
 @dataclass(frozen=True)

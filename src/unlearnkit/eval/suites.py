@@ -12,6 +12,10 @@ by `utility_name`: TOFU's `model_utility`, the quick suite's own `quick_utility`
 component the row has no value and names what is missing: a harmonic mean of fewer components is
 another number, not the same one shrunk.
 Entries that compare with the oracle (`oracle=True`) run only when an oracle is given.
+
+The holdout reference (`eval.holdout`): where no oracle was trained, forget quality can compare
+with the target's truth ratios on the holdout people instead, who were never trained; given
+one, every forget-quality entry also runs against it, as row `<name>/holdout`.
 """
 
 from __future__ import annotations
@@ -228,6 +232,13 @@ def scope_inputs(scope: str, data: EvalData) -> list[MetricInput]:
 
 
 Oracle = Subject | SuiteResult | None
+HOLDOUT_SCOPE = "holdout"  # the holdout reference's one scope (eval.holdout)
+HOLDOUT_SUFFIX = "/holdout"  # a forget-quality row measured against the holdout reference
+
+
+def holdout_ratios_row(row_name: str) -> str:
+    """The holdout reference's row holding the truth ratios a forget-quality entry compares with."""
+    return f"truth_ratio/{row_name}"
 
 
 def _reference(entry: Entry, scope: str, oracle: Oracle) -> Reference:
@@ -236,12 +247,15 @@ def _reference(entry: Entry, scope: str, oracle: Oracle) -> Reference:
     return oracle
 
 
-def evaluate(suite: str | Suite, subject: Subject, data: EvalData, oracle: Oracle = None, *, share: bool = True) -> SuiteResult:
+def evaluate(suite: str | Suite, subject: Subject, data: EvalData, oracle: Oracle = None, *, share: bool = True,
+             holdout: SuiteResult | None = None) -> SuiteResult:
     """Run a suite on `subject`; each distinct forward pass and generation runs once.
 
     `oracle`: the retrain oracle as a Subject (its passes are shared too), or its SuiteResult of
     the same suite (precomputed); oracle comparisons are skipped without it.
     `share=False` computes every metric's passes on its own (the benchmark's baseline).
+    `holdout`: the holdout reference (`eval.holdout.holdout_reference`); forget quality then
+    also runs against it (rows `<name>/holdout`).
     """
     suite = get_suite(suite) if isinstance(suite, str) else suite
     data = data.limited(suite.per_set)
@@ -262,10 +276,28 @@ def evaluate(suite: str | Suite, subject: Subject, data: EvalData, oracle: Oracl
                 spent += seconds
                 result.add(Row(inputs.scope, entry.row_name, outcome.value, len(outcome.per_item), seconds), outcome)
             result.timings[f"{entry.scope}:{entry.row_name}"] = spent
+        if holdout is not None:
+            _against_holdout(result, suite, subject, data, holdout)
         _add_utility(result, suite)
         result.passes = counts.as_dict()
     result.timings["total"] = time.perf_counter() - started
     return result
+
+
+def _against_holdout(result: SuiteResult, suite: Suite, subject: Subject, data: EvalData, holdout: SuiteResult) -> None:
+    """Each forget-quality entry once more per request, against the holdout reference's truth
+    ratios (inside the suite's sharing block: the request's own truth ratios are reused)."""
+    for entry in suite.entries:
+        reference = holdout.result(HOLDOUT_SCOPE, holdout_ratios_row(entry.row_name))
+        if entry.metric != "forget_quality" or entry.scope != "forget" or reference is None:
+            continue
+        metric = get_metric(entry.metric, **entry.params)
+        for inputs in scope_inputs(entry.scope, data):
+            if not metric.applies(inputs):
+                continue
+            tick = time.perf_counter()
+            outcome = metric.compute(subject, inputs, reference)
+            result.add(Row(inputs.scope, entry.row_name + HOLDOUT_SUFFIX, outcome.value, len(outcome.per_item), time.perf_counter() - tick), outcome)
 
 
 def _add_utility(result: SuiteResult, suite: Suite) -> None:

@@ -99,6 +99,9 @@ class SSU(LossMethod):
     lora_dropout: float = Field(0.01, ge=0, lt=1)
     target_modules: list[str] = Field(default_factory=lambda: list(ALL_PROJECTIONS))
     faithful: bool = Field(False, description="reproduce the reference code's quirks (g⊙m + g; random-label loss over the prompt)")
+    # The reference seeds torch with 8888 when its utils.py is imported, before the LoRA adapter
+    # is built, in a fresh process per request: every request starts from the same adapter.
+    seed: int = Field(8888, description="seeds the LoRA initialisation (the same for every request), the batch order and the random labels")
 
     _state: dict[str, Any] = PrivateAttr(default_factory=dict)  # per-request: records, answers, rng
 
@@ -107,7 +110,9 @@ class SSU(LossMethod):
         model = subject.model
         before = snapshot(model)  # θ_{t-1}
         flags = [(p, p.requires_grad) for p in model.parameters()]
-        peft_model = wrap_lora(model, r=self.lora_r, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout, target_modules=self.target_modules)
+        with torch.random.fork_rng(devices=[]):  # the adapter's initialisation depends on the seed only
+            torch.manual_seed(self.seed)
+            peft_model = wrap_lora(model, r=self.lora_r, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout, target_modules=self.target_modules)
         working = subject.with_model(peft_model)
         self._state.update(subject=working, records=request.records, answers=[record_pair(r).target for r in request.records],
                            rng=torch.Generator().manual_seed(self.seed))
@@ -137,6 +142,13 @@ class SSU(LossMethod):
             (loss / self.grad_accum).backward(retain_graph=True)
             self._mask(model)
         return loss, logs
+
+    def schedule_steps(self, optimizer_steps: int) -> int:
+        """The length of the linear schedule. The reference (fine_tune_books.py) builds it for
+        len(loader) × epochs micro-batches but calls `lr_scheduler.step()` only with
+        `optimizer.step()`, every `grad_accum` micro-batches: the rate falls from lr to
+        lr·(1 − 1/grad_accum), half of it with the default accumulation of 2, never to 0."""
+        return optimizer_steps * self.grad_accum
 
     def before_optimizer_step(self, model: Any) -> None:
         """Clean SSU: only salient coordinates of the accumulated gradient are updated (g⊙m)."""

@@ -38,6 +38,10 @@ class UnlearnContext:
     extras: dict[str, Any] = field(default_factory=dict)
     monitor: Monitor | None = None  # guarded unlearning's check during training (unlearnkit.safety)
     stats: TrainStats | None = None  # filled by training-based methods
+    # In a sequential run: the records of the requests applied before this one, and records no
+    # model was trained on (a world's holdout people), for recipes that guard earlier requests.
+    earlier: list[Record] = field(default_factory=list)
+    control: list[Record] = field(default_factory=list)
 
 
 class Method(BaseModel):
@@ -90,6 +94,10 @@ class LossMethod(Method, TrainConfig):
         return TrainConfig(**{k: getattr(self, k) for k in TrainConfig.model_fields})
 
     # -- hooks a method may override ---------------------------------------------------------
+    def forget_records(self, request: ForgetRequest, context: UnlearnContext) -> list[Record]:
+        """The records trained on as forget examples (a stream recipe adds earlier requests')."""
+        return list(request.records)
+
     def forget_example(self, subject: Subject, record: Record, index: int) -> Example:
         """The parts of one forget example; `"x"` is the record as (prompt, target)."""
         return {"x": subject.encode_record(record, where=f"forget record {record.id or index}")}
@@ -115,7 +123,7 @@ class LossMethod(Method, TrainConfig):
     # -- the shared driver -------------------------------------------------------------------
     def unlearn(self, subject: Subject, request: ForgetRequest, context: UnlearnContext) -> Subject:
         request, kept = self.targets(subject, request, context.retain)
-        forget = [self.forget_example(subject, r, i) for i, r in enumerate(request.records)]
+        forget = [self.forget_example(subject, r, i) for i, r in enumerate(self.forget_records(request, context))]
         retain = [self.retain_example(subject, r, i) for i, r in enumerate(kept)] if self.needs_retain else []
         if self.needs_retain and not retain:
             raise UnlearnkitError(f"method '{self.registry_name}': needs a retain set (--retain FILE)")

@@ -101,6 +101,12 @@ def npo(logp: torch.Tensor, ref_logp: torch.Tensor, beta: float) -> torch.Tensor
     return -(2.0 / beta) * F.logsigmoid(-beta * (logp - ref_logp)).mean()
 
 
+def ceiling_hinge(logp: torch.Tensor, lengths: torch.Tensor, ceiling: float) -> torch.Tensor:
+    """mean over sequences of max(0, log π(y|x)/|y| − c): pushes a sequence's mean token
+    log-prob down only while it is above the ceiling c, and leaves it alone below."""
+    return F.relu(logp / lengths - ceiling).mean()
+
+
 def simnpo(logp: torch.Tensor, lengths: torch.Tensor, beta: float, delta: float = 0.0) -> torch.Tensor:
     """SimNPO: L = −(2/β)·mean log σ(β·[NLL_sum(y|x)/|y| − δ]) (reference-free, length-normalised).
 

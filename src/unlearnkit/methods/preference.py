@@ -8,15 +8,16 @@ index, so no second model runs per step.
 
 from __future__ import annotations
 
+import random
 from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import Field
 
-from unlearnkit.data.schema import Record
+from unlearnkit.data.schema import ForgetRequest, Record
 from unlearnkit.training import Batch, Example
 from unlearnkit.methods import losses as L
-from unlearnkit.methods.base import Need, register_method
+from unlearnkit.methods.base import Need, UnlearnContext, register_method
 from unlearnkit.methods.gradient import Logs, Unlearning, reference_logprobs
 from unlearnkit.methods.idk import encode_idk
 from unlearnkit.models.subject import Subject
@@ -66,6 +67,60 @@ class NPOKL(NPORetain):
 
     description: ClassVar[str] = "NPO on forget + KL to the frozen model on retain"
     retain_loss: Literal["nll", "kl", "jsd"] = Field("kl", description="retain term: NLL, KL(p_ref‖p) or JSD(p_ref, p)")
+
+
+@register_method("npo_replay")
+class NPOReplay(NPORetain):
+    """NPO + α·NLL(D_r) on the request, plus earlier requests replayed against a ceiling, for
+    long request streams (docs/sequential.md, "A recipe for streams"):
+
+        L = γ·[NPO(the request's rows) + ρ·mean_replayed max(0, log π(y|x)/|y| − c)] + α·NLL(D_r)
+
+    Each step adds `replay` QA records drawn (seeded by the step) from the requests applied
+    before it. c = log of the mean length-normalised probability of the control records (a
+    world's holdout people, whom no model saw) under the model before the request: a replayed
+    answer that came back above the level of a never-seen person is pushed down to it, one
+    already there is left alone, so earlier requests neither relapse nor get forgotten further
+    than a retrained model would have them. The replay set has a fixed size, so a step costs the
+    same however long the stream. Without earlier requests or a control set it is `npo_gd`.
+    """
+
+    description: ClassVar[str] = "NPO + NLL on retain, earlier requests replayed down to a never-seen level"
+    lr: float = Field(5e-5, gt=0)
+    epochs: float = Field(2, gt=0)
+    warmup_ratio: float = Field(0.2, ge=0, lt=1)
+    alpha: float = Field(2.0, ge=0, description="weight of the retain term (0: no retain set)")
+    replay: int = Field(8, ge=0, description="earlier QA records replayed per request (a seeded sample)")
+    replay_weight: float = Field(1.0, ge=0, description="ρ, the weight of the replay term")
+
+    def forget_records(self, request: ForgetRequest, context: UnlearnContext) -> list[Record]:
+        earlier = [r for r in context.earlier if r.kind == "qa"]
+        control = [r for r in context.control if r.kind == "qa"]
+        drawn = random.Random(context.seed).sample(earlier, min(self.replay, len(earlier))) if control and self.replay_weight > 0 else []
+        self._cache.update(current=len(request.records), control=control)
+        return [*request.records, *drawn]
+
+    def prepare(self, subject: Subject, forget: list[Example], retain: list[Example]) -> None:
+        super().prepare(subject, forget, retain)
+        if len(forget) > self._cache["current"]:  # the ceiling: the never-seen level, under the model before the request
+            control = [{"x": subject.encode_record(r, where=f"control record {r.id or i}")} for i, r in enumerate(self._cache["control"])]
+            per_token = reference_logprobs(subject, control, "x") / torch.tensor([max(1, e["x"].num_target_tokens) for e in control])
+            self._cache["ceiling"] = float(torch.log(per_token.exp().mean()))
+
+    def forget_loss(self, model: Any, forget: Batch) -> tuple[torch.Tensor, Logs]:
+        part = forget["x"]
+        logp = _logprob(model, part)
+        replayed = forget["index"].to(logp.device) >= self._cache["current"]
+        loss = logp.new_zeros(())
+        logs: Logs = {}
+        if (~replayed).any():
+            loss = loss + L.npo(logp[~replayed], self.reference("ref_x", forget)[~replayed], self.beta)
+            logs["forget_logp"] = logp[~replayed].mean().item()
+        if replayed.any():
+            hinge = L.ceiling_hinge(logp[replayed], L.answer_lengths(part["labels"])[replayed], self._cache["ceiling"])
+            loss = loss + self.replay_weight * hinge
+            logs["replay_hinge"] = hinge.item()
+        return loss, logs
 
 
 @register_method("simnpo")

@@ -14,6 +14,13 @@ or in LoRA mode the adapter switched off).
 Layer choice. WMDP uses ℓ = 7 of Zephyr-7B's 32 layers. A small model gets the same relative
 depth: ℓ = round(7·L/32) (SmolLM2-135M, 30 layers: ℓ = 7; a 2-layer test model: ℓ = 0), and
 the updated layers are ℓ−2..ℓ clipped at 0. Both can be set explicitly.
+
+Steering coefficient. WMDP's c is a number per model (6.5 for Zephyr-7B, 300 for Mixtral): it
+has to be on the scale of that model's own activations, and Zephyr's 6.5 does not move a 135M
+model. By default c = `steering_scale` × the mean norm of the layer-ℓ activations of the model
+before the request on the request's own tokens, measured once per request; `steering_coeff`
+sets c directly. As in the reference (centerforaisafety/wmdp, rmu/unlearn.py: backward, then
+`optimizer.step()`), gradients are not clipped.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from pydantic import Field
 
-from unlearnkit.training import Batch, Example
+from unlearnkit.training import Batch, Example, make_batch, to_device
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.methods import losses as L
 from unlearnkit.methods.base import Need, register_method
@@ -64,9 +71,24 @@ def layer_output(model: Any, part: dict[str, torch.Tensor], layer: int) -> torch
     return captured[0].float()
 
 
+@torch.no_grad()
+def activation_norm(frozen: Frozen, examples: list[Example], layer: int, pad_id: int, device: torch.device, size: int = 8) -> float:
+    """Mean L2 norm of the layer-`layer` activations over the examples' labelled tokens (the
+    tokens RMU steers), under the frozen model."""
+    total, count = 0.0, 0
+    with frozen.network() as network:
+        for start in range(0, len(examples), size):
+            part = to_device(make_batch(examples, list(range(start, min(start + size, len(examples)))), pad_id), device)["x"]
+            norms = layer_output(network, part, layer).norm(dim=-1)
+            mask = part["labels"] != L.IGNORE
+            total, count = total + float(norms[mask].sum()), count + int(mask.sum())
+    return total / max(1, count)
+
+
 @register_method("rmu")
 class RMU(Unlearning):
-    """RMU with the WMDP Zephyr defaults: c = 6.5, α = 1200, lr 5e-5, constant, batch 4, 80 steps."""
+    """RMU with the WMDP Zephyr defaults (α = 1200, lr 5e-5, constant, batch 4, 80 steps, no
+    gradient clipping) and a steering coefficient on the model's own activation scale."""
 
     family: ClassVar[str] = "representation"
     needs: ClassVar[tuple[Need, ...]] = ("retain", "reference")
@@ -75,7 +97,9 @@ class RMU(Unlearning):
     max_steps: int | None = Field(80, ge=1, description="optimizer steps; overrides epochs")
     schedule: Literal["constant", "linear", "cosine"] = "constant"  # WMDP: plain AdamW, no schedule
     alpha: float = Field(1200.0, ge=0, description="weight of the retain activation term")
-    steering_coeff: float = Field(6.5, gt=0, description="c: norm of the forget target c·u")
+    max_grad_norm: float | None = Field(None, gt=0)  # the reference does not clip
+    steering_coeff: float | None = Field(None, gt=0, description="c, the norm of the forget target c·u (Zephyr-7B: 6.5); default: steering_scale × the activations' mean norm")
+    steering_scale: float = Field(5.0, gt=0, description="c as a multiple of the mean norm of the model's layer-ℓ activations on the request")
     layer: int | None = Field(None, ge=0, description="ℓ; default round(7·L/32), WMDP's depth")
     update_layers: list[int] | None = Field(None, description="layers whose params train; default ℓ-2..ℓ")
     param_pattern: str = Field(r"mlp\.down_proj", description="regex on parameter names within the updated layers")
@@ -99,14 +123,16 @@ class RMU(Unlearning):
             raise UnlearnkitError(f"method 'rmu': no trainable parameter matches layers {updated} and '{self.param_pattern}'")
         hidden = int(model.config.hidden_size)
         u = torch.rand(hidden, generator=torch.Generator().manual_seed(self.seed))
-        self._cache.update(layer=layer, control=(self.steering_coeff * u / u.norm()).to(subject.device), frozen=Frozen(model))
+        frozen = Frozen(model)
+        coeff = self.steering_coeff or self.steering_scale * activation_norm(frozen, forget, layer, subject.tokenizer.pad_token_id, subject.device)
+        self._cache.update(layer=layer, control=(coeff * u / u.norm()).to(subject.device), frozen=frozen, steering=coeff)
 
     def forget_loss(self, model: Any, forget: Batch) -> tuple[torch.Tensor, Logs]:
         part = forget["x"]
         # Steer the record's own tokens (labels), not the prompt template it shares with retain
         # data (open-unlearning's mask); for passages that is every token, as in WMDP's corpora.
         acts = layer_output(model, part, self._cache["layer"])
-        return L.activation_mse(acts, self._cache["control"], part["labels"] != L.IGNORE), {}
+        return L.activation_mse(acts, self._cache["control"], part["labels"] != L.IGNORE), {"steering_coeff": self._cache["steering"]}
 
     def retain_term(self, model: Any, retain: Batch) -> torch.Tensor:
         part, frozen = retain["x"], self._cache["frozen"]

@@ -5,7 +5,8 @@ Sources in the run folder:
   and its metrics by scope;
 - `references.json` (optional, written by `write_references`): the same suite evaluated on the
   start model ("target") and on each step's retrain oracle, for reference lines;
-- `attacks.json` (optional): attack results after the last step, with the oracle's.
+- `attacks.json` (optional): attack results after the last step, with the oracle's;
+- `holdout_check.json` (optional): the holdout reference beside each oracle (long streams).
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from unlearnkit.errors import UnlearnkitError
 
 SET_SCOPES = ("retain", "neighbours", "real_authors", "real_facts", "general_text", "lm_eval", "utility")
 Table = dict[str, dict[str, float | None]]  # scope -> metric -> value
+# From this many requests on, per-request lines stop being readable: the report shows a
+# request × step heatmap and means over requests instead.
+LONG_RUN = 12
 
 
 @dataclass
@@ -31,6 +35,8 @@ class RunView:
     target: Table = field(default_factory=dict)
     oracles: dict[int, Table] = field(default_factory=dict)  # step -> table
     attacks: list[dict[str, Any]] = field(default_factory=list)
+    holdout: dict[str, float | None] = field(default_factory=dict)  # the holdout reference (references.json)
+    holdout_check: dict[int, dict[str, Any]] = field(default_factory=dict)  # oracle step -> holdout_check.json entry
 
     @property
     def request_ids(self) -> list[str]:
@@ -72,6 +78,51 @@ class RunView:
     def last_step(self) -> int:
         return max((s["step"] for s in self.steps), default=0)
 
+    @property
+    def long(self) -> bool:
+        return len(self.requests) >= LONG_RUN
+
+    def own_step(self, request_id: str) -> int | None:
+        """The step that applied a request (several share one when coalesced)."""
+        for row in self.requests:
+            if row["id"] == request_id:
+                return row.get("step", row.get("position"))
+        return None
+
+    def reference(self, request_id: str, metric: str) -> float | None:
+        """What a model that never saw the request has: the first oracle trained without it (at
+        or after its own step), else the holdout reference."""
+        own = self.own_step(request_id) or 0
+        for step in sorted(self.oracles):
+            value = self.oracles[step].get(request_id, {}).get(metric)
+            if step >= own and value is not None:
+                return value
+        return self.holdout.get(metric)
+
+    def relapses(self) -> list[dict[str, Any]]:
+        """One row per request whose forgetting came back (ledger flags of kind `relapse`): its
+        own step and value there, the first step it relapsed, how often, and its peak."""
+        rows: dict[str, dict[str, Any]] = {}
+        for flag in self.flags:
+            if flag.get("kind", "relapse") != "relapse":
+                continue
+            rid, metric, step, value = flag["request_id"], flag["metric"], flag["step"], flag["value"]
+            row = rows.get(rid)
+            if row is None:
+                own = self.own_step(rid)
+                row = rows[rid] = {"request": rid, "metric": metric, "own_step": own, "baseline": self.metric(own, rid, metric) if own else None,
+                                   "threshold": flag["threshold"], "first": step, "steps": 0, "peak": value, "peak_step": step}
+            row["steps"] += 1
+            if value > row["peak"]:
+                row["peak"], row["peak_step"] = value, step
+        for row in rows.values():
+            row["rise"] = row["peak"] - row["baseline"] if row["baseline"] is not None else None
+        return sorted(rows.values(), key=lambda r: (r["first"], r["request"]))
+
+    def budget_flags(self) -> list[dict[str, Any]]:
+        """Steps the damage budget stepped in on (rolled back or scaled back)."""
+        return [f for f in self.flags if f.get("kind") == "budget"]
+
 
 def _read_json(path: Path) -> Any:
     try:
@@ -92,6 +143,10 @@ def load_run(folder: str | Path) -> RunView:
         ref = _read_json(refs)
         view.target = ref.get("target", {})
         view.oracles = {int(k): v for k, v in ref.get("oracles", {}).items()}
+        view.holdout = ref.get("holdout", {})
+    check = folder / "holdout_check.json"
+    if check.exists():
+        view.holdout_check = {int(k): v for k, v in _read_json(check).get("steps", {}).items()}
     attacks = folder / "attacks.json"
     if attacks.exists():
         view.attacks = _read_json(attacks).get("results", [])

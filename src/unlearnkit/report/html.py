@@ -16,6 +16,12 @@ from unlearnkit.report import plots
 from unlearnkit.report.data import SET_SCOPES, RunView, load_run
 
 UTILITY_CAPTION = "utility: harmonic mean of the suite's utility components (higher is better)"
+HOLDOUT_SUFFIX = "/holdout"
+HOLDOUT_CAPTION = ("KS-test p-value of the truth ratios against the target's on the holdout people, who were never trained "
+                   "(the reference between oracles; higher = forgotten)")
+HEATMAP_CAPTION = ("forget probability after each step minus that of a model that never saw the request: the first oracle "
+                   "trained without it, else the holdout reference (red: still remembered; blue: below a never-seen model; "
+                   "blank: not measured at that step)")
 FORGOTTEN = {"higher": "lower = forgotten", "lower": "higher = forgotten", None: "closest to the oracle = forgotten"}
 BETTER = {True: "higher is better", False: "lower is better", None: "closest to the oracle is better"}
 
@@ -27,6 +33,8 @@ def caption(scope: str, row: str) -> str:
     carry a suffix (`mia_min_k/passage`); an unregistered name is its own caption."""
     if scope == "utility":
         return UTILITY_CAPTION
+    if row.endswith(HOLDOUT_SUFFIX):
+        return HOLDOUT_CAPTION
     name = row.split("/")[0]
     if name not in metric_registry.names():
         return row
@@ -37,18 +45,30 @@ def caption(scope: str, row: str) -> str:
     return f"{metric.description} ({direction})"
 
 
-def _summary(view: RunView) -> list[dict[str, str]]:
+def _summary(view: RunView, requests: bool = True, sets: bool = True) -> list[dict[str, str]]:
     last = view.last_step()
     oracle = view.oracles.get(last, {})
     rows = []
-    for rid in view.request_ids:
+    for rid in view.request_ids if requests else []:
         for metric in view.forget_metrics():
             rows.append({"scope": rid, "metric": metric, "value": number(view.metric(last, rid, metric)),
                          "target": number(view.target.get(rid, {}).get(metric)), "oracle": number(oracle.get(rid, {}).get(metric))})
-    for scope, metric in view.set_metrics():
+    for scope, metric in view.set_metrics() if sets else []:
         rows.append({"scope": scope, "metric": metric, "value": number(view.metric(last, scope, metric)),
                      "target": number(view.target.get(scope, {}).get(metric)), "oracle": number(oracle.get(scope, {}).get(metric))})
     return rows
+
+
+def _relapse_rows(view: RunView) -> list[dict[str, Any]]:
+    return [{**r, **{k: number(r[k], 3) for k in ("baseline", "peak", "rise")}} for r in view.relapses()]
+
+
+def _holdout_rows(view: RunView) -> list[dict[str, str]]:
+    """One row per step with an oracle: the holdout reference beside it (holdout_check.json)."""
+    keys = ("probability", "oracle_probability", "holdout_probability", "mean_abs_probability_gap",
+            "forget_quality_oracle", "forget_quality_holdout", "same_verdict", "oracle_vs_holdout_ks")
+    return [{"step": str(step), "requests": str(entry["summary"]["requests"]), **{k: number(entry["summary"].get(k), 3) for k in keys}}
+            for step, entry in sorted(view.holdout_check.items())]
 
 
 VERDICT_MEASURES = (
@@ -96,7 +116,11 @@ def _timings(view: RunView) -> dict[str, str]:
 
 def render_report(view: RunView) -> str:
     env = Environment(loader=PackageLoader("unlearnkit.report", "templates"), autoescape=select_autoescape(["html", "j2"]))
-    forget = [{"svg": plots.forget_chart(view, m), "caption": caption("forget", m)} for m in view.forget_metrics()]
+    if view.long:  # a request × step heatmap and means over requests, not one line per request
+        forget = [{"svg": plots.heatmap(view, "probability"), "caption": HEATMAP_CAPTION, "id": "heatmap"}] if "probability" in view.forget_metrics() else []
+        forget += [{"svg": plots.forget_mean_chart(view, m), "caption": caption("forget", m)} for m in view.forget_metrics()]
+    else:
+        forget = [{"svg": plots.forget_chart(view, m), "caption": caption("forget", m)} for m in view.forget_metrics()]
     kept = [{"svg": plots.set_chart(view, s, m), "caption": caption(s, m)} for s, m in view.set_metrics()]
     attack_svg = plots.attack_chart(view)
     steps = [{k: number(v) if isinstance(v, float) else v for k, v in s.items() if k not in ("metrics", "verdict")} for s in view.steps]
@@ -108,8 +132,12 @@ def render_report(view: RunView) -> str:
         method="+".join(m["name"] if isinstance(m, dict) else str(m) for m in methods),
         n_requests=len(view.requests),
         generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        summary=_summary(view),
-        flags=[f for f in view.flags if f.get("kind", "relapse") == "relapse"],
+        long=view.long,
+        summary=_summary(view, requests=not view.long),
+        request_summary=_summary(view, sets=False) if view.long else [],
+        relapses=_relapse_rows(view),
+        budget=view.budget_flags(),
+        holdout_rows=_holdout_rows(view),
         verdicts=_verdict_rows(view),
         verdict_measures=[label for label, _ in VERDICT_MEASURES],
         forget_charts=forget,
@@ -120,6 +148,7 @@ def render_report(view: RunView) -> str:
         requests=view.requests,
         steps=steps,
         timings=_timings(view),
+        plan=view.plan,
         plan_yaml=yaml.safe_dump(view.plan, sort_keys=False),
     )
 

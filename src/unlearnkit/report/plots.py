@@ -28,13 +28,22 @@ def to_svg(fig: Any) -> str:
 
 
 def _axes(title: str, ylabel: str, steps: list[int]) -> tuple[Any, Any]:
+    from matplotlib.ticker import MaxNLocator
+
     fig, ax = plt.subplots(figsize=(5.6, 3.2), dpi=100)
     ax.set_title(title, fontsize=10)
     ax.set_xlabel("step (requests applied)")
     ax.set_ylabel(ylabel)
-    ax.set_xticks([0, *steps])
+    if len(steps) <= 12:
+        ax.set_xticks([0, *steps])
+    else:  # a long stream: a tick per step would be unreadable
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     return fig, ax
+
+
+def _marker(steps: list[int]) -> dict[str, Any]:
+    return {"marker": "o", "markersize": 6 if len(steps) <= 12 else 2}
 
 
 def forget_chart(view: RunView, metric: str) -> str:
@@ -70,12 +79,69 @@ def set_chart(view: RunView, scope: str, metric: str) -> str:
         values = [(0, target), *values]
         ax.axhline(target, color="gray", linestyle="--", linewidth=0.9, label="target")
     if values:
-        ax.plot([v[0] for v in values], [v[1] for v in values], marker="o", color=COLORS[0], label="unlearned")
+        ax.plot([v[0] for v in values], [v[1] for v in values], color=COLORS[0], label="unlearned", **_marker(steps))
     oracle = [(s, view.oracles.get(s, {}).get(scope, {}).get(metric)) for s in steps]
     oracle = [(s, v) for s, v in oracle if v is not None]
-    if oracle:
-        ax.plot([p[0] for p in oracle], [p[1] for p in oracle], linestyle=":", marker="x", color=COLORS[1], label="oracle")
+    if oracle:  # sparse oracles are points: a line between them would be a value nobody measured
+        style = ":" if len(oracle) == len(steps) else "none"
+        ax.plot([p[0] for p in oracle], [p[1] for p in oracle], linestyle=style, marker="x", color=COLORS[1], label="oracle")
     ax.legend(fontsize=7)
+    return to_svg(fig)
+
+
+def forget_mean_chart(view: RunView, metric: str) -> str:
+    """A long stream's forget metric: the mean over the requests measured after each step (its
+    own and the rotation's), with the oracles' means over the same requests."""
+    steps = [s["step"] for s in view.steps]
+    fig, ax = _axes(f"forget: {metric} (mean over requests measured)", metric, steps)
+    means, oracle = [], []
+    for step in steps:
+        values = [(rid, view.metric(step, rid, metric)) for rid in view.request_ids]
+        values = [(rid, v) for rid, v in values if v is not None]
+        if values:
+            means.append((step, sum(v for _, v in values) / len(values)))
+        theirs = [view.oracles.get(step, {}).get(rid, {}).get(metric) for rid, _ in values]
+        theirs = [v for v in theirs if v is not None]
+        if theirs:
+            oracle.append((step, sum(theirs) / len(theirs)))
+    if means:
+        ax.plot([p[0] for p in means], [p[1] for p in means], color=COLORS[0], label="unlearned", **_marker(steps))
+    if oracle:
+        ax.plot([p[0] for p in oracle], [p[1] for p in oracle], linestyle="none", marker="x", color=COLORS[1], label="oracle")
+    reference = view.holdout.get(metric)
+    if reference is not None:
+        ax.axhline(reference, color="gray", linestyle=":", linewidth=0.9, label="holdout reference")
+    ax.legend(fontsize=7)
+    return to_svg(fig)
+
+
+def heatmap(view: RunView, metric: str = "probability") -> str:
+    """Requests × steps: the forget metric after each step minus what a model that never saw the
+    request has (`RunView.reference`: its first oracle, else the holdout reference). Blank: not
+    measured at that step (before its own step, or left out by the rotation)."""
+    import numpy as np
+
+    steps = [s["step"] for s in view.steps]
+    ids = view.request_ids
+    grid = np.full((len(ids), len(steps)), np.nan)
+    for i, rid in enumerate(ids):
+        reference = view.reference(rid, metric)
+        for j, step in enumerate(steps):
+            value = view.metric(step, rid, metric)
+            if value is not None and reference is not None:
+                grid[i, j] = value - reference
+    fig, ax = plt.subplots(figsize=(7.2, max(3.0, min(9.0, 0.08 * len(ids) + 1.5))), dpi=100)
+    limit = float(np.nanmax(np.abs(grid))) if np.isfinite(grid).any() else 1.0
+    image = ax.imshow(np.ma.masked_invalid(grid), aspect="auto", cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest",
+                      extent=(steps[0] - 0.5, steps[-1] + 0.5, len(ids) - 0.5, -0.5) if steps else None)
+    for step in view.oracles:
+        ax.axvline(step, color="black", linestyle=":", linewidth=0.6)
+    every = max(1, len(ids) // 20)
+    ax.set_yticks(range(0, len(ids), every), [ids[i] for i in range(0, len(ids), every)], fontsize=6)
+    ax.set_xlabel("step (requests applied); dotted: steps with an oracle")
+    ax.set_ylabel("request")
+    ax.set_title(f"forget {metric} minus a never-seen model's (red: remembered, blue: below it)", fontsize=9)
+    fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02)
     return to_svg(fig)
 
 
