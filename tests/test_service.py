@@ -564,8 +564,9 @@ def test_sigterm_in_the_middle_of_a_step_commits_it_and_the_next_start_verifies_
     worker = lambda: httpx.get(f"{server.url}/v1/worker", headers=bearer(live["operator"]), timeout=30).json()["worker"]  # noqa: E731
     wait_for(lambda: worker().startswith("applying step 5"), timeout=60, what="step 5 under way")
     server.proc.send_signal(signal.SIGTERM)
-    # uvicorn shuts down, then re-raises the signal, so the exit status says SIGTERM (143 in a shell).
-    assert server.proc.wait(120) == -signal.SIGTERM
+    # uvicorn shuts down, then the process exits 143, as every command stopped by SIGTERM does
+    # (docs/reliability.md).
+    assert server.proc.wait(120) == 143
     ledger = Ledger(run / "ledger.sqlite")
     assert ledger.check() == [] and [s.step for s in ledger.steps()] == [1, 2, 3, 4, 5]  # the step was finished and committed
     assert ledger.request_status("r5") in ("applied", "verified")

@@ -146,7 +146,7 @@ class Blocker:
 
     def _save(self, index: GuardIndex, calibrations: dict[str, dict[str, Any]]) -> None:
         saved = self._guard(None, index, calibrations)
-        with atomic_dir(self.folder) as tmp:
+        with atomic_dir(self.folder, replaces=(CONFIG_FILE,)) as tmp:
             saved.save_files(tmp)
             (tmp / CONFIG_FILE).write_text(json.dumps(saved.config(), indent=1), encoding="utf-8")
 
