@@ -175,3 +175,4 @@ def test_batches_follow_length_buckets() -> None:
     assert length_batches(lengths, batch_size=2) == [[2], [0, 3], [5, 7], [1, 4, 6, 8]]
     assert length_batches([7, 7, 7], batch_size=2) == [[0, 1], [2]]
     assert length_batches([], batch_size=4) == []
+    assert length_batches(lengths, batch_size=2, buckets=False) == [[2, 0], [3, 5], [7, 1], [4, 6], [8]]  # the fixed-size rule

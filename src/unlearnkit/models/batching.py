@@ -25,12 +25,16 @@ def length_groups(lengths: list[int], max_ratio: float = MAX_RATIO) -> list[list
     return groups
 
 
-def length_batches(lengths: list[int], batch_size: int, max_ratio: float = MAX_RATIO) -> list[list[int]]:
+def length_batches(lengths: list[int], batch_size: int, max_ratio: float = MAX_RATIO, *, buckets: bool = True) -> list[list[int]]:
     """Inference batches, longest first: length groups cut so that a batch's padded tokens
     (rows × its longest) stay within `batch_size` rows of the median length. Rows of median
-    length come `batch_size` to a batch, shorter ones more, longer ones fewer (at least one)."""
+    length come `batch_size` to a batch, shorter ones more, longer ones fewer (at least one).
+    `buckets=False`: `batch_size` rows to a batch, longest first (the rule before buckets)."""
     if not lengths:
         return []
+    if not buckets:
+        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     budget = batch_size * statistics.median(lengths)
     batches: list[list[int]] = []
     for group in reversed(length_groups(lengths, max_ratio)):

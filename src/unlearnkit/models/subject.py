@@ -87,13 +87,17 @@ class Subject:
         name: str = "model",
         precision: str = "auto",
         share_prefix: bool = True,
+        length_buckets: bool = True,
     ) -> None:
         self.model = model
         # How `score` and `generate` run: bf16 autocast where native (`models/precision.py`;
         # the metrics agree with fp32 within docs/performance.md's tolerance), and a prompt
-        # prefix common to a batch run once (`models/prefix.py`). Training has its own settings.
+        # prefix common to a batch run once (`models/prefix.py`), batch sizes by length
+        # (`models/batching.py`). Training has its own settings. All three off is the fp32 path
+        # from before them (what bench/mfu.py measures as "before").
         self.precision = precision
         self.share_prefix = share_prefix
+        self.length_buckets = length_buckets
         self.tokenizer = tokenizer
         self.fmt = (fmt or PromptFormat()).resolve(tokenizer)
         self.batch_size = batch_size
@@ -109,7 +113,7 @@ class Subject:
     def with_model(self, model: Any, name: str | None = None) -> Subject:
         """A Subject sharing tokenizer and format, around another model."""
         return Subject(model, self.tokenizer, self.fmt, batch_size=self.batch_size, max_length=self.max_length, name=name or self.name,
-                       precision=self.precision, share_prefix=self.share_prefix)
+                       precision=self.precision, share_prefix=self.share_prefix, length_buckets=self.length_buckets)
 
     def inference_precision(self) -> str:
         """The resolved precision of `score` and `generate` (bad settings refused, naming it)."""
@@ -195,7 +199,7 @@ class Subject:
         examples = [self.encode(p, t, template=template, add_eos=add_eos, where=f"item {i}") for i, (p, t) in enumerate(zip(prompts, targets))]
         # Rows of similar length together, as many as a token budget allows (`length_batches`);
         # results are put back in input order.
-        batches = length_batches([len(e.input_ids) for e in examples], batch_size or self.batch_size)
+        batches = length_batches([len(e.input_ids) for e in examples], batch_size or self.batch_size, buckets=self.length_buckets)
         precision = self.inference_precision()
         out_lp: list[torch.Tensor | None] = [None] * len(examples)
         out_mu: list[torch.Tensor | None] = [None] * len(examples)
@@ -250,7 +254,7 @@ class Subject:
         settings = settings or GenerationSettings()
         tok = self.tokenizer
         ids = [self._prompt_ids(p, template, settings.max_new_tokens, f"item {i}") for i, p in enumerate(prompts)]
-        batches = length_batches([len(i) for i in ids], settings.batch_size)
+        batches = length_batches([len(i) for i in ids], settings.batch_size, buckets=self.length_buckets)
         results: list[list[str]] = [[] for _ in prompts]
         precision = self.inference_precision()
         was_training = self.model.training
