@@ -26,6 +26,13 @@ def cache_argument(model: Any) -> str:
     return "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"
 
 
+def supports_kv_cache(model: Any) -> bool:
+    """Whether the model takes a KV cache (a transformers model does; a wrapper module such as
+    the logit offset's combined model may not, and then runs the plain pass)."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return bool({"cache", "past_key_values"} & set(inspect.signature(inner.forward).parameters))
+
+
 def shared_prefix(ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> int:
     """Length of the leading tokens that every row has in common and that are unpadded. It stops
     before the first labelled position, since the prefix's last logit (which predicts the next
@@ -53,7 +60,7 @@ def forward_sharing_prefix(model: Any, ids: torch.Tensor, mask: torch.Tensor, la
     across rows (losses that read the prompt's logits: KL and JSD on retain inputs). Otherwise
     the prefix's logits are dropped: logits[t] belongs to position offset + t.
     """
-    shared = shared_prefix(ids, mask, labels) if len(ids) > 1 else 0
+    shared = shared_prefix(ids, mask, labels) if len(ids) > 1 and supports_kv_cache(model) else 0
     if shared < MIN_SHARED:
         return model(input_ids=ids, attention_mask=mask).logits, 0
     first, cache = prefix_cache(model, ids[:1, :shared], len(ids))
