@@ -36,11 +36,13 @@ def tiny_tokenizer():
 
 @pytest.fixture(scope="session")
 def tiny_subject(tiny_tokenizer):
-    """A session-wide tiny Subject; tests that train must `clone()` it first."""
+    """A session-wide tiny Subject; tests that train must `clone()` it first. It scores and
+    generates in fp32, so tests can compare with hand-computed values; bf16 is tested on the
+    default model (tests/test_fastpath.py)."""
     from unlearnkit.models.subject import Subject
     from unlearnkit.models.tiny import tiny_model
 
-    return Subject(tiny_model(tiny_tokenizer), tiny_tokenizer)
+    return Subject(tiny_model(tiny_tokenizer), tiny_tokenizer, precision="float32")
 
 
 @pytest.fixture(scope="session")

@@ -89,7 +89,7 @@ def test_save_and_load_local_folder(tiny_model_dir: Path, tiny_subject: Subject)
     assert (tiny_model_dir / "model.safetensors").exists()
     assert not tiny_model_dir.with_name(tiny_model_dir.name + ".tmp").exists()
     model, tokenizer = load_model(tiny_model_dir, device="cpu")
-    again = Subject(model, tokenizer)
+    again = Subject(model, tokenizer, precision="float32")
     a = again.score(PROMPTS[:2], TARGETS[:2]).mean_nll
     b = tiny_subject.score(PROMPTS[:2], TARGETS[:2]).mean_nll
     assert torch.allclose(a, b, atol=1e-5)

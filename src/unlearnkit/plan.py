@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -168,6 +168,9 @@ class Plan(Strict):
     format: str | None = None  # prompt format: auto, chat, plain, raw or a template
     dtype: str = "auto"
     device: str = "auto"
+    # bf16 autocast where native (models/precision.py) for scoring, generation and, unless a
+    # method's own `precision` setting says otherwise, training (docs/performance.md).
+    precision: Literal["auto", "float32", "bfloat16"] = "auto"
     method: list[MethodSpec]
     lora: dict[str, Any] | None = None  # LoRA for training methods (SSU brings its own)
     requests: list[RequestSource] = Field(default_factory=list)

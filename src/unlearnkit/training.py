@@ -15,6 +15,8 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -24,7 +26,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from unlearnkit.data.formatting import IGNORE, Encoded, collate
 from unlearnkit.errors import TrainingError
-from unlearnkit.models.subject import cache_argument
+from unlearnkit.models.batching import length_groups
+from unlearnkit.models.precision import Precision, autocast, resolve_precision
+from unlearnkit.models.prefix import forward_sharing_prefix, shared_prefix
 from unlearnkit.progress import make_progress
 
 Example = dict[str, Encoded]
@@ -47,6 +51,8 @@ class TrainConfig(BaseModel):
     weight_decay: float = Field(0.01, ge=0)
     max_grad_norm: float | None = Field(1.0, gt=0)
     seed: int = 0
+    precision: Precision = Field("auto", description="auto: bf16 autocast with fp32 master weights where the hardware runs bf16 natively, else float32; float32; bfloat16")
+    share_prefix: bool = Field(True, description="run a prompt prefix common to a batch once (same loss and gradients)")
 
 
 class Objective(Protocol):
@@ -117,6 +123,43 @@ def batch_tokens(batch: Batch | None) -> int:
     return sum(int(v["attention_mask"].sum()) for v in batch.values() if isinstance(v, dict))
 
 
+# -- the fast path: mixed precision and shared prompt prefixes -----------------------------------
+# Set by `loss_pass` while a loss (or a method's `prepare`) runs, read by `model_logits`, so the
+# losses of every method stay plain functions of (model, batch).
+_SHARING_PREFIX: ContextVar[bool] = ContextVar("sharing_prefix", default=False)
+
+
+@contextmanager
+def loss_pass(config: TrainConfig, device: torch.device) -> Iterator[None]:
+    """Forward passes of losses as `config` says: bf16 autocast (or fp32) and prefix sharing."""
+    token = _SHARING_PREFIX.set(config.share_prefix)
+    try:
+        with autocast(resolve_precision(config.precision, device), device):
+            yield
+    finally:
+        _SHARING_PREFIX.reset(token)
+
+
+def model_logits(model: Any, part: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Logits `[B, T, V]` of a padded part at every position, in fp32 (losses take log-softmax
+    over the vocabulary: under bf16 autocast the matmuls ran in bf16, the loss runs in fp32).
+    Inside a `loss_pass` with prefix sharing, a prompt prefix common to the batch runs once."""
+    if not _SHARING_PREFIX.get():
+        return model(input_ids=part["input_ids"], attention_mask=part["attention_mask"]).logits.float()
+    logits, _ = forward_sharing_prefix(model, part["input_ids"], part["attention_mask"], part["labels"], every_position=True)
+    return logits.float()
+
+
+def fp32_master_weights(model: Any) -> bool:
+    """Upcast a model whose trainable weights are not fp32 (bf16 on a GPU) to fp32, so that
+    optimizer steps of lr ~1e-5 are not rounded away; True if it did. The model stays fp32 after
+    training (scoring and generation run bf16 autocast on it where native)."""
+    if all(p.dtype == torch.float32 for p in model.parameters() if p.requires_grad):
+        return False
+    model.float()
+    return True
+
+
 def nll(model: Any, part: dict[str, torch.Tensor]) -> torch.Tensor:
     """Mean token NLL of a padded part (HF's own shifted cross-entropy)."""
     return model(input_ids=part["input_ids"], attention_mask=part["attention_mask"], labels=part["labels"]).loss
@@ -176,6 +219,8 @@ def train(
         raise TrainingError(f"{description}: this objective needs a retain set, and none was given")
     accelerator = Accelerator(cpu=subject.device.type == "cpu")
     model, pad_id, device = subject.model, subject.tokenizer.pad_token_id, subject.device
+    resolve_precision(config.precision, device)  # a bad setting fails here, before any work
+    fp32_master_weights(model)
     params = [p for p in model.parameters() if p.requires_grad]
     snapshot = [p.detach().clone() for p in params]  # the divergence guard's restore point
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
@@ -199,7 +244,8 @@ def train(
             for _ in range(config.grad_accum):
                 forget_batch = to_device(next(forget_stream), device)
                 retain_batch = to_device(next(retain_stream), device) if retain_stream else None
-                loss, logs = objective.loss(model, forget_batch, retain_batch)
+                with loss_pass(config, device):
+                    loss, logs = objective.loss(model, forget_batch, retain_batch)
                 if not torch.isfinite(loss):
                     _restore(params, snapshot)
                     raise TrainingError(f"{description}: loss became {loss.item()} at step {step + 1}; weights restored to before this request")
@@ -249,15 +295,6 @@ def _restore(params: list[torch.nn.Parameter], snapshot: list[torch.Tensor]) -> 
 
 
 # -- fine-tuning on records of mixed length (prepare) ------------------------------------------
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """'auto' is bfloat16 where the hardware runs it natively, else float32."""
-    if precision != "auto":
-        return precision
-    if device.type == "cuda":
-        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
-    return "bfloat16" if torch.cpu._is_avx512_bf16_supported() else "float32"
-
-
 class LengthGroupedFineTune:
     """Next-token NLL where every record weighs the same, computed per length group.
 
@@ -275,21 +312,20 @@ class LengthGroupedFineTune:
 
     needs_retain = False
     max_ratio = 1.5  # a group's longest row is at most this many times its shortest
-    min_shared = 4  # shorter common prefixes are not worth a second forward call
 
     def __init__(self, precision: str = "float32", share_prefix: bool = True) -> None:
-        self.autocast = precision == "bfloat16"
+        self.precision = precision  # resolved ("float32" or "bfloat16")
         self.share_prefix = share_prefix
 
     def loss(self, model: Any, forget: Batch, retain: Batch | None) -> tuple[torch.Tensor, dict[str, float]]:
         part = forget["x"]
         lengths = part["attention_mask"].sum(1)
         per_record = []
-        for rows in _length_groups(lengths.tolist(), self.max_ratio):
+        for rows in length_groups(lengths.tolist(), self.max_ratio):
             index = torch.tensor(rows, device=lengths.device)
             width = int(lengths[index].max())
             ids, mask, labels = (part[k][index, :width] for k in ("input_ids", "attention_mask", "labels"))
-            with torch.autocast(ids.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            with autocast(self.precision, ids.device):
                 logits, offset = self._logits(model, ids, mask, labels)
             targets = labels[:, offset + 1 :]
             nll = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=IGNORE, reduction="none")
@@ -300,35 +336,9 @@ class LengthGroupedFineTune:
 
     def _logits(self, model: Any, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
         """Logits predicting tokens offset+1 .. end (offset = length of the shared prefix)."""
-        shared = shared_prefix(ids, mask, labels) if self.share_prefix and len(ids) > 1 else 0
-        if shared < self.min_shared:
+        if not self.share_prefix:
             return model(input_ids=ids, attention_mask=mask).logits[:, :-1], 0
-        key = cache_argument(model)
-        cache = getattr(model(input_ids=ids[:1, :shared], attention_mask=mask[:1, :shared], use_cache=True), key)
-        cache.batch_repeat_interleave(len(ids))
-        rest = model(input_ids=ids[:, shared:], attention_mask=mask, use_cache=True, **{key: cache})
         # The prefix's own positions carry no labels (shared_prefix stops before any), so its
-        # logits are not needed; logits[t] of the rest predicts token shared + t + 1.
-        return rest.logits[:, :-1], shared
-
-
-def shared_prefix(ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> int:
-    """Length of the leading tokens that every row has in common and that are unpadded. It stops
-    before the first labelled position, since the prefix's last logit (which predicts the next
-    token) is not computed, and leaves every row at least one token after it."""
-    same = (ids == ids[:1]).all(0) & (mask == 1).all(0)
-    labelled = (labels != IGNORE).any(0).nonzero()
-    limit = min(int(mask.sum(1).min()) - 1, int(labelled[0]) - 1 if len(labelled) else ids.shape[1])
-    differ = (~same[: max(limit, 0)]).nonzero()
-    return int(differ[0]) if len(differ) else max(limit, 0)
-
-
-def _length_groups(lengths: list[int], max_ratio: float) -> list[list[int]]:
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    groups: list[list[int]] = []
-    for i in order:
-        if groups and lengths[i] <= max_ratio * lengths[groups[-1][0]]:
-            groups[-1].append(i)
-        else:
-            groups.append([i])
-    return groups
+        # logits are not needed; logits[t] of the rest predicts token offset + t + 1.
+        logits, offset = forward_sharing_prefix(model, ids, mask, labels, every_position=False)
+        return logits[:, :-1], offset

@@ -45,6 +45,10 @@ CACHE_VERSION = 2  # bump when the training recipe changes in a way the settings
 # oracles after the listed numbers of requests (sparse oracles for long streams: [25, 50, 100];
 # between them the runner measures against the holdout reference, docs/sequential.md).
 OracleChoice = Literal["all", "final", "none"] | list[int]
+# Training settings that prepare decides itself: `precision` is its own top-level setting and
+# `LengthGroupedFineTune` always shares prompt prefixes (left out of the cache key, so models
+# prepared before these settings existed keep their keys).
+PREPARE_OWN = ("precision", "share_prefix")
 
 
 def default_train_config() -> TrainConfig:
@@ -89,7 +93,7 @@ class PrepareSettings(BaseModel):
     def _flat_train_keys(cls, data: Any) -> Any:
         """A plan may write `prepare: {epochs: 3, lr: 2e-4}`: training keys go into `train`."""
         if isinstance(data, dict):
-            flat = {k: data[k] for k in data if k in TrainConfig.model_fields}
+            flat = {k: data[k] for k in data if k in TrainConfig.model_fields and k not in PREPARE_OWN}
             if flat:
                 data = {k: v for k, v in data.items() if k not in flat}
                 base = data.get("train", default_train_config())
@@ -140,7 +144,7 @@ def model_key(base: dict[str, Any], examples: list[Example], fmt: str, settings:
     digest = hashlib.sha256()
     # `oracles` is left out: it says which models to make, not how one is made.
     header = {
-        "version": CACHE_VERSION, "base": base, "format": fmt, "train": settings.train.model_dump(),
+        "version": CACHE_VERSION, "base": base, "format": fmt, "train": settings.train.model_dump(exclude=set(PREPARE_OWN)),
         "lora": settings.lora, "precision": settings.precision,
     }
     if settings.finetune_share != 1.0:  # 1.0 is the model as trained: its key stays what it was
@@ -242,7 +246,8 @@ def _train_one(base: Subject, examples: list[Example], settings: PrepareSettings
     torch.manual_seed(settings.train.seed)
     started = time.perf_counter()
     objective = LengthGroupedFineTune(settings.precision)
-    result: TrainStats = train(subject, examples, objective, settings.train, description=description)
+    config = settings.train.model_copy(update={"precision": settings.precision})
+    result: TrainStats = train(subject, examples, objective, config, description=description)
     tuned = subject.model.merge_and_unload() if settings.lora is not None else subject.model
     if settings.finetune_share < 1.0:
         scale_change(tuned, base.model, settings.finetune_share)

@@ -69,7 +69,7 @@ from unlearnkit.eval.interop import write_ou_logs
 from unlearnkit.eval.result import SuiteResult
 from unlearnkit.eval.sequential import holdout_agreement, relapsed
 from unlearnkit.files import remove_path, write_json, write_text
-from unlearnkit.methods.base import Method, UnlearnContext, get_method
+from unlearnkit.methods.base import METHODS, Method, UnlearnContext, get_method
 from unlearnkit.models.loading import check_source
 from unlearnkit.models.stack import load_subject
 from unlearnkit.models.subject import Subject
@@ -219,7 +219,7 @@ def prepare_references(run: Run) -> None:
 
 
 def plan_methods(plan: Plan) -> list[Method]:
-    return [get_method(m.name, m.settings) for m in plan.method]
+    return [get_method(m.name, with_plan_precision(m.name, m.settings, plan.precision)) for m in plan.method]
 
 
 def next_group(run: Run) -> list[ForgetRequest]:
@@ -427,12 +427,14 @@ def relapses(run: Run, step: int, rows: Rows) -> list[tuple[str, str, str, float
 def plan_fingerprint(plan: Plan) -> str:
     """The plan as canonical JSON, what a resumed run must match. `service` is left out (how the
     service runs, not what is applied), and so are keys added after runs existed while they keep
-    their defaults (`coalesce: 1`, `submitted: false`, `evaluation.earlier` and
-    `evaluation.full_every` unset, `evaluation.holdout_reference: false`), so an older run still
-    resumes."""
+    their defaults (`coalesce: 1`, `submitted: false`, `precision: auto`, `evaluation.earlier`
+    and `evaluation.full_every` unset, `evaluation.holdout_reference: false`), so an older run
+    still resumes."""
     data = plan.model_dump(mode="json", exclude={"source", "service"})
     if data["coalesce"] == 1:
         del data["coalesce"]
+    if data["precision"] == "auto":
+        del data["precision"]
     for source in data["requests"]:
         if not source["submitted"]:
             del source["submitted"]
@@ -595,7 +597,7 @@ def load_step(run: Run, step: int) -> Subject:
 
 def load(run: Run, source: str | Path) -> Subject:
     """Any model of the run (start model, checkpoint, oracle) in the plan's format, dtype, device."""
-    return load_subject(source, fmt=run.plan.format, dtype=run.plan.dtype, device=run.plan.device)
+    return load_subject(source, fmt=run.plan.format, dtype=run.plan.dtype, device=run.plan.device, precision=run.plan.precision)
 
 
 # -- after the last step: the final stages --------------------------------------------------------
@@ -723,3 +725,10 @@ class RunLock:
 
     def __exit__(self, *exc: Any) -> None:
         self.release()
+
+
+def with_plan_precision(name: str, settings: dict[str, Any], precision: str) -> dict[str, Any]:
+    """A training method's settings with the plan's `precision` where the method sets none."""
+    if "precision" in settings or "precision" not in METHODS.get(name).model_fields:
+        return settings
+    return {**settings, "precision": precision}

@@ -22,7 +22,7 @@ from unlearnkit.errors import UnlearnkitError
 from unlearnkit.models.loading import wrap_lora
 from unlearnkit.models.subject import Subject
 from unlearnkit.registry import Registry, build_with_settings
-from unlearnkit.training import Batch, Example, Monitor, TrainConfig, TrainStats, train
+from unlearnkit.training import Batch, Example, Monitor, TrainConfig, TrainStats, loss_pass, train
 
 Need = Literal["retain", "reference", "idk"]
 
@@ -136,7 +136,8 @@ class LossMethod(Method, TrainConfig):
                 torch.manual_seed(self.seed)
                 working = subject.with_model(wrap_lora(subject.model, **context.lora))
         try:
-            self.prepare(working, forget, retain)
+            with loss_pass(self.train_config(), working.device):  # reference values as training computes them
+                self.prepare(working, forget, retain)
             context.stats = train(
                 working, forget, self, self.train_config(), retain if self.needs_retain else None,
                 description=f"{self.registry_name} on {request.id}", monitor=context.monitor,

@@ -125,7 +125,9 @@ class OffsetSubject(WrappedSubject):
     def combined(self) -> Subject:
         """A plain Subject around the offset model: the verbs are the base Subject's own code."""
         lm = OffsetLM(self.inner.model, self.original, self.helper, self.weight)
-        return Subject(lm, self.tokenizer, self.fmt, batch_size=self.batch_size, max_length=self.max_length, name=self.name)
+        inner = self.inner
+        return Subject(lm, self.tokenizer, self.fmt, batch_size=self.batch_size, max_length=self.max_length, name=self.name,
+                       precision=inner.precision, share_prefix=inner.share_prefix, length_buckets=inner.length_buckets)
 
     def score(self, prompts: list[str], targets: list[str], **kwargs: Any) -> ScoreResult:  # type: ignore[override]
         return self.combined().score(prompts, targets, **kwargs)

@@ -20,13 +20,17 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from unlearnkit.training import model_logits
+
 IGNORE = -100
 
 
 # -- plumbing -----------------------------------------------------------------------------------
 def forward_logits(model: Any, part: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Logits of a padded part `{"input_ids", "attention_mask", ...}` (float32 for stable losses)."""
-    return model(input_ids=part["input_ids"], attention_mask=part["attention_mask"]).logits.float()
+    """Logits of a padded part `{"input_ids", "attention_mask", "labels"}` at every position, in
+    float32 for stable losses (the training loop's precision and prefix sharing:
+    `training.model_logits`)."""
+    return model_logits(model, part)
 
 
 def shift(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -214,12 +214,13 @@ def is_saved_stack(source: str | Path) -> bool:
 
 
 def load_subject(source: str | Path, *, fmt: str | None = None, dtype: str = "auto", device: str = "auto",
-                 batch_size: int | None = None, name: str | None = None) -> Subject:
+                 batch_size: int | None = None, name: str | None = None, precision: str = "auto") -> Subject:
     """Load any subject: `default`, a model folder, a `.gguf` file, a hub id, or a folder that
     `save_subject` wrote (a plain model with its prompt format, or a stack of wrappers).
 
     The format saved with a model wins over `fmt` = None/"auto" (so a model unlearned in one
-    format is measured in it); an explicit `fmt` wins over the saved one.
+    format is measured in it); an explicit `fmt` wins over the saved one. `precision` is how
+    it scores and generates (`models/precision.py`).
     """
     path = Path(source)
     if is_saved_stack(path):
@@ -228,7 +229,7 @@ def load_subject(source: str | Path, *, fmt: str | None = None, dtype: str = "au
             cls = WRAPPERS.get(manifest["kind"])
         except UnlearnkitError as exc:
             raise ModelError(f"{path / MANIFEST}: {exc}") from None
-        inner = load_subject(path / "inner", fmt=fmt, dtype=dtype, device=device, batch_size=batch_size)
+        inner = load_subject(path / "inner", fmt=fmt, dtype=dtype, device=device, batch_size=batch_size, precision=precision)
         wrapper = cls.from_saved(inner, path, manifest.get("config", {}), device)
         wrapper.name = name or manifest.get("name", wrapper.name)
         return wrapper
@@ -238,7 +239,7 @@ def load_subject(source: str | Path, *, fmt: str | None = None, dtype: str = "au
     plain = json.loads(plain_path.read_text()) if plain_path.is_file() else {}
     if chosen.name == "auto" and "format" in plain:
         chosen = PromptFormat(**plain["format"])
-    subject = Subject(model, tokenizer, chosen, name=name or plain.get("name", str(source)))
+    subject = Subject(model, tokenizer, chosen, name=name or plain.get("name", str(source)), precision=precision)
     if batch_size is not None:
         subject.batch_size = batch_size
     return subject

@@ -7,7 +7,6 @@ Subject (and overrides them) is evaluated by exactly the same code as a fine-tun
 from __future__ import annotations
 
 import copy
-import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +16,9 @@ from pydantic import BaseModel, Field
 from unlearnkit.data.formatting import IGNORE, Encoded, Pair, PromptFormat, collate, encode_pair, prompt_ids, record_pair, refuse_long_text
 from unlearnkit.data.schema import Record
 from unlearnkit.errors import DataError
+from unlearnkit.models.batching import length_batches
+from unlearnkit.models.precision import autocast, resolve_precision
+from unlearnkit.models.prefix import MIN_SHARED, cache_argument, common_prefix, forward_sharing_prefix, prefix_cache, supports_kv_cache
 from unlearnkit.progress import track
 
 
@@ -83,8 +85,19 @@ class Subject:
         batch_size: int = 8,
         max_length: int | None = None,
         name: str = "model",
+        precision: str = "auto",
+        share_prefix: bool = True,
+        length_buckets: bool = True,
     ) -> None:
         self.model = model
+        # How `score` and `generate` run: bf16 autocast where native (`models/precision.py`;
+        # the metrics agree with fp32 within docs/performance.md's tolerance), and a prompt
+        # prefix common to a batch run once (`models/prefix.py`), batch sizes by length
+        # (`models/batching.py`). Training has its own settings. All three off is the fp32 path
+        # from before them (what bench/mfu.py measures as "before").
+        self.precision = precision
+        self.share_prefix = share_prefix
+        self.length_buckets = length_buckets
         self.tokenizer = tokenizer
         self.fmt = (fmt or PromptFormat()).resolve(tokenizer)
         self.batch_size = batch_size
@@ -99,7 +112,16 @@ class Subject:
 
     def with_model(self, model: Any, name: str | None = None) -> Subject:
         """A Subject sharing tokenizer and format, around another model."""
-        return Subject(model, self.tokenizer, self.fmt, batch_size=self.batch_size, max_length=self.max_length, name=name or self.name)
+        return Subject(model, self.tokenizer, self.fmt, batch_size=self.batch_size, max_length=self.max_length, name=name or self.name,
+                       precision=self.precision, share_prefix=self.share_prefix, length_buckets=self.length_buckets)
+
+    def inference_precision(self, generation: bool = False) -> str:
+        """The resolved precision of `score` or `generate` (bad settings refused, naming it).
+        Generation resolves `auto` to float32: in bf16 two of eight greedy answers of the default
+        model changed wording, while scores stayed within docs/performance.md's tolerance."""
+        if generation and self.precision == "auto":
+            return "float32"
+        return resolve_precision(self.precision, self.device, "subject precision")
 
     def clone(self) -> Subject:
         """A deep copy of the model (for methods that must not touch the previous step)."""
@@ -183,10 +205,10 @@ class Subject:
         leads = leads or [""] * len(prompts)
         examples = [self.encode(p, t, template=template, add_eos=add_eos, where=f"item {i}", lead=lead)
                     for i, (p, t, lead) in enumerate(zip(prompts, targets, leads))]
-        # Longest first keeps padding low; results are put back in input order.
-        order = sorted(range(len(examples)), key=lambda i: -len(examples[i].input_ids))
-        size = batch_size or self.batch_size
-        batches = [order[i : i + size] for i in range(0, len(order), size)]
+        # Rows of similar length together, as many as a token budget allows (`length_batches`);
+        # results are put back in input order.
+        batches = length_batches([len(e.input_ids) for e in examples], batch_size or self.batch_size, buckets=self.length_buckets)
+        precision = self.inference_precision()
         out_lp: list[torch.Tensor | None] = [None] * len(examples)
         out_mu: list[torch.Tensor | None] = [None] * len(examples)
         out_sd: list[torch.Tensor | None] = [None] * len(examples)
@@ -196,9 +218,13 @@ class Subject:
         for batch in track(batches, progress or "scoring") if progress else batches:
             enc = collate([examples[i] for i in batch], self.tokenizer.pad_token_id)
             enc = {k: v.to(self.device) for k, v in enc.items()}
-            logits = self.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits.float()
-            logp = torch.log_softmax(logits[:, :-1], dim=-1)
-            labels = enc["labels"][:, 1:]
+            with autocast(precision, self.device):
+                if self.share_prefix:  # logits[t] belongs to position offset + t
+                    logits, offset = forward_sharing_prefix(self.model, enc["input_ids"], enc["attention_mask"], enc["labels"], every_position=False)
+                else:
+                    logits, offset = self.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits, 0
+            logp = torch.log_softmax(logits.float()[:, :-1], dim=-1)  # fp32 over the vocabulary
+            labels = enc["labels"][:, offset + 1 :]
             mask = labels != IGNORE
             picked = logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
             is_top = logp.argmax(-1) == labels
@@ -236,22 +262,39 @@ class Subject:
         settings = settings or GenerationSettings()
         tok = self.tokenizer
         ids = [self._prompt_ids(p, template, settings.max_new_tokens, f"item {i}") for i, p in enumerate(prompts)]
-        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
-        batches = [order[i : i + settings.batch_size] for i in range(0, len(order), settings.batch_size)]
+        # Fixed-size batches: decoding pays per step for every batch, and token-budget buckets
+        # made more, smaller batches here (0.8x measured on the default model, docs/performance.md).
+        batches = length_batches([len(i) for i in ids], settings.batch_size, buckets=False)
         results: list[list[str]] = [[] for _ in prompts]
+        precision = self.inference_precision(generation=True)
         was_training = self.model.training
         self.model.eval()
         for number, batch in enumerate(track(batches, progress) if progress else batches):
-            enc = collate([Encoded(ids[i], [IGNORE] * len(ids[i])) for i in batch], tok.pad_token_id, left=True)
+            rows = [ids[i] for i in batch]
+            # One continuation per prompt: a prefix common to the batch's prompts runs once and
+            # its KV cache serves every row. Sampling n > 1 would have generate expand the rows
+            # (and a given cache) itself, so it keeps the plain path.
+            shared = common_prefix(rows) if self.share_prefix and len(rows) > 1 and (settings.greedy or settings.n == 1) and supports_kv_cache(self.model) else 0
+            shared = shared if shared >= MIN_SHARED else 0
+            # Layout [shared prefix][left padding][rest of the prompt]: generate takes positions
+            # from the attention mask's cumulative sum, so every real token keeps its position.
+            enc = collate([Encoded(r[shared:], [IGNORE] * (len(r) - shared)) for r in rows], tok.pad_token_id, left=True)
             input_ids = enc["input_ids"].to(self.device)
             attention = enc["attention_mask"].to(self.device)
             kwargs: dict[str, Any] = {"max_new_tokens": settings.max_new_tokens, "pad_token_id": tok.pad_token_id, "eos_token_id": tok.eos_token_id}
+            if shared:
+                prefix = torch.tensor([rows[0][:shared]], device=self.device)
+                with autocast(precision, self.device):
+                    _, kwargs[cache_argument(self.model)] = prefix_cache(self.model, prefix, len(rows))
+                input_ids = torch.cat([prefix.expand(len(rows), -1), input_ids], 1)
+                attention = torch.cat([torch.ones_like(prefix).expand(len(rows), -1), attention], 1)
             if settings.greedy:
                 kwargs.update(do_sample=False, num_return_sequences=1, temperature=None, top_p=None, top_k=None)
             else:
                 torch.manual_seed(settings.seed + number)
                 kwargs.update(do_sample=True, temperature=settings.temperature, top_p=settings.top_p, top_k=0, num_return_sequences=settings.n)
-            out = self.model.generate(input_ids=input_ids, attention_mask=attention, **kwargs)
+            with autocast(precision, self.device):
+                out = self.model.generate(input_ids=input_ids, attention_mask=attention, **kwargs)
             new = out[:, input_ids.shape[1] :]
             texts = tok.batch_decode(new, skip_special_tokens=True)
             per_prompt = 1 if settings.greedy else settings.n
@@ -278,9 +321,3 @@ def cut_at_stop(text: str, stops: list[str]) -> str:
             end = min(end, pos)
     return text[:end].strip()
 
-
-def cache_argument(model: Any) -> str:
-    """The KV-cache keyword (and output field): `cache` in recent transformers, `past_key_values`
-    before. A PEFT wrapper passes keywords through, so its base model decides."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"
