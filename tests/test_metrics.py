@@ -205,8 +205,10 @@ def test_attack_scores_batched_equal_per_item(tiny_subject, name):
     batched = metric.compute(tiny_subject, MetricInput(QA, HOLDOUT))
     assert 0.0 <= batched.value <= 1.0
     single = get_metric(name, kind="qa").compute(_small_batches(tiny_subject), MetricInput(QA[:1], HOLDOUT[:1]))
-    assert single.per_item["q1"] == pytest.approx(batched.per_item["q1"], rel=1e-4)
-    assert single.per_item["nonmember:h1"] == pytest.approx(batched.per_item["nonmember:h1"], rel=1e-4)
+    # 1e-3: Min-K%++ divides each token's log-prob gap by its σ over the vocabulary, which
+    # magnifies the float differences between a batch's shared-prefix pass and one row's.
+    assert single.per_item["q1"] == pytest.approx(batched.per_item["q1"], rel=1e-3)
+    assert single.per_item["nonmember:h1"] == pytest.approx(batched.per_item["nonmember:h1"], rel=1e-3)
 
 
 def test_truth_ratio_metric_matches_the_formula_on_model_scores(tiny_subject):

@@ -572,6 +572,8 @@ def test_sigterm_in_the_middle_of_a_step_commits_it_and_the_next_start_verifies_
     assert ledger.request_status("r5") in ("applied", "verified")
     ledger.close()
     lines = [line for line in server.log.read_text(encoding="utf-8").splitlines() if line.strip()]
+    not_json = [line for line in lines if not line.startswith("{")]
+    assert not not_json, f"log lines that are not JSON: {not_json[:3]}"
     records = [json.loads(line) for line in lines]  # every line is one JSON object
     assert all({"ts", "level", "logger", "message"} <= set(r) for r in records)
     messages = [r["message"] for r in records]

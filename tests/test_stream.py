@@ -71,6 +71,7 @@ def stream_plan(folder: Path, world: Path, model: Path, **changes: object) -> Pa
         "final": {"references": True, "report": True},
         "output": "run",
         "seed": 1,
+        "precision": "float32",  # scores compared with fp32 hand computations below
         **changes,
     }
     folder.mkdir(parents=True, exist_ok=True)
@@ -176,7 +177,7 @@ def test_the_holdout_reference_is_computed_as_documented(stream_run: Path, world
     from unlearnkit.benchmark.prepare import PrepareSettings, prepare_world
 
     plan = load_plan(stream_run.parent / "plan.yaml")
-    target = load_subject(prepare_world(plan.model, world, PrepareSettings(**plan.prepare)).target, dtype="float32", device="cpu")
+    target = load_subject(prepare_world(plan.model, world, PrepareSettings(**plan.prepare)).target, dtype="float32", device="cpu", precision="float32")
     holdout = [r for r in load_world(world).holdout if r.kind == "qa"]
     reference = SuiteResult.load(stream_run / "eval" / "holdout-reference.json")
     probability = target.score([r.question for r in holdout], [r.answer for r in holdout]).prob.mean().item()

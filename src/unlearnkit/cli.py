@@ -7,6 +7,7 @@ with one `error: ...` line and exit code 1, never a traceback (`main` lists ever
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
@@ -119,8 +120,14 @@ def main() -> None:
 
 
 def _say(line: str, *, error: bool = False) -> None:
-    """The one line a command ends with on stderr (newlines inside it escaped)."""
+    """The one line a command ends with on stderr (newlines inside it escaped); a JSON log line
+    where the command logs as JSON (`unlearnkit serve`: every stderr line is one object)."""
     text = " ".join(line.splitlines())  # every kind of line break, not only \n
+    from unlearnkit.service.logs import logs_json
+
+    if logs_json():
+        logging.getLogger("unlearnkit.cli").log(logging.ERROR if error else logging.INFO, text)
+        return
     console = Console(stderr=True, highlight=False, soft_wrap=True)
     if error:
         console.print("[bold red]error:[/] ", end="")

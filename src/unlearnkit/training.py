@@ -236,6 +236,9 @@ def train(
 
     stats, start = TrainStats(), time.perf_counter()
     best_level, best_step, best_state = (monitor.start_level if monitor else 0.0), 0, snapshot
+    # A short run is still checked a few times, so a rollback has a state to go back to other
+    # than the start (8 facts at batch 8 for 5 epochs is 5 steps: one check at `every` 5).
+    check_every = max(1, min(monitor.every, total // MIN_CHECKS)) if monitor is not None else 0
     model.train()
     with make_progress() as progress:
         task = progress.add_task(description, total=total, info="")
@@ -268,7 +271,7 @@ def train(
             stats.history.append({"step": step + 1, "loss": loss.item(), "lr": scheduler.get_last_lr()[0], **logs})
             elapsed = time.perf_counter() - start
             progress.update(task, advance=1, info=f"loss {loss.item():.3f}  {stats.tokens / elapsed:.0f} tok/s")
-            if monitor is not None and ((step + 1) % monitor.every == 0 or step + 1 == total):
+            if monitor is not None and ((step + 1) % check_every == 0 or step + 1 == total):
                 check = monitor.check(subject, step + 1)
                 stats.checks.append(check.info)
                 if not check.within_budget:  # roll back to the best state within the budget
@@ -286,6 +289,9 @@ def train(
     model.eval()
     stats.seconds = time.perf_counter() - start
     return stats
+
+
+MIN_CHECKS = 4  # checks a guarded run gets at least, where it has that many optimiser steps
 
 
 def _restore(params: list[torch.nn.Parameter], snapshot: list[torch.Tensor]) -> None:

@@ -87,7 +87,9 @@ class Record(BaseModel):
             single = data.pop("paraphrased_question")
             if single not in (None, ""):
                 extra = single if isinstance(single, list) else [single]
-                data["paraphrased_questions"] = [*data.get("paraphrased_questions", []), *extra]
+                existing = data.get("paraphrased_questions")
+                if existing is None or isinstance(existing, list):  # anything else: the field's own error
+                    data["paraphrased_questions"] = [*(existing or []), *extra]
         return data
 
     @field_validator("question", "answer", "text", "prompt", "continuation", "paraphrased_answer")

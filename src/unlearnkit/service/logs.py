@@ -34,6 +34,11 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str, ensure_ascii=False)
 
 
+def logs_json() -> bool:
+    """Whether this process logs as JSON lines (`log_config` was applied)."""
+    return any(isinstance(h.formatter, JsonFormatter) for h in logging.getLogger("unlearnkit").handlers)
+
+
 def log_config(level: str = "info") -> dict[str, Any]:
     """A `logging.config` dict (also given to uvicorn, so its own lines are JSON too)."""
     handler = {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}
