@@ -19,7 +19,11 @@ from rich.console import Console
 from unlearnkit.commands._options import BenchmarkOpt, DataDirOpt, DeviceOpt, FormatOpt, ModelOpt, SetOpt, bounded, check_models, parse_set
 from unlearnkit.errors import UnlearnkitError, VerdictError
 
-DEFAULT_METHOD = "npo_gd"
+# The one method that met the bar on real knowledge (bench/real_knowledge.py, docs/methods.md
+# "Real knowledge"): every question of the request refused, plain and paraphrased, with the kept
+# and never-mentioned facts intact. It guards the model's answers; the weights keep the facts
+# (a weight method such as npo_gd, guarded, removes part of them; its verdict says how much).
+DEFAULT_METHOD = "guardrail"
 
 
 def pick_request(path: Path | str, request_id: str | None, requests: list[Any] | None = None) -> Any:
