@@ -284,3 +284,41 @@ def test_the_real_knowledge_cases_keep_their_sets_apart() -> None:
     assert build_case(known, "mixed", seed=1).request.records != mixed.request.records
     with pytest.raises(ValueError, match="knows only"):
         build_case(known[:3], "mixed")
+
+
+def test_an_answer_lead_is_context_not_target(tiny_tokenizer) -> None:
+    """`lead`: the same tokens as the whole answer, with the lead's labels masked."""
+    from unlearnkit.data.formatting import IGNORE, PromptFormat, encode_pair
+
+    fmt = PromptFormat("plain")
+    whole = encode_pair(tiny_tokenizer, fmt, "Capital of France?", "The capital of France is Paris.")
+    led = encode_pair(tiny_tokenizer, fmt, "Capital of France?", " Paris.", lead="The capital of France is")
+    assert led.input_ids == whole.input_ids
+    trained = [t for t in led.labels if t != IGNORE]
+    assert tiny_tokenizer.decode(trained[:-1]) == " Paris." and trained[-1] == tiny_tokenizer.eos_token_id
+    assert led.labels.count(IGNORE) > whole.labels.count(IGNORE)
+
+
+def test_own_answers_train_on_the_models_words_after_its_own_lead(tiny_subject: Subject) -> None:
+    """Where the model's greedy answer states the record's answer, the words before it become the
+    lead and the rest the target; elsewhere the record stays as given."""
+    from unlearnkit.data.formatting import ANSWER_LEAD, record_pair
+    from unlearnkit.methods.base import own_answers
+
+    said = {"Capital of France?": "The capital of France is Paris. It is big.", "Capital of Peru?": "I am not sure."}
+
+    class Saying(Subject):
+        def greedy(self, prompts: list[str], **_: Any) -> list[str]:
+            return [said[p] for p in prompts]
+
+    subject = Saying(tiny_subject.model, tiny_subject.tokenizer, precision="float32")
+    records = [Record(id="a", question="Capital of France?", answer="paris"), Record(id="b", question="Capital of Peru?", answer="Lima"),
+               Record(id="c", text="A passage.")]
+    a, b, c = own_answers(subject, records)
+    assert (a.answer, a.meta[ANSWER_LEAD]) == (" Paris. It is big.", "The capital of France is")
+    assert record_pair(a).lead == "The capital of France is" and record_pair(a, "I don't know.").lead == ""
+    assert b == records[1] and c == records[2]
+    method = get_method("ga")
+    assert method.answers == "own" and method.targets(subject, ForgetRequest(id="r", records=records[:2]), [])[0].records[0] == a
+    given = get_method("ga", {"answers": "given"})
+    assert given.targets(subject, ForgetRequest(id="r", records=records[:2]), [])[0].records == records[:2]
