@@ -32,6 +32,7 @@ from unlearnkit.commands import (
     unlearn,
     world,
 )
+from unlearnkit import distributed
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.signals import Interrupted, handling_signals
 
@@ -82,6 +83,8 @@ def main() -> None:
     """
     code = 0
     try:
+        if distributed.launched():  # join the process group first: it picks this process's GPU
+            distributed.state()
         with handling_signals():
             returned = app(standalone_mode=False, prog_name="unlearnkit")
         # Non-standalone typer returns the code of an `Exit` (e.g. 130 for a KeyboardInterrupt

@@ -29,6 +29,7 @@ def prepare_command(
     json_out: Annotated[Path | None, typer.Option("--json", help="write the model paths (and the check) here")] = None,
 ) -> None:
     """Fine-tune the base model on the world (target) and without requests 1..t (oracles); cached."""
+    from unlearnkit import distributed
     from unlearnkit.benchmark.prepare import PrepareSettings, check_quality, prepare_world
     from unlearnkit.data.world import load_world
     from unlearnkit.files import write_json
@@ -56,6 +57,8 @@ def prepare_command(
     check_models(model=model)
     base = load_subject(model, fmt=fmt, device=device)
     prepared = prepare_world(model, world, settings, subject=base)
+    if not distributed.is_main():  # several processes trained together; rank 0 reports and checks
+        return
     table = Table(title=f"prepared {world} from {model}")
     for column in ("model", "removed", "path", "trained now", "seconds"):
         table.add_column(column)
@@ -71,7 +74,8 @@ def prepare_command(
         "models": [{"name": m.name, "path": str(m.path), "removed": m.removed, "trained_now": m.trained_now, "stats": m.stats} for m in prepared.models],
     }
     if check:
-        payload["quality"] = check_quality(prepared, load_world(world), base)
+        with distributed.solo():
+            payload["quality"] = check_quality(prepared, load_world(world), base)
         console.print_json(data=payload["quality"])
     if json_out:
         write_json(json_out, payload)
