@@ -40,10 +40,22 @@ def environment(**extra: str) -> dict[str, str]:
     return env
 
 
+DRIVER = str(Path(__file__).with_name("distributed_driver.py"))  # `unlearnkit ARGS`, noting what it writes
+
+
 def unlearnkit(args: list[str], processes: int, cwd: Path, **extra: str) -> subprocess.CompletedProcess[str]:
     """`unlearnkit ARGS` on 1 process, or on N through torch.distributed.run (gloo on CPU)."""
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)] if processes > 1 else [sys.executable]
-    return subprocess.run([*launcher, "-m", "unlearnkit", *args], cwd=cwd, env=environment(**extra), capture_output=True, text=True, timeout=900)
+    (cwd / "writes").mkdir(exist_ok=True)
+    return subprocess.run([*launcher, DRIVER, *args], cwd=cwd, env=environment(UNLEARNKIT_TEST_WRITES=str(cwd / "writes"), **extra),
+                          capture_output=True, text=True, timeout=900)
+
+
+def writes_into(folder: Path, rank: int) -> list[str]:
+    """What process `rank` opened for writing, renamed, removed or created under `folder`."""
+    log = folder.parent / "writes" / f"rank-{rank}.txt"
+    assert log.exists(), f"rank {rank} left no record of its writes"
+    return [line for line in log.read_text().splitlines() if line.startswith(str(folder))]
 
 
 def run_on(folder: Path, method: str, processes: int, **extra: str) -> subprocess.CompletedProcess[str]:
@@ -81,17 +93,68 @@ def assert_same_run(one: Path, two: Path, steps: int) -> None:
             assert abs(value - m2[key]) < 1e-4, (key, value, m2[key])
 
 
-@pytest.mark.parametrize("method", [NPO, SSU], ids=["npo", "ssu"])
-def test_two_processes_give_the_weights_and_metrics_of_one(tmp_path: Path, method: str) -> None:
-    one, two = run_on(tmp_path / "one", method, 1), run_on(tmp_path / "two", method, 2)
-    assert one.returncode == 0, one.stderr[-3000:]
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Each method's plan on one process: the reference the multi-process runs must match."""
+    runs = {}
+    for name, method in (("npo", NPO), ("ssu", SSU)):
+        folder = tmp_path_factory.mktemp(f"one-{name}")
+        done = run_on(folder, method, 1)
+        assert done.returncode == 0, done.stderr[-3000:]
+        runs[name] = folder / "run"
+    return runs
+
+
+@pytest.mark.parametrize("name", ["npo", "ssu"])
+def test_two_processes_give_the_weights_and_metrics_of_one(tmp_path: Path, one_process: dict[str, Path], name: str) -> None:
+    two = run_on(tmp_path, {"npo": NPO, "ssu": SSU}[name], 2)
     assert two.returncode == 0, two.stderr[-3000:]
-    assert_same_run(tmp_path / "one" / "run", tmp_path / "two" / "run", steps=2)
+    assert_same_run(one_process[name], tmp_path / "run", steps=2)
+    # Only rank 0 wrote into the run folder (checkpoints, results, request copies, plan.yaml).
+    assert writes_into(tmp_path / "run", 0) and writes_into(tmp_path / "run", 1) == []
 
 
-def test_a_different_global_batch_is_a_different_run(tmp_path: Path) -> None:
-    """The equality above can fail: the same comparison sees a changed global batch."""
-    other = NPO.replace("grad_accum: 2", "grad_accum: 4")
-    assert run_on(tmp_path / "a", NPO, 1).returncode == 0
-    assert run_on(tmp_path / "b", other, 1).returncode == 0
-    assert max_difference(weights(tmp_path / "a" / "run", 1), weights(tmp_path / "b" / "run", 1)) > 1e-5
+def test_a_run_whose_second_rank_is_killed_resumes(tmp_path: Path, one_process: dict[str, Path]) -> None:
+    """Rank 1 dies (SIGKILL) in the middle of step 2's training; the launcher stops rank 0; the
+    ledger holds step 1 only, and the same command finishes the run with the weights of an
+    uninterrupted one."""
+    killed = run_on(tmp_path, NPO, 2, UNLEARNKIT_CRASH_AT="train:2", UNLEARNKIT_CRASH_RANK="1")
+    assert killed.returncode != 0
+    ledger = Ledger(tmp_path / "run" / "ledger.sqlite")
+    assert [s.step for s in ledger.steps()] == [1] and ledger.check() == []
+    ledger.close()
+    resumed = run_on(tmp_path, NPO, 2)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming" in resumed.stdout + resumed.stderr
+    assert_same_run(one_process["npo"], tmp_path / "run", steps=2)
+
+
+def test_prepare_on_two_processes_trains_the_target_of_one(tmp_path: Path) -> None:
+    from unlearnkit.benchmark.world import build_world
+
+    world = build_world(tmp_path / "world", seed=0, size="tiny", num_requests=1)
+    targets = []
+    for processes in (1, 2):
+        cache = tmp_path / f"cache-{processes}"
+        args = ["prepare", "--world", str(world), "--model", str(learned_model_dir()), "--oracles", "none", "--epochs", "1",
+                "--lr", "1e-3", "--batch-size", "4", "--grad-accum", "2", "--json", str(tmp_path / f"prepared-{processes}.json")]
+        done = unlearnkit(args, processes, tmp_path, UNLEARNKIT_CACHE=str(cache))
+        assert done.returncode == 0, done.stderr[-3000:]
+        (target,) = (cache / "prepared").iterdir()
+        targets.append(load_file(target / "model.safetensors"))
+    start = load_file(learned_model_dir() / "model.safetensors")
+    assert max_difference(targets[0], start) > 1e-3
+    assert max_difference(targets[0], targets[1]) < 1e-5
+
+
+@pytest.mark.veryslow
+def test_a_different_global_batch_is_a_different_run(tmp_path: Path, one_process: dict[str, Path]) -> None:
+    """The comparison above can fail: it sees a changed global batch."""
+    assert run_on(tmp_path, NPO.replace("grad_accum: 2", "grad_accum: 4"), 1).returncode == 0
+    assert max_difference(weights(one_process["npo"], 1), weights(tmp_path / "run", 1)) > 1e-5
+
+
+def test_a_global_batch_that_does_not_split_is_one_clear_line(tmp_path: Path) -> None:
+    done = run_on(tmp_path, NPO.replace("grad_accum: 2", "grad_accum: 3"), 2)
+    assert done.returncode != 0
+    assert "grad_accum 3 is not a multiple of the 2 processes" in done.stderr

@@ -18,6 +18,7 @@ from unlearnkit.commands import (
     benchmarks,
     compare,
     demo,
+    estimate,
     eval as eval_,
     generate,
     keys,
@@ -64,6 +65,7 @@ COMMANDS = {
     "report": report.report_command,
     "compare": compare.compare_command,
     "serve": serve.serve_command,
+    "estimate": estimate.estimate_command,
 }
 for name, command in COMMANDS.items():
     app.command(name)(command)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, DistributedDataParallelKwargs
 from pydantic import BaseModel, ConfigDict, Field
 
 from unlearnkit import distributed
@@ -186,7 +186,9 @@ def train(
         raise TrainingError(f"{description}: grad_accum {config.grad_accum} is not a multiple of the {world} processes; "
                             f"set grad_accum to a multiple of {world} (the global batch is batch_size x grad_accum)")
     rng_base = int(torch.randint(0, 2**62, (1,)).item())  # from the caller's seeded RNG, the same on every process
-    accelerator = Accelerator(cpu=subject.device.type == "cpu")
+    # Buffers are not re-broadcast on every forward: a loss may call the model a different number
+    # of times on each process (length groups), and a decoder's buffers (rotary tables) are constants.
+    accelerator = Accelerator(cpu=subject.device.type == "cpu", kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)])
     model, pad_id, device = subject.model, subject.tokenizer.pad_token_id, subject.device
     params = [p for p in model.parameters() if p.requires_grad]
     snapshot = [p.detach().clone() for p in params]  # the divergence guard's restore point

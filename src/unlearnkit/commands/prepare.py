@@ -20,7 +20,8 @@ def prepare_command(
     lora: Annotated[int, typer.Option(callback=bounded(0, 4096), help="LoRA rank; 0 means full fine-tuning")] = 0,
     lr: Annotated[float | None, typer.Option(callback=bounded(0, 1, low_open=True), help="learning rate (default: the measured recipe)")] = None,
     epochs: Annotated[float | None, typer.Option(callback=bounded(0, 10_000, low_open=True), help="epochs over the trained records")] = None,
-    batch_size: Annotated[int | None, typer.Option(callback=bounded(1, 1_000_000), help="records per optimizer step")] = None,
+    batch_size: Annotated[int | None, typer.Option(callback=bounded(1, 1_000_000), help="records per micro-batch")] = None,
+    grad_accum: Annotated[int | None, typer.Option(callback=bounded(1, 1_000_000), help="micro-batches per optimizer step (a multiple of the process count: docs/scale.md)")] = None,
     finetune_share: Annotated[float | None, typer.Option(help="share of the weight change kept after training, in (0, 1]; 1 keeps the trained model (default: the measured 0.6)")] = None,
     fmt: FormatOpt = "auto",
     device: DeviceOpt = "auto",
@@ -49,7 +50,7 @@ def prepare_command(
     lora_settings = {"r": lora, "lora_alpha": 2 * lora} if lora else None
     share = {} if finetune_share is None else {"finetune_share": finetune_share}
     settings = PrepareSettings(oracles=oracles, lora=lora_settings, precision=precision, **share)  # type: ignore[arg-type]
-    for name, value in (("lr", lr), ("epochs", epochs), ("batch_size", batch_size)):
+    for name, value in (("lr", lr), ("epochs", epochs), ("batch_size", batch_size), ("grad_accum", grad_accum)):
         if value is not None:
             if value <= 0:
                 raise UnlearnkitError(f"--{name.replace('_', '-')} {value}: must be positive")
