@@ -158,3 +158,32 @@ def test_a_global_batch_that_does_not_split_is_one_clear_line(tmp_path: Path) ->
     done = run_on(tmp_path, NPO.replace("grad_accum: 2", "grad_accum: 3"), 2)
     assert done.returncode != 0
     assert "grad_accum 3 is not a multiple of the 2 processes" in done.stderr
+
+
+CPU_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "accelerate" / "cpu-2.yaml"
+
+
+def test_the_plan_key_accelerate_config_launches_the_processes(tmp_path: Path, one_process: dict[str, Path]) -> None:
+    """`unlearnkit run plan.yaml` on one process starts itself on the config's two."""
+    tmp_path.mkdir(exist_ok=True)
+    plan = write_plan(tmp_path, NPO, extra=f"accelerate_config: {CPU_CONFIG}\n")
+    done = subprocess.run([sys.executable, "-m", "unlearnkit", "run", str(plan)], cwd=tmp_path, env=environment(),
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "training on 2 processes" in done.stdout + done.stderr
+    assert_same_run(one_process["npo"], tmp_path / "run", steps=2)
+
+
+def test_launch_command_lines(tmp_path: Path) -> None:
+    from unlearnkit.commands._launch import launch_command_line
+    from unlearnkit.errors import UnlearnkitError
+
+    command, env = launch_command_line(CPU_CONFIG, ["run", "p.yaml"])
+    assert command[1:7] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m"] and env["ACCELERATE_USE_CPU"] == "true"
+    gpu = Path(__file__).resolve().parents[1] / "configs" / "accelerate" / "fsdp.yaml"
+    command, _ = launch_command_line(gpu, ["run", "p.yaml"])
+    assert command[1:5] == ["-m", "accelerate.commands.launch", "--config_file", str(gpu)] and command[-3:] == ["unlearnkit", "run", "p.yaml"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- just\n- a list\n")
+    with pytest.raises(UnlearnkitError, match="expected a mapping"):
+        launch_command_line(bad, ["run", "p.yaml"])
