@@ -190,8 +190,6 @@ class TaskVector(LossMethod):
         return FineTune().loss(model, forget, retain)
 
     def unlearn(self, subject: Subject, request: ForgetRequest, context: UnlearnContext) -> Subject:
-        if self.faithful and distributed.world_size() > 1:  # its second backward inside the loss is per process
-            raise UnlearnkitError("method 'ssu': faithful=true runs on one process only (the reference's double backward does not split across processes)")
         request, _ = self.targets(subject, request, context.retain)  # as given, or in its own words
         vector, context.stats = fine_tune_vector(subject, request, self.train_config(), context.lora, f"task vector on {request.id}")
         subtract(subject.model, vector, self.scale)
@@ -229,8 +227,6 @@ class NegMerge(LossMethod):
         return FineTune().loss(model, forget, retain)
 
     def unlearn(self, subject: Subject, request: ForgetRequest, context: UnlearnContext) -> Subject:
-        if self.faithful and distributed.world_size() > 1:  # its second backward inside the loss is per process
-            raise UnlearnkitError("method 'ssu': faithful=true runs on one process only (the reference's double backward does not split across processes)")
         request, _ = self.targets(subject, request, context.retain)  # as given, or in its own words
         base = self.train_config().model_dump()
         total: Vector = {}
