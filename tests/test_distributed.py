@@ -78,6 +78,13 @@ def metrics(run: Path) -> dict[tuple[int, str, str], float | None]:
     return rows
 
 
+# Float tolerance on weights: 2.5% of one step at lr 2e-3. Adam divides each update by √v, so
+# float-order differences in near-zero gradients (a micro-batch summed on one process or
+# exchanged between two) reach ~1e-5 after three steps; a changed global batch moves weights
+# by ~1e-3 (`test_a_different_global_batch_is_a_different_run`).
+WEIGHTS_AGREE = 5e-5
+
+
 def max_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
     assert a.keys() == b.keys()
     return max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
@@ -87,7 +94,7 @@ def assert_same_run(one: Path, two: Path, steps: int) -> None:
     start = load_file(learned_model_dir() / "model.safetensors")
     for step in range(1, steps + 1):
         assert max_difference(weights(one, step), start) > 1e-3  # it trained: equality below means something
-        assert max_difference(weights(one, step), weights(two, step)) < 1e-5
+        assert max_difference(weights(one, step), weights(two, step)) < WEIGHTS_AGREE
     m1, m2 = metrics(one), metrics(two)
     assert m1.keys() == m2.keys() and m1
     for key, value in m1.items():
@@ -147,14 +154,14 @@ def test_prepare_on_two_processes_trains_the_target_of_one(tmp_path: Path) -> No
         targets.append(load_file(target / "model.safetensors"))
     start = load_file(learned_model_dir() / "model.safetensors")
     assert max_difference(targets[0], start) > 1e-3
-    assert max_difference(targets[0], targets[1]) < 1e-5
+    assert max_difference(targets[0], targets[1]) < WEIGHTS_AGREE
 
 
 @pytest.mark.veryslow
 def test_a_different_global_batch_is_a_different_run(tmp_path: Path, one_process: dict[str, Path]) -> None:
     """The comparison above can fail: it sees a changed global batch."""
     assert run_on(tmp_path, NPO.replace("grad_accum: 2", "grad_accum: 4"), 1).returncode == 0
-    assert max_difference(weights(one_process["npo"], 1), weights(tmp_path / "run", 1)) > 1e-5
+    assert max_difference(weights(one_process["npo"], 1), weights(tmp_path / "run", 1)) > 10 * WEIGHTS_AGREE
 
 
 def test_a_global_batch_that_does_not_split_is_one_clear_line(tmp_path: Path) -> None:
