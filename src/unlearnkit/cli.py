@@ -19,6 +19,7 @@ from unlearnkit.commands import (
     benchmarks,
     compare,
     demo,
+    estimate,
     eval as eval_,
     generate,
     keys,
@@ -33,6 +34,7 @@ from unlearnkit.commands import (
     unlearn,
     world,
 )
+from unlearnkit import distributed
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.signals import Interrupted, handling_signals
 
@@ -64,6 +66,7 @@ COMMANDS = {
     "report": report.report_command,
     "compare": compare.compare_command,
     "serve": serve.serve_command,
+    "estimate": estimate.estimate_command,
 }
 for name, command in COMMANDS.items():
     app.command(name)(command)
@@ -83,6 +86,8 @@ def main() -> None:
     """
     code = 0
     try:
+        if distributed.launched():  # join the process group first: it picks this process's GPU
+            distributed.state()
         with handling_signals():
             returned = app(standalone_mode=False, prog_name="unlearnkit")
         # Non-standalone typer returns the code of an `Exit` (e.g. 130 for a KeyboardInterrupt

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import nullcontext
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -21,9 +22,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, DistributedDataParallelKwargs
 from pydantic import BaseModel, ConfigDict, Field
 
+from unlearnkit import distributed
 from unlearnkit.data.formatting import IGNORE, Encoded, collate
 from unlearnkit.errors import TrainingError
 from unlearnkit.models.batching import length_groups
@@ -217,7 +219,19 @@ def train(
         raise TrainingError(f"{description}: no training examples")
     if objective.needs_retain and not retain:
         raise TrainingError(f"{description}: this objective needs a retain set, and none was given")
-    accelerator = Accelerator(cpu=subject.device.type == "cpu")
+    # Several processes (docs/scale.md): the global batch of a step is `grad_accum` micro-batches
+    # of `batch_size`, drawn in the same order on every process; process r runs micro-batches
+    # r, r + N, ... and the gradients are summed across processes, so the step is the one a
+    # single process takes. Each micro-batch's RNG (dropout, random labels) is seeded from its
+    # place in the global batch, never from the rank.
+    world = distributed.world_size()
+    if config.grad_accum % world:
+        raise TrainingError(f"{description}: grad_accum {config.grad_accum} is not a multiple of the {world} processes; "
+                            f"set grad_accum to a multiple of {world} (the global batch is batch_size x grad_accum)")
+    rng_base = int(torch.randint(0, 2**62, (1,)).item())  # from the caller's seeded RNG, the same on every process
+    # Buffers are not re-broadcast on every forward: a loss may call the model a different number
+    # of times on each process (length groups), and a decoder's buffers (rotary tables) are constants.
+    accelerator = Accelerator(cpu=subject.device.type == "cpu", kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)])
     model, pad_id, device = subject.model, subject.tokenizer.pad_token_id, subject.device
     resolve_precision(config.precision, device)  # a bad setting fails here, before any work
     fp32_master_weights(model)
@@ -230,7 +244,8 @@ def train(
     # reference sizes it in micro-batches but steps it per optimiser step).
     span = objective.schedule_steps(total) if hasattr(objective, "schedule_steps") else total
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config, span))
-    model, optimizer = accelerator.prepare(model, optimizer)
+    if distributed.together() or not distributed.launched():  # `solo()` training stays unwrapped: no peer joins it
+        model, optimizer = accelerator.prepare(model, optimizer)
     forget_stream = batches(data, config.batch_size, pad_id, config.seed)
     retain_stream = batches(retain, config.retain_batch_size or config.batch_size, pad_id, config.seed + 10_007) if objective.needs_retain and retain else None
 
@@ -244,16 +259,29 @@ def train(
         task = progress.add_task(description, total=total, info="")
         for step in range(total):
             logs: dict[str, float] = {}
-            for _ in range(config.grad_accum):
-                forget_batch = to_device(next(forget_stream), device)
-                retain_batch = to_device(next(retain_stream), device) if retain_stream else None
-                with loss_pass(config, device):
-                    loss, logs = objective.loss(model, forget_batch, retain_batch)
-                if not torch.isfinite(loss):
-                    _restore(params, snapshot)
-                    raise TrainingError(f"{description}: loss became {loss.item()} at step {step + 1}; weights restored to before this request")
-                accelerator.backward(loss / config.grad_accum)
+            bad_loss: float | None = None
+            mine = [m for m in range(config.grad_accum) if m % world == distributed.rank()]
+            for micro in range(config.grad_accum):
+                forget_cpu, retain_cpu = next(forget_stream), (next(retain_stream) if retain_stream else None)
+                if micro not in mine:  # another process's share of the global batch
+                    continue
+                forget_batch = to_device(forget_cpu, device)
+                retain_batch = to_device(retain_cpu, device) if retain_cpu is not None else None
+                # Gradients are exchanged once per step, after this process's last micro-batch.
+                sync = accelerator.no_sync(model) if micro != mine[-1] else _nothing()
+                with torch.random.fork_rng(devices=_rng_devices(device)), sync:
+                    torch.manual_seed(distributed.micro_seed(rng_base, step, micro))
+                    with loss_pass(config, device):
+                        loss, logs = objective.loss(model, forget_batch, retain_batch)
+                    if not torch.isfinite(loss):  # still run backward: every process must join the exchange
+                        bad_loss = loss.item()
+                    # The exchange averages over processes; x world makes it the sum, i.e. the
+                    # one-process mean over the global batch's micro-batches.
+                    accelerator.backward(loss * world / config.grad_accum)
                 stats.tokens += batch_tokens(forget_batch) + batch_tokens(retain_batch)
+            if distributed.any_true(bad_loss is not None):
+                _restore(params, snapshot)
+                raise TrainingError(f"{description}: loss became {bad_loss if bad_loss is not None else 'NaN/inf on another process'} at step {step + 1}; weights restored to before this request")
             if hasattr(objective, "before_optimizer_step"):  # optional: edit the accumulated gradients (SSU's saliency mask)
                 objective.before_optimizer_step(model)
             # The guard reads the gradient norm that clipping computes anyway: with finite
@@ -288,10 +316,20 @@ def train(
         raise TrainingError(f"{description}: weights became NaN/inf by step {stats.steps}; weights restored to before this request")
     model.eval()
     stats.seconds = time.perf_counter() - start
+    stats.tokens = distributed.total(stats.tokens)
     return stats
 
 
 MIN_CHECKS = 4  # checks a guarded run gets at least, where it has that many optimiser steps
+
+
+def _nothing() -> Any:
+    return nullcontext()
+
+
+def _rng_devices(device: torch.device) -> list[int]:
+    """The CUDA devices whose RNG a micro-batch seeds (none on CPU)."""
+    return [device.index or 0] if device.type == "cuda" else []
 
 
 def _restore(params: list[torch.nn.Parameter], snapshot: list[torch.Tensor]) -> None:

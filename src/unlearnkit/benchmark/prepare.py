@@ -26,6 +26,8 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from unlearnkit import distributed
+
 from unlearnkit.data.schema import ForgetRequest, Record
 from unlearnkit.data.world import World, load_world
 from unlearnkit.errors import UnlearnkitError
@@ -226,7 +228,9 @@ def prepare_world(
             "settings": settings.model_dump(),
             "stats": stats,
         }
-        save_subject(base.with_model(model, name=name), out, meta=meta)
+        with distributed.main_writes() as writer:  # every process trained it; one writes it
+            if writer:
+                save_subject(base.with_model(model, name=name), out, meta=meta)
         models.append(PreparedModel(name, out, removed_ids, trained_now=True, stats=stats))
         console.print(f"{name}: trained {stats['steps']} steps in {stats['seconds']:.0f} s, final loss {stats['final_loss']:.3f} -> {out}")
     return PreparedWorld(

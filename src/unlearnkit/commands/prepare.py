@@ -21,7 +21,8 @@ def prepare_command(
     lora: Annotated[int, typer.Option(callback=bounded(0, 4096), help="LoRA rank; 0 means full fine-tuning")] = 0,
     lr: Annotated[float | None, typer.Option(callback=bounded(0, 1, low_open=True), help="learning rate (default: the measured recipe)")] = None,
     epochs: Annotated[float | None, typer.Option(callback=bounded(0, 10_000, low_open=True), help="epochs over the trained records")] = None,
-    batch_size: Annotated[int | None, typer.Option(callback=bounded(1, 1_000_000), help="records per optimizer step")] = None,
+    batch_size: Annotated[int | None, typer.Option(callback=bounded(1, 1_000_000), help="records per micro-batch")] = None,
+    grad_accum: Annotated[int | None, typer.Option(callback=bounded(1, 1_000_000), help="micro-batches per optimizer step (a multiple of the process count: docs/scale.md)")] = None,
     finetune_share: Annotated[float | None, typer.Option(help="share of the weight change kept after training, in (0, 1]; 1 keeps the trained model (default: the measured 0.6)")] = None,
     fmt: FormatOpt = "auto",
     device: DeviceOpt = "auto",
@@ -30,6 +31,7 @@ def prepare_command(
     json_out: Annotated[Path | None, typer.Option("--json", help="write the model paths (and the check) here")] = None,
 ) -> None:
     """Fine-tune the base model on the world (target) and without requests 1..t (oracles); cached."""
+    from unlearnkit import distributed
     from unlearnkit.benchmark.prepare import PrepareSettings, check_quality, parse_oracles, prepare_world
     from unlearnkit.data.world import load_world
     from unlearnkit.files import write_json
@@ -51,7 +53,7 @@ def prepare_command(
         settings = PrepareSettings(oracles=choice, lora=lora_settings, precision=precision, **share)  # type: ignore[arg-type]
     except ValidationError as exc:
         raise UnlearnkitError(f"--oracles '{oracles}': {exc.errors()[0]['msg'].removeprefix('Value error, ')}") from None
-    for name, value in (("lr", lr), ("epochs", epochs), ("batch_size", batch_size)):
+    for name, value in (("lr", lr), ("epochs", epochs), ("batch_size", batch_size), ("grad_accum", grad_accum)):
         if value is not None:
             if value <= 0:
                 raise UnlearnkitError(f"--{name.replace('_', '-')} {value}: must be positive")
@@ -59,6 +61,8 @@ def prepare_command(
     check_models(model=model)
     base = load_subject(model, fmt=fmt, device=device)
     prepared = prepare_world(model, world, settings, subject=base)
+    if not distributed.is_main():  # several processes trained together; rank 0 reports and checks
+        return
     table = Table(title=f"prepared {world} from {model}")
     for column in ("model", "removed", "path", "trained now", "seconds"):
         table.add_column(column)
@@ -74,7 +78,8 @@ def prepare_command(
         "models": [{"name": m.name, "path": str(m.path), "removed": m.removed, "trained_now": m.trained_now, "stats": m.stats} for m in prepared.models],
     }
     if check:
-        payload["quality"] = check_quality(prepared, load_world(world), base)
+        with distributed.solo():
+            payload["quality"] = check_quality(prepared, load_world(world), base)
         console.print_json(data=payload["quality"])
     if json_out:
         write_json(json_out, payload)

@@ -103,6 +103,7 @@ def unlearn_command(
     device: DeviceOpt = "auto",
 ) -> None:
     """Apply one forget request with a method, guarded, and save the model with a record and a verdict."""
+    from unlearnkit import distributed
     from unlearnkit.data.loaders import load_records
     from unlearnkit.engine.faults import crash_point
     from unlearnkit.files import check_output_folder
@@ -156,7 +157,11 @@ def unlearn_command(
             "tokens_per_second": stats.tokens_per_second if stats else None,
         },
     }
-    save_subject(applied.subject, out, meta=record, before_rename=lambda: crash_point("save", 1))
+    with distributed.main_writes() as writer:  # several processes trained it together; one saves it
+        if writer:
+            save_subject(applied.subject, out, meta=record, before_rename=lambda: crash_point("save", 1))
+    if not distributed.is_main():
+        return
     steps = f"{applied.steps} steps, {stats.tokens_per_second:.0f} tok/s, " if stats else ""
     if applied.card is not None:
         console.print(applied.card.table())

@@ -38,7 +38,8 @@ class Checkpoints:
     def __init__(self, root: str | Path, keep: str = "all") -> None:
         self.root = Path(root)
         self.keep = keep
-        self.root.mkdir(parents=True, exist_ok=True)
+        if not self.root.is_dir():  # a process that only reads (a follower, engine/follower.py) creates nothing
+            self.root.mkdir(parents=True, exist_ok=True)
         self._base: dict[str, torch.Tensor] | None = None
 
     @property

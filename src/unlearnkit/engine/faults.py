@@ -13,6 +13,9 @@ removed). The points:
 - `eval`: some sets evaluated, metric rows not yet committed;
 - `purge`: step evaluated, before the request text is deleted and old checkpoints pruned;
 - `save`: `unlearnkit unlearn` wrote the model, not yet renamed to `--out` (STEP is 1).
+
+With several processes (docs/scale.md) every process crashes, unless `UNLEARNKIT_CRASH_RANK=R`
+names the only one that does (its launcher then stops the others).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import signal
 from typing import Any
 
 ENV = "UNLEARNKIT_CRASH_AT"
+RANK_ENV = "UNLEARNKIT_CRASH_RANK"  # with several processes: crash only the one of this rank
 
 
 SIGNALS = {"KILL": signal.SIGKILL, "INT": signal.SIGINT, "TERM": signal.SIGTERM}
@@ -29,6 +33,9 @@ SIGNALS = {"KILL": signal.SIGKILL, "INT": signal.SIGINT, "TERM": signal.SIGTERM}
 
 def armed(point: str, step: int) -> signal.Signals | None:
     """The signal to send at this point and step, if the environment asks for one."""
+    rank = os.environ.get(RANK_ENV)
+    if rank is not None and rank != os.environ.get("RANK", "0"):  # only that process of several crashes
+        return None
     spec = os.environ.get(ENV, "")
     name, _, rest = spec.partition(":")
     at, _, kind = rest.partition(":")

@@ -57,10 +57,12 @@ from typing import Any
 import torch
 import yaml
 
+from unlearnkit import distributed
 from unlearnkit.data.loaders import load_records, load_requests, show_id, write_jsonl
 from unlearnkit.data.schema import ForgetRequest, Record
 from unlearnkit.engine.checkpoints import Checkpoints
 from unlearnkit.engine.faults import arm_training_crash, crash_point
+from unlearnkit.engine.follower import Job, end_jobs, share_job
 from unlearnkit.engine.ledger import Ledger, now
 from unlearnkit.engine.rotation import schedule
 from unlearnkit.errors import UnlearnkitError
@@ -174,17 +176,28 @@ class Run:
 def run_plan(plan: Plan) -> Path:
     """Apply every request of the plan in order (resuming a killed run); returns the run folder."""
     check_source(plan.model)  # before the run folder exists: a wrong model writes nothing
+    if not distributed.is_main():  # several processes: the others train each step with rank 0 (engine/follower.py)
+        from unlearnkit.engine.follower import follow_plan
+
+        follow_plan(plan)
+        return plan.output
+    if distributed.world_size() > 1:
+        console.print(f"training on {distributed.world_size()} processes; rank 0 writes and evaluates")
     with _run_folder(plan.output):
         run = open_run(plan)
-        prepare_references(run)
-        subject = resume(run)
+        with distributed.solo():  # reading, evaluating and writing: rank 0 alone, the others wait
+            prepare_references(run)
+            subject = resume(run)
         methods = plan_methods(plan)
         while group := next_group(run):
             step = len(run.ledger.steps()) + 1
             subject = unlearn_step(run, step, group, subject, methods)
-            evaluate_step(run, step, subject)
-            finish_step(run, step)
-        final_stages(run, subject)
+            with distributed.solo():
+                evaluate_step(run, step, subject)
+                finish_step(run, step)
+        end_jobs()
+        with distributed.solo():
+            final_stages(run, subject)
         run.ledger.close()
     console.print(f"run complete: {len(run.requests)} requests, ledger {run.ledger.path}")
     return run.folder
@@ -291,6 +304,7 @@ def unlearn_step(run: Run, step: int, group: list[ForgetRequest], subject: Subje
     if guard.enabled:
         probes = build_probes(subject, request, guard, retain=data.retain, known=run.known_facts(),
                               general=data.general_text or None, control=data.holdout, seed=run.plan.seed)
+    share_job(Job(step, request, context, probes, torch.get_rng_state()))  # the other processes train it too
     hook = arm_training_crash(step)
     run.say(step, f"unlearn ({run.plan.label}, {len(request.records)} records{', guarded' if guard.enabled else ''})", group)
     applied = apply_request(subject, request, methods, context, guard, probes)

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, PrivateAttr, field_validator
 
+from unlearnkit import distributed
 from unlearnkit.data.formatting import IGNORE, Encoded, collate, record_pair
 from unlearnkit.data.schema import ForgetRequest
 from unlearnkit.training import Batch, FineTune, TrainConfig, TrainStats, train
@@ -106,6 +107,8 @@ class SSU(LossMethod):
     _state: dict[str, Any] = PrivateAttr(default_factory=dict)  # per-request: records, answers, rng
 
     def unlearn(self, subject: Subject, request: ForgetRequest, context: UnlearnContext) -> Subject:
+        if self.faithful and distributed.world_size() > 1:  # its second backward inside the loss is per process
+            raise UnlearnkitError("method 'ssu': faithful=true runs on one process only (the reference's double backward does not split across processes)")
         request, _ = self.targets(subject, request, context.retain)  # as given, or in its own words
         model = subject.model
         before = snapshot(model)  # θ_{t-1}
@@ -114,8 +117,7 @@ class SSU(LossMethod):
             torch.manual_seed(self.seed)
             peft_model = wrap_lora(model, r=self.lora_r, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout, target_modules=self.target_modules)
         working = subject.with_model(peft_model)
-        self._state.update(subject=working, records=request.records, answers=[record_pair(r).target for r in request.records],
-                           rng=torch.Generator().manual_seed(self.seed))
+        self._state.update(subject=working, records=request.records, answers=[record_pair(r).target for r in request.records])
         try:
             context.stats = train(working, _examples(working, request), self, self.train_config(), description=f"ssu on {request.id}")
         except BaseException:
@@ -159,7 +161,10 @@ class SSU(LossMethod):
         """Each forget prompt of the batch paired with the same K answers drawn from this request."""
         subject, records, answers = self._state["subject"], self._state["records"], self._state["answers"]
         k = min(self.random_pairs, len(answers))
-        drawn = torch.randperm(len(answers), generator=self._state["rng"])[:k].tolist()
+        # The global RNG, which the loop seeds per micro-batch from its place in the global batch:
+        # the same draw on one process or several (a generator of our own would advance only
+        # with the micro-batches this process runs).
+        drawn = torch.randperm(len(answers))[:k].tolist()
         rows = []
         for i in indices:
             for j in drawn:

@@ -23,6 +23,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from pydantic import Field
 
+from unlearnkit import distributed
 from unlearnkit.training import Batch, Example, make_batch, to_device
 from unlearnkit.methods import losses as L
 from unlearnkit.methods.base import LossMethod, Need, register_method
@@ -41,8 +42,15 @@ class Frozen:
     @contextmanager
     def network(self) -> Iterator[Any]:
         """The frozen network, under no_grad (in LoRA mode: with the adapter off meanwhile)."""
-        with torch.no_grad(), (self.model.disable_adapter() if self.adapter else nullcontext()):
-            yield self.model
+        # In LoRA mode the network is the one in training: switch it to eval mode meanwhile too
+        # (no dropout in the reference), and back.
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad(), (self.model.disable_adapter() if self.adapter else nullcontext()):
+                yield self.model
+        finally:
+            self.model.train(was_training)
 
     def logits(self, part: dict[str, torch.Tensor]) -> torch.Tensor:
         with self.network() as model:
@@ -51,16 +59,20 @@ class Frozen:
 
 @torch.no_grad()
 def reference_logprobs(subject: Subject, examples: list[Example], part: str, size: int = 8) -> torch.Tensor:
-    """log π_ref(y|x) (summed over answer tokens) of `part` of every example, in example order."""
+    """log π_ref(y|x) (summed over answer tokens) of `part` of every example, in example order.
+    Computed once: under several processes each computes its share of the chunks and all of
+    them receive the whole, in order (`distributed.gather_in_order`)."""
     model, pad, device = subject.model, subject.tokenizer.pad_token_id, subject.device
     was_training = model.training
     model.eval()
+    starts = list(range(0, len(examples), size))
     out = []
-    for start in range(0, len(examples), size):
+    for chunk in distributed.shard(len(starts)):
+        start = starts[chunk]
         batch = to_device(make_batch(examples, list(range(start, min(start + size, len(examples)))), pad), device)
         out.append(L.sequence_logprob(L.forward_logits(model, batch[part]), batch[part]["labels"]).cpu())
     model.train(was_training)
-    return torch.cat(out)
+    return torch.cat(distributed.gather_in_order(out))
 
 
 class Unlearning(LossMethod):
