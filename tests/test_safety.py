@@ -4,6 +4,7 @@ the four verdicts, --strict, and loading what `unlearn` saves."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -322,3 +323,25 @@ def test_own_answers_train_on_the_models_words_after_its_own_lead(tiny_subject: 
     assert method.answers == "own" and method.targets(subject, ForgetRequest(id="r", records=records[:2]), [])[0].records[0] == a
     given = get_method("ga", {"answers": "given"})
     assert given.targets(subject, ForgetRequest(id="r", records=records[:2]), [])[0].records == records[:2]
+
+
+def test_calibration_searches_between_a_stopped_and_a_held_rate(learned: dict[str, Any]) -> None:
+    """Once one rate was stopped by the budget and a smaller one held without meeting the target,
+    the next trial lies geometrically between them (not the ladder's next step up)."""
+    import unlearnkit.safety.apply as apply_module
+    from unlearnkit.training import TrainStats
+
+    tried: list[float] = []
+
+    def fake_run(method: Any, subject: Subject, request: ForgetRequest, context: UnlearnContext, monitor: Any) -> tuple[Subject, TrainStats]:
+        tried.append(method.lr)
+        return subject, TrainStats(steps=1, stop_reason="budget" if method.lr > 3e-6 else None)
+
+    g = guard(calibrate={"enabled": True, "max_trials": 4})
+    original, apply_module._run = apply_module._run, fake_run
+    try:
+        apply_request(learned["subject"].clone(), ForgetRequest(id="r1", records=learned["forget"]),
+                      [get_method("ga", {"lr": 1e-5})], UnlearnContext(retain=learned["retain"]), g, probes_for(learned, g))
+    finally:
+        apply_module._run = original
+    assert tried == pytest.approx([1e-5, 5e-6, 2.5e-6, math.sqrt(0.5 * 0.25) * 1e-5])

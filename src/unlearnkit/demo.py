@@ -39,7 +39,10 @@ DEFAULT_METHOD: dict[str, Any] = {
     # target (prepare's finetune_share 0.6, whose facts sit less firmly) 3 epochs over-forgot
     # (r3 probability 0.03 vs the oracle's 0.26) and cost retain 0.92 -> 0.77 (oracle 0.88);
     # 2 epochs kept retain and utility at the oracle's and took a third less time.
-    "settings": {"lr": 5e-5, "alpha": 2.0, "epochs": 2, "warmup_ratio": 0.2},
+    # `answers: given`: the recipe as measured (the world's target answers in the world's own
+    # words, so the model's own answers would be the given ones, at the cost of a generation
+    # pass per request).
+    "settings": {"lr": 5e-5, "alpha": 2.0, "epochs": 2, "warmup_ratio": 0.2, "answers": "given"},
 }
 DEFAULT_ATTACKS = ["leak_at_k", "quantize"]
 # World answers are a few tokens; 6 questions per request keep both attacks under a minute per request.

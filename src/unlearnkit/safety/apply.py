@@ -11,6 +11,7 @@ Used by `unlearnkit unlearn` and by every step of `unlearnkit run`, so both say 
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,6 +61,9 @@ def _label(method: Method) -> str:
     return f"{method.registry_name}" + (f" (lr {lr:.2g})" if lr is not None else "")
 
 
+BRACKET_DONE = 1.5  # a bracket this narrow (over / under) ends the search
+
+
 def _calibrated(method: LossMethod, subject: Subject, request: ForgetRequest, context: UnlearnContext,
                 monitor: GuardMonitor, guard: Guard) -> tuple[Subject, TrainStats | None, list[dict[str, Any]]]:
     """Trials from the same start at a geometric ladder of learning rates (`settings.Calibration`);
@@ -67,6 +71,10 @@ def _calibrated(method: LossMethod, subject: Subject, request: ForgetRequest, co
     ladder = guard.calibrate
     start: Vector = snapshot(subject.model)
     up, down, factor = list(ladder.up), list(ladder.down), 1.0
+    # The smallest factor the budget stopped and the largest that stayed within it without
+    # meeting the target: once both are known, the next trial lies between them (after 1e-5
+    # and 5e-6 were stopped and 2.5e-6 held, the ladder's next step up, 2e-5, was wasted).
+    over, under = math.inf, 0.0
     best: tuple[bool, float, Vector, TrainStats | None, int] | None = None  # (met, level, weights, stats, trial)
     trials: list[dict[str, Any]] = []
     while len(trials) < ladder.max_trials:
@@ -94,6 +102,14 @@ def _calibrated(method: LossMethod, subject: Subject, request: ForgetRequest, co
         if met and within:
             break
         if stats is not None and stats.stop_reason == "budget":
+            over = min(over, factor)
+        else:
+            under = max(under, factor)
+        if over < math.inf and under > 0:  # bracketed: halfway (geometrically) between the two
+            if over / under <= BRACKET_DONE:
+                break
+            factor = math.sqrt(over * under)
+        elif over < math.inf:
             if not down:
                 break
             factor = down.pop(0)
