@@ -210,3 +210,15 @@ def test_settings_accept_flat_training_keys() -> None:
     assert settings.train.epochs == 3 and settings.train.lr == 2e-4 and settings.train.batch_size == 8
     with pytest.raises(ValueError, match="epoch"):
         PrepareSettings(epoch=3)
+
+
+def test_the_cache_key_of_a_prepared_model_stays_what_it_was() -> None:
+    """Models prepared by earlier versions (about an hour of training for the demo's four) must
+    keep their keys: 1ed2503785a2cb88c97015c0 is what version 0.1 (commit b3c3bc1) computed for
+    this input. A new training setting that changes nothing about the model must be left out of
+    the key (`PREPARE_OWN`); a removed one kept at its old value (`RETIRED_TRAIN_FIELDS`)."""
+    from unlearnkit.benchmark.prepare import model_key
+    from unlearnkit.data.formatting import Encoded
+
+    examples = [{"x": Encoded([1, 2, 3], [-100, 2, 3])}]
+    assert model_key({"source": "tiny"}, examples, "chat", PrepareSettings(precision="float32")) == "1ed2503785a2cb88c97015c0"

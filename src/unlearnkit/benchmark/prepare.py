@@ -51,6 +51,9 @@ OracleChoice = Literal["all", "final", "none"] | list[int]
 # `LengthGroupedFineTune` always shares prompt prefixes (left out of the cache key, so models
 # prepared before these settings existed keep their keys).
 PREPARE_OWN = ("precision", "share_prefix")
+# Training settings that no longer exist (the guard replaced them), at the values every prepared
+# model had: kept in the cache key so models prepared before they went keep their keys.
+RETIRED_TRAIN_FIELDS = {"stop_forget_prob": None, "check_every": 5}
 
 
 def default_train_config() -> TrainConfig:
@@ -146,7 +149,7 @@ def model_key(base: dict[str, Any], examples: list[Example], fmt: str, settings:
     digest = hashlib.sha256()
     # `oracles` is left out: it says which models to make, not how one is made.
     header = {
-        "version": CACHE_VERSION, "base": base, "format": fmt, "train": settings.train.model_dump(exclude=set(PREPARE_OWN)),
+        "version": CACHE_VERSION, "base": base, "format": fmt, "train": {**settings.train.model_dump(exclude=set(PREPARE_OWN)), **RETIRED_TRAIN_FIELDS},
         "lora": settings.lora, "precision": settings.precision,
     }
     if settings.finetune_share != 1.0:  # 1.0 is the model as trained: its key stays what it was
