@@ -70,7 +70,7 @@ def eval_command(
     if lm_eval_include is not None and not lm_eval_include.is_dir():
         raise UnlearnkitError(f"--lm-eval-include {lm_eval_include}: no such folder")
     eval_data, default_suite = load_eval_data(specs, benchmark, data_dir)
-    chosen = get_suite(suite or default_suite)
+    chosen = get_suite(default_suite if suite is None else suite)  # "" is refused by name, not read as the default
     if max_new_tokens is not None:
         chosen = with_max_new_tokens(chosen, max_new_tokens)
     if limit is not None:
