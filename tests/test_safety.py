@@ -170,6 +170,9 @@ def test_collateral_probes_leave_out_what_overlaps_the_request() -> None:
     chosen = pick_collateral(bank, request, 40)
     assert len(chosen) == 40 and not any(overlaps(r, request) for r in chosen)
     assert len({r.meta["kind"] for r in chosen}) >= 5  # spread over the kinds of fact
+    # Half are the request's neighbours: other capitals, asked as it is asked.
+    assert sum(r.meta["kind"] == "capital" for r in chosen[:20]) == 20
+    assert sum(r.meta["kind"] == "capital" for r in pick_collateral(bank, europe, 40)) < 20
     assert not overlaps(Record(question="Which element has the symbol Sn?", answer="tin", meta={"entity": "Sn"}),
                         ForgetRequest(id="m", records=[Record(question="Who is Martin?", answer="A sailor")]))
 
