@@ -75,8 +75,8 @@ def pick_collateral(known: list[Record], request: ForgetRequest, limit: int, see
     over the bank's kinds (round robin over kinds, each kind in a seeded order).
 
     Why neighbours: forgetting "the capital of France is Paris" hurts other capitals first (on
-    the default model, GD took 4 of 10 capitals in neither file with it while a round-robin
-    sample of 16 facts held 2 capitals and saw nothing, bench/real_knowledge.py same-template)."""
+    the default model, GD took 4 of the 9 capitals in neither file that it knew with it while a round-robin
+    sample of 16 facts over 9 kinds held one or two capitals, bench/real_knowledge.py same-template)."""
     candidates = [fact for fact in known if not overlaps(fact, request)]
     rng = random.Random(seed)
     rng.shuffle(candidates)
