@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -77,8 +77,12 @@ def _calibrated(method: LossMethod, subject: Subject, request: ForgetRequest, co
     over, under = math.inf, 0.0
     best: tuple[bool, float, Vector, TrainStats | None, int] | None = None  # (met, level, weights, stats, trial)
     trials: list[dict[str, Any]] = []
+    # What is trained on depends on the start weights only (`answers: own` asks the model): made
+    # once here, and every trial takes it as given instead of generating the same answers again.
+    request, kept = method.targets(subject, request, context.retain)
+    context = replace(context, retain=kept)
     while len(trials) < ladder.max_trials:
-        update: dict[str, Any] = {"lr": method.lr * factor, "epochs": method.epochs * ladder.epochs_factor}
+        update: dict[str, Any] = {"lr": method.lr * factor, "epochs": method.epochs * ladder.epochs_factor, "answers": "given"}
         if method.max_steps is not None:
             update["max_steps"] = max(1, round(method.max_steps * ladder.epochs_factor))
         trial = method.model_copy(update=update)
