@@ -110,6 +110,7 @@ def _changed_share(before: list[torch.Tensor], after: list[torch.Tensor]) -> flo
     ("jensun", {}),  # JSD on retain, every position
     ("undial", {}),  # a frozen teacher's logits on forget answers
     ("wga", {}),
+    ("rmu", {"steering_coeff": 4.0}),  # hidden states of one layer, the prefix run up to it only
 ])
 def test_shared_prefix_gives_the_plain_loss_and_every_gradient(templated: Subject, name: str, settings: dict) -> None:
     method = get_method(name, {**settings, "precision": "float32"})

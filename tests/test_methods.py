@@ -176,7 +176,7 @@ def test_rmu_steers_to_a_multiple_of_the_models_own_activation_norm(learned: dic
     examples = [{"x": subject.encode_record(r)} for r in learned["forget"]]
     part = make_batch(examples, list(range(len(examples))), subject.tokenizer.pad_token_id)["x"]
     with torch.no_grad():
-        norms = layer_output(subject.model, part, 0).norm(dim=-1)[part["labels"] != -100]
+        norms = layer_output(subject.model, part, 0)[0].norm(dim=-1)[part["labels"] != -100]
     request = ForgetRequest(id="r1", records=learned["forget"])
     for settings, expected in (({"steering_scale": 3.0}, 3.0 * norms.mean().item()), ({"steering_coeff": 20.0}, 20.0)):
         context = UnlearnContext(retain=learned["retain"])

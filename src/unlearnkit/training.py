@@ -142,11 +142,16 @@ def loss_pass(config: TrainConfig, device: torch.device) -> Iterator[None]:
         _SHARING_PREFIX.reset(token)
 
 
+def sharing_prefix() -> bool:
+    """Whether the loss running now shares a batch's common prompt prefix (inside `loss_pass`)."""
+    return _SHARING_PREFIX.get()
+
+
 def model_logits(model: Any, part: dict[str, torch.Tensor]) -> torch.Tensor:
     """Logits `[B, T, V]` of a padded part at every position, in fp32 (losses take log-softmax
     over the vocabulary: under bf16 autocast the matmuls ran in bf16, the loss runs in fp32).
     Inside a `loss_pass` with prefix sharing, a prompt prefix common to the batch runs once."""
-    if not _SHARING_PREFIX.get():
+    if not sharing_prefix():
         return model(input_ids=part["input_ids"], attention_mask=part["attention_mask"]).logits.float()
     logits, _ = forward_sharing_prefix(model, part["input_ids"], part["attention_mask"], part["labels"], every_position=True)
     return logits.float()

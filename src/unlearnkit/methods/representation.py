@@ -30,12 +30,14 @@ from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import Field
+from transformers import DynamicCache
 
-from unlearnkit.training import Batch, Example, make_batch, to_device
+from unlearnkit.training import Batch, Example, make_batch, sharing_prefix, to_device
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.methods import losses as L
 from unlearnkit.methods.base import Need, register_method
 from unlearnkit.methods.gradient import Frozen, Logs, Unlearning
+from unlearnkit.models.prefix import MIN_SHARED, cache_argument, shared_prefix, supports_kv_cache
 from unlearnkit.models.subject import Subject
 
 WMDP_LAYER, WMDP_DEPTH = 7, 32
@@ -53,8 +55,8 @@ def decoder_layers(model: Any) -> torch.nn.ModuleList:
     raise UnlearnkitError(f"rmu: cannot find the decoder layers of {type(model).__name__}")
 
 
-def layer_output(model: Any, part: dict[str, torch.Tensor], layer: int) -> torch.Tensor:
-    """Hidden states after decoder layer `layer` `[B, T, H]`, without running the layers above."""
+def _run_until(model: Any, layer: int, **inputs: Any) -> torch.Tensor:
+    """Hidden states after decoder layer `layer`; the layers above it never run."""
     captured: list[torch.Tensor] = []
 
     def hook(module: Any, args: Any, output: Any) -> None:
@@ -63,12 +65,34 @@ def layer_output(model: Any, part: dict[str, torch.Tensor], layer: int) -> torch
 
     handle = decoder_layers(model)[layer].register_forward_hook(hook)
     try:
-        model(input_ids=part["input_ids"], attention_mask=part["attention_mask"])
+        model(**inputs)
     except _Stop:
         pass
     finally:
         handle.remove()
     return captured[0].float()
+
+
+def layer_output(model: Any, part: dict[str, torch.Tensor], layer: int) -> tuple[torch.Tensor, int]:
+    """(hidden states after decoder layer `layer` `[B, T', H]`, offset): states[t] belongs to
+    position offset + t. Inside a `loss_pass` that shares prefixes, the prompt prefix common to
+    the batch runs once on one row, up to layer `layer` only, and its keys and values serve every
+    row (as `models/prefix.py` does for logits); its positions carry no labels, so no loss reads
+    their states and they are not returned."""
+    ids, mask = part["input_ids"], part["attention_mask"]
+    shared = shared_prefix(ids, mask, part["labels"]) if sharing_prefix() and len(ids) > 1 and supports_kv_cache(model) else 0
+    if shared < MIN_SHARED:
+        return _run_until(model, layer, input_ids=ids, attention_mask=mask), 0
+    cache, key = DynamicCache(), cache_argument(model)
+    prefix = ids[:1, :shared]
+    _run_until(model, layer, input_ids=prefix, attention_mask=torch.ones_like(prefix), use_cache=True, **{key: cache})
+    cache.batch_repeat_interleave(len(ids))  # filled for layers 0..layer, the only ones that run
+    return _run_until(model, layer, input_ids=ids[:, shared:], attention_mask=mask, use_cache=True, **{key: cache}), shared
+
+
+def steered_mask(part: dict[str, torch.Tensor], offset: int) -> torch.Tensor:
+    """The labelled positions from `offset` on: the tokens RMU steers or holds."""
+    return part["labels"][:, offset:] != L.IGNORE
 
 
 @torch.no_grad()
@@ -79,8 +103,8 @@ def activation_norm(frozen: Frozen, examples: list[Example], layer: int, pad_id:
     with frozen.network() as network:
         for start in range(0, len(examples), size):
             part = to_device(make_batch(examples, list(range(start, min(start + size, len(examples)))), pad_id), device)["x"]
-            norms = layer_output(network, part, layer).norm(dim=-1)
-            mask = part["labels"] != L.IGNORE
+            acts, offset = layer_output(network, part, layer)
+            norms, mask = acts.norm(dim=-1), steered_mask(part, offset)
             total, count = total + float(norms[mask].sum()), count + int(mask.sum())
     return total / max(1, count)
 
@@ -131,12 +155,14 @@ class RMU(Unlearning):
         part = forget["x"]
         # Steer the record's own tokens (labels), not the prompt template it shares with retain
         # data (open-unlearning's mask); for passages that is every token, as in WMDP's corpora.
-        acts = layer_output(model, part, self._cache["layer"])
-        return L.activation_mse(acts, self._cache["control"], part["labels"] != L.IGNORE), {"steering_coeff": self._cache["steering"]}
+        acts, offset = layer_output(model, part, self._cache["layer"])
+        return L.activation_mse(acts, self._cache["control"], steered_mask(part, offset)), {"steering_coeff": self._cache["steering"]}
 
     def retain_term(self, model: Any, retain: Batch) -> torch.Tensor:
         part, frozen = retain["x"], self._cache["frozen"]
-        acts = layer_output(model, part, self._cache["layer"])
+        acts, offset = layer_output(model, part, self._cache["layer"])
         with frozen.network() as network:
-            ref = layer_output(network, part, self._cache["layer"])
-        return L.activation_mse(acts, ref, part["labels"] != L.IGNORE)
+            ref, ref_offset = layer_output(network, part, self._cache["layer"])
+        start = max(offset, ref_offset)  # the same batch gives the same prefix; aligned anyway
+        acts, ref = acts[:, start - offset:], ref[:, start - ref_offset:]
+        return L.activation_mse(acts, ref, steered_mask(part, start))
