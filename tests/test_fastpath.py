@@ -16,7 +16,7 @@ from unlearnkit.models.batching import length_batches
 from unlearnkit.models.prefix import MIN_SHARED, shared_prefix
 from unlearnkit.models.subject import GenerationSettings, Subject
 from unlearnkit.registry import SettingError
-from unlearnkit.training import loss_pass, make_batch
+from unlearnkit.training import TrainConfig, loss_pass, make_batch, sharing_prefix
 
 SYSTEM = "You answer questions about people and places. Question: {question} Answer:"
 QA = [
@@ -55,6 +55,20 @@ def test_bad_precision_is_one_line_naming_the_setting(monkeypatch: pytest.Monkey
     assert P.resolve_precision("auto", cpu) == "float32"
     with pytest.raises(SettingError, match=r"^method 'ga': hyperparameter 'precision': Input should be 'auto', 'float32' or 'bfloat16'$"):
         get_method("ga", {"precision": "bf16"})
+
+
+def test_fast_path_off_is_the_plain_path_everywhere(monkeypatch: pytest.MonkeyPatch, tiny_subject: Subject) -> None:
+    cpu = torch.device("cpu")
+    monkeypatch.setenv(P.FAST_PATH_ENV, "0")
+    assert P.resolve_precision("auto", cpu) == "float32"
+    subject = tiny_subject.with_model(tiny_subject.model)
+    assert (subject.share_prefix, subject.length_buckets) == (False, False)
+    with loss_pass(TrainConfig(), cpu):
+        assert not sharing_prefix()
+    monkeypatch.setenv(P.FAST_PATH_ENV, "1")
+    with loss_pass(TrainConfig(), cpu):
+        assert sharing_prefix()
+    assert tiny_subject.with_model(tiny_subject.model).share_prefix
 
 
 def test_every_training_method_has_the_precision_and_prefix_settings() -> None:

@@ -29,7 +29,7 @@ from unlearnkit import distributed
 from unlearnkit.data.formatting import IGNORE, Encoded, collate
 from unlearnkit.errors import TrainingError
 from unlearnkit.models.batching import length_groups
-from unlearnkit.models.precision import Precision, autocast, resolve_precision
+from unlearnkit.models.precision import Precision, autocast, fast_path, resolve_precision
 from unlearnkit.models.prefix import forward_sharing_prefix, shared_prefix
 from unlearnkit.progress import make_progress
 
@@ -134,7 +134,7 @@ _SHARING_PREFIX: ContextVar[bool] = ContextVar("sharing_prefix", default=False)
 @contextmanager
 def loss_pass(config: TrainConfig, device: torch.device) -> Iterator[None]:
     """Forward passes of losses as `config` says: bf16 autocast (or fp32) and prefix sharing."""
-    token = _SHARING_PREFIX.set(config.share_prefix)
+    token = _SHARING_PREFIX.set(config.share_prefix and fast_path())
     try:
         with autocast(resolve_precision(config.precision, device), device):
             yield
@@ -364,7 +364,7 @@ class LengthGroupedFineTune:
 
     def __init__(self, precision: str = "float32", share_prefix: bool = True) -> None:
         self.precision = precision  # resolved ("float32" or "bfloat16")
-        self.share_prefix = share_prefix
+        self.share_prefix = share_prefix and fast_path()
 
     def loss(self, model: Any, forget: Batch, retain: Batch | None) -> tuple[torch.Tensor, dict[str, float]]:
         part = forget["x"]

@@ -17,6 +17,7 @@ returns, so log-softmax, KL, JSD and the like run in fp32.
 
 from __future__ import annotations
 
+import os
 from contextlib import AbstractContextManager
 from typing import Literal
 
@@ -26,6 +27,17 @@ from unlearnkit.errors import UnlearnkitError
 
 Precision = Literal["auto", "float32", "bfloat16"]
 PRECISIONS: tuple[str, ...] = ("auto", "float32", "bfloat16")
+
+
+FAST_PATH_ENV = "UNLEARNKIT_FAST_PATH"
+
+
+def fast_path() -> bool:
+    """False under `UNLEARNKIT_FAST_PATH=0`: every `auto` precision is float32 and no prompt
+    prefix is shared or batch length-bucketed, in training, scoring and generation alike. That is
+    the code path from before these changes, for before/after timings of whole runs (the warm
+    demo in docs/performance.md); explicit settings such as `precision: bfloat16` still apply."""
+    return os.environ.get(FAST_PATH_ENV, "1") != "0"
 
 
 def native_bf16(device: torch.device) -> bool:
@@ -43,7 +55,7 @@ def resolve_precision(precision: str, device: torch.device, setting: str = "prec
     if precision not in PRECISIONS:
         raise UnlearnkitError(f"{setting} '{precision}': use {', '.join(PRECISIONS)}")
     if precision == "auto":
-        return "bfloat16" if native_bf16(device) else "float32"
+        return "bfloat16" if native_bf16(device) and fast_path() else "float32"
     if precision == "bfloat16" and not native_bf16(device):
         raise UnlearnkitError(f"{setting} 'bfloat16': this {device.type} device has no native bf16 support (use auto or float32)")
     return precision

@@ -17,7 +17,7 @@ from unlearnkit.data.formatting import IGNORE, Encoded, Pair, PromptFormat, coll
 from unlearnkit.data.schema import Record
 from unlearnkit.errors import DataError
 from unlearnkit.models.batching import length_batches
-from unlearnkit.models.precision import autocast, resolve_precision
+from unlearnkit.models.precision import autocast, fast_path, resolve_precision
 from unlearnkit.models.prefix import MIN_SHARED, cache_argument, common_prefix, forward_sharing_prefix, prefix_cache, supports_kv_cache
 from unlearnkit.progress import track
 
@@ -96,8 +96,8 @@ class Subject:
         # (`models/batching.py`). Training has its own settings. All three off is the fp32 path
         # from before them (what bench/mfu.py measures as "before").
         self.precision = precision
-        self.share_prefix = share_prefix
-        self.length_buckets = length_buckets
+        self.share_prefix = share_prefix and fast_path()
+        self.length_buckets = length_buckets and fast_path()
         self.tokenizer = tokenizer
         self.fmt = (fmt or PromptFormat()).resolve(tokenizer)
         self.batch_size = batch_size
