@@ -18,7 +18,8 @@ from unlearnkit.engine.ledger import Ledger
 
 pytestmark = pytest.mark.slow
 
-NPO = "{name: npo, settings: {lr: 2.0e-3, max_steps: 3, batch_size: 2, grad_accum: 2, alpha: 1.0}}"
+# NPO's retain term is KL to the model before the request: a frozen teacher (sharded under FSDP).
+NPO = "{name: npo, settings: {lr: 2.0e-3, max_steps: 3, batch_size: 2, grad_accum: 2, alpha: 1.0, retain_loss: kl}}"
 SSU = "{name: ssu, settings: {lr: 5.0e-3, max_steps: 2, batch_size: 2, grad_accum: 2, lora_r: 4, lora_alpha: 8, lora_dropout: 0.1}}"
 
 
@@ -184,6 +185,21 @@ def test_the_plan_key_accelerate_config_launches_the_processes(tmp_path: Path, o
     assert_same_run(one_process["npo"], tmp_path / "run", steps=2)
 
 
+FSDP_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "accelerate" / "cpu-fsdp-2.yaml"
+
+
+def test_fsdp_on_two_processes_gives_the_weights_and_metrics_of_one(tmp_path: Path, one_process: dict[str, Path]) -> None:
+    """The CPU FSDP config: accelerate starts two processes, the model and NPO's KL teacher
+    train sharded (the loop refuses to go on if accelerate did not shard them), and the run
+    ends where the one-process run does."""
+    plan = write_plan(tmp_path, NPO, extra=f"accelerate_config: {FSDP_CONFIG}\n")
+    done = subprocess.run([sys.executable, "-m", "unlearnkit", "run", str(plan)], cwd=tmp_path, env=environment(),
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "training on 2 processes (FSDP 2" in done.stdout + done.stderr
+    assert_same_run(one_process["npo"], tmp_path / "run", steps=2)
+
+
 def test_launch_command_lines(tmp_path: Path) -> None:
     from unlearnkit.commands._launch import launch_command_line
     from unlearnkit.errors import UnlearnkitError
@@ -193,6 +209,8 @@ def test_launch_command_lines(tmp_path: Path) -> None:
     gpu = Path(__file__).resolve().parents[1] / "configs" / "accelerate" / "fsdp.yaml"
     command, _ = launch_command_line(gpu, ["run", "p.yaml"])
     assert command[1:5] == ["-m", "accelerate.commands.launch", "--config_file", str(gpu)] and command[-3:] == ["unlearnkit", "run", "p.yaml"]
+    command, _ = launch_command_line(FSDP_CONFIG, ["run", "p.yaml"])  # on CPU too: accelerate starts FSDP's processes
+    assert command[1:5] == ["-m", "accelerate.commands.launch", "--config_file", str(FSDP_CONFIG)]
     bad = tmp_path / "bad.yaml"
     bad.write_text("- just\n- a list\n")
     with pytest.raises(UnlearnkitError, match="expected a mapping"):

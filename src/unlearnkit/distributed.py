@@ -52,6 +52,16 @@ def together() -> bool:
     return launched() and not _SOLO
 
 
+FSDP_ENV = "ACCELERATE_USE_FSDP"  # set by `accelerate launch` from a config with distributed_type: FSDP
+
+
+def sharded() -> bool:
+    """Whether training shards the model across the processes now (FSDP 2, `unlearnkit.sharding`):
+    the launcher asked for FSDP and the processes work together (a `solo()` run trains alone,
+    unsharded)."""
+    return together() and os.environ.get(FSDP_ENV, "false").lower() == "true"
+
+
 def world_size() -> int:
     return state().num_processes if together() else 1
 

@@ -15,17 +15,16 @@ from __future__ import annotations
 import math
 import time
 from contextlib import nullcontext
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 import torch
-from accelerate import Accelerator, DistributedDataParallelKwargs
 from pydantic import BaseModel, ConfigDict, Field
 
-from unlearnkit import distributed
+from unlearnkit import distributed, sharding
 from unlearnkit.data.formatting import IGNORE, Encoded, collate
 from unlearnkit.errors import TrainingError
 from unlearnkit.models.batching import length_groups
@@ -134,7 +133,9 @@ _SHARING_PREFIX: ContextVar[bool] = ContextVar("sharing_prefix", default=False)
 @contextmanager
 def loss_pass(config: TrainConfig, device: torch.device) -> Iterator[None]:
     """Forward passes of losses as `config` says: bf16 autocast (or fp32) and prefix sharing."""
-    token = _SHARING_PREFIX.set(config.share_prefix and fast_path())
+    # Sharded (FSDP), every process must call the model as often as the others: prefix sharing
+    # makes one call or two depending on the batch (`unlearnkit.sharding`).
+    token = _SHARING_PREFIX.set(config.share_prefix and fast_path() and not distributed.sharded())
     try:
         with autocast(resolve_precision(config.precision, device), device):
             yield
@@ -198,8 +199,9 @@ def _schedule(cfg: TrainConfig, total: int) -> Any:
     return factor
 
 
-def _finite_weights(model: Any) -> bool:
-    return all(torch.isfinite(p).all() for p in model.parameters() if p.requires_grad)
+def _finite_weights(params: list[torch.nn.Parameter]) -> bool:
+    """Whether every trainable weight is finite, on every process (each checks its own shards)."""
+    return not distributed.any_true(not all(bool(torch.isfinite(sharding.local(p)).all()) for p in params))
 
 
 def train(
@@ -219,6 +221,9 @@ def train(
     unlearning), every `monitor.every` optimiser steps and after the last: a check outside the
     budget restores the best state within it (the lowest level seen, the start included) and
     stops; a check that meets the target stops.
+
+    Under FSDP (`unlearnkit.sharding`) the model trains sharded and `subject.model` is afterwards
+    a new module object around the same parameter objects, holding the full weights.
     """
     if not data:
         raise TrainingError(f"{description}: no training examples")
@@ -234,95 +239,102 @@ def train(
         raise TrainingError(f"{description}: grad_accum {config.grad_accum} is not a multiple of the {world} processes; "
                             f"set grad_accum to a multiple of {world} (the global batch is batch_size x grad_accum)")
     rng_base = int(torch.randint(0, 2**62, (1,)).item())  # from the caller's seeded RNG, the same on every process
-    # Buffers are not re-broadcast on every forward: a loss may call the model a different number
-    # of times on each process (length groups), and a decoder's buffers (rotary tables) are constants.
-    accelerator = Accelerator(cpu=subject.device.type == "cpu", kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)])
     model, pad_id, device = subject.model, subject.tokenizer.pad_token_id, subject.device
+    accelerator = sharding.training_accelerator(cpu=device.type == "cpu")
     resolve_precision(config.precision, device)  # a bad setting fails here, before any work
     fp32_master_weights(model)
-    params = [p for p in model.parameters() if p.requires_grad]
-    snapshot = [p.detach().clone() for p in params]  # the divergence guard's restore point
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay)
     per_epoch = math.ceil(len(data) / config.batch_size / config.grad_accum)
     total = config.max_steps or max(1, math.ceil(config.epochs * per_epoch))
     # An objective may lay its schedule out over another number of steps than it runs (SSU's
     # reference sizes it in micro-batches but steps it per optimiser step).
     span = objective.schedule_steps(total) if hasattr(objective, "schedule_steps") else total
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config, span))
-    if distributed.together() or not distributed.launched():  # `solo()` training stays unwrapped: no peer joins it
+    wrapped = distributed.together() or not distributed.launched()  # `solo()` training stays unwrapped: no peer joins it
+    unshard: Callable[[], None] = lambda: None  # FSDP: hands the full weights back
+    if distributed.sharded():  # FSDP: weights, gradients, optimizer states and frozen teachers sharded
+        frozen = objective.frozen_networks() if hasattr(objective, "frozen_networks") else []
+        model, optimizer, unshard = sharding.shard_for_training(accelerator, subject, optimizer, frozen)
+    elif wrapped:
         model, optimizer = accelerator.prepare(model, optimizer)
-    forget_stream = batches(data, config.batch_size, pad_id, config.seed)
-    retain_stream = batches(retain, config.retain_batch_size or config.batch_size, pad_id, config.seed + 10_007) if objective.needs_retain and retain else None
-
-    stats, start = TrainStats(), time.perf_counter()
-    best_level, best_step, best_state = (monitor.start_level if monitor else 0.0), 0, snapshot
-    # A short run is still checked a few times, so a rollback has a state to go back to other
-    # than the start (8 facts at batch 8 for 5 epochs is 5 steps: one check at `every` 5).
-    check_every = max(1, min(monitor.every, total // MIN_CHECKS)) if monitor is not None else 0
-    model.train()
-    with make_progress() as progress:
-        task = progress.add_task(description, total=total, info="")
-        for step in range(total):
-            logs: dict[str, float] = {}
-            bad_loss: float | None = None
-            mine = [m for m in range(config.grad_accum) if m % world == distributed.rank()]
-            for micro in range(config.grad_accum):
-                forget_cpu, retain_cpu = next(forget_stream), (next(retain_stream) if retain_stream else None)
-                if micro not in mine:  # another process's share of the global batch
-                    continue
-                forget_batch = to_device(forget_cpu, device)
-                retain_batch = to_device(retain_cpu, device) if retain_cpu is not None else None
-                # Gradients are exchanged once per step, after this process's last micro-batch.
-                sync = accelerator.no_sync(model) if micro != mine[-1] else _nothing()
-                with torch.random.fork_rng(devices=_rng_devices(device)), sync:
-                    torch.manual_seed(distributed.micro_seed(rng_base, step, micro))
-                    with loss_pass(config, device):
-                        loss, logs = objective.loss(model, forget_batch, retain_batch)
-                    if not torch.isfinite(loss):  # still run backward: every process must join the exchange
-                        bad_loss = loss.item()
-                    # The exchange averages over processes; x world makes it the sum, i.e. the
-                    # one-process mean over the global batch's micro-batches.
-                    accelerator.backward(loss * world / config.grad_accum)
-                stats.tokens += batch_tokens(forget_batch) + batch_tokens(retain_batch)
-            if distributed.any_true(bad_loss is not None):
-                _restore(params, snapshot)
-                raise TrainingError(f"{description}: loss became {bad_loss if bad_loss is not None else 'NaN/inf on another process'} at step {step + 1}; weights restored to before this request")
-            if hasattr(objective, "before_optimizer_step"):  # optional: edit the accumulated gradients (SSU's saliency mask)
-                objective.before_optimizer_step(model)
-            # The guard reads the gradient norm that clipping computes anyway: with finite
-            # gradients AdamW's steps are bounded by the learning rate, so the weights stay
-            # finite. (Checking every weight every step cost ~10% of a step on a 135M model;
-            # the weights are still checked once, after the last step.)
-            norm = accelerator.clip_grad_norm_(params, config.max_grad_norm or float("inf"))
-            if not torch.isfinite(norm):
-                _restore(params, snapshot)
-                raise TrainingError(f"{description}: gradients became NaN/inf at step {step + 1}; weights restored to before this request")
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            stats.steps = step + 1
-            stats.history.append({"step": step + 1, "loss": loss.item(), "lr": scheduler.get_last_lr()[0], **logs})
-            elapsed = time.perf_counter() - start
-            progress.update(task, advance=1, info=f"loss {loss.item():.3f}  {stats.tokens / elapsed:.0f} tok/s")
-            if monitor is not None and ((step + 1) % check_every == 0 or step + 1 == total):
-                check = monitor.check(subject, step + 1)
-                stats.checks.append(check.info)
-                if not check.within_budget:  # roll back to the best state within the budget
-                    _restore(params, best_state)
-                    stats.stop_reason, stats.rolled_back_to = "budget", best_step
-                    break
-                if check.level < best_level:
-                    best_level, best_step, best_state = check.level, step + 1, [p.detach().clone() for p in params]
-                if check.target_met:
-                    stats.stop_reason = "target"
-                    break
-    if not _finite_weights(model):
-        _restore(params, snapshot)
-        raise TrainingError(f"{description}: weights became NaN/inf by step {stats.steps}; weights restored to before this request")
-    model.eval()
-    stats.seconds = time.perf_counter() - start
-    stats.tokens = distributed.total(stats.tokens)
+    # Taken after `prepare`: FSDP swaps the parameters for shards (and the optimizer's with them).
+    params = [p for p in model.parameters() if p.requires_grad]
+    snapshot = [p.detach().clone() for p in params]  # the divergence guard's restore point
+    try:
+        forget_stream = batches(data, config.batch_size, pad_id, config.seed)
+        retain_stream = batches(retain, config.retain_batch_size or config.batch_size, pad_id, config.seed + 10_007) if objective.needs_retain and retain else None
+        stats, start = TrainStats(), time.perf_counter()
+        best_level, best_step, best_state = (monitor.start_level if monitor else 0.0), 0, snapshot
+        # A short run is still checked a few times, so a rollback has a state to go back to other
+        # than the start (8 facts at batch 8 for 5 epochs is 5 steps: one check at `every` 5).
+        check_every = max(1, min(monitor.every, total // MIN_CHECKS)) if monitor is not None else 0
+        model.train()
+        with make_progress() as progress:
+            task = progress.add_task(description, total=total, info="")
+            for step in range(total):
+                logs: dict[str, float] = {}
+                bad_loss: float | None = None
+                mine = [m for m in range(config.grad_accum) if m % world == distributed.rank()]
+                for micro in range(config.grad_accum):
+                    forget_cpu, retain_cpu = next(forget_stream), (next(retain_stream) if retain_stream else None)
+                    if micro not in mine:  # another process's share of the global batch
+                        continue
+                    forget_batch = to_device(forget_cpu, device)
+                    retain_batch = to_device(retain_cpu, device) if retain_cpu is not None else None
+                    # Gradients are exchanged once per step, after this process's last micro-batch.
+                    sync = accelerator.no_sync(model) if wrapped and micro != mine[-1] else _nothing()
+                    with torch.random.fork_rng(devices=_rng_devices(device)), sync:
+                        torch.manual_seed(distributed.micro_seed(rng_base, step, micro))
+                        with loss_pass(config, device):
+                            loss, logs = objective.loss(model, forget_batch, retain_batch)
+                        if not torch.isfinite(loss):  # still run backward: every process must join the exchange
+                            bad_loss = loss.item()
+                        # The exchange averages over processes; x world makes it the sum, i.e. the
+                        # one-process mean over the global batch's micro-batches.
+                        accelerator.backward(loss * world / config.grad_accum)
+                    stats.tokens += batch_tokens(forget_batch) + batch_tokens(retain_batch)
+                if distributed.any_true(bad_loss is not None):
+                    _restore(params, snapshot)
+                    raise TrainingError(f"{description}: loss became {bad_loss if bad_loss is not None else 'NaN/inf on another process'} at step {step + 1}; weights restored to before this request")
+                if hasattr(objective, "before_optimizer_step"):  # optional: edit the accumulated gradients (SSU's saliency mask)
+                    objective.before_optimizer_step(model)
+                # The guard reads the gradient norm that clipping computes anyway: with finite
+                # gradients AdamW's steps are bounded by the learning rate, so the weights stay
+                # finite. (Checking every weight every step cost ~10% of a step on a 135M model;
+                # the weights are still checked once, after the last step.)
+                norm = sharding.local(accelerator.clip_grad_norm_(params, config.max_grad_norm or float("inf")))
+                if not torch.isfinite(norm):
+                    _restore(params, snapshot)
+                    raise TrainingError(f"{description}: gradients became NaN/inf at step {step + 1}; weights restored to before this request")
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                stats.steps = step + 1
+                stats.history.append({"step": step + 1, "loss": loss.item(), "lr": scheduler.get_last_lr()[0], **logs})
+                elapsed = time.perf_counter() - start
+                progress.update(task, advance=1, info=f"loss {loss.item():.3f}  {stats.tokens / elapsed:.0f} tok/s")
+                if monitor is not None and ((step + 1) % check_every == 0 or step + 1 == total):
+                    check = monitor.check(subject, step + 1)
+                    stats.checks.append(check.info)
+                    if not check.within_budget:  # roll back to the best state within the budget
+                        _restore(params, best_state)
+                        stats.stop_reason, stats.rolled_back_to = "budget", best_step
+                        break
+                    if check.level < best_level:
+                        best_level, best_step, best_state = check.level, step + 1, [p.detach().clone() for p in params]
+                    if check.target_met:
+                        stats.stop_reason = "target"
+                        break
+        if not _finite_weights(params):
+            _restore(params, snapshot)
+            raise TrainingError(f"{description}: weights became NaN/inf by step {stats.steps}; weights restored to before this request")
+        stats.seconds = time.perf_counter() - start
+        stats.tokens = distributed.total(stats.tokens)
+    finally:
+        unshard()  # every process gets here together: errors in the loop are raised on all of them
+    subject.model.eval()
     return stats
+
 
 
 MIN_CHECKS = 4  # checks a guarded run gets at least, where it has that many optimiser steps
@@ -370,7 +382,9 @@ class LengthGroupedFineTune:
         part = forget["x"]
         lengths = part["attention_mask"].sum(1)
         per_record = []
-        for rows in length_groups(lengths.tolist(), self.max_ratio):
+        # Sharded (FSDP), every process must call the model as often as the others: one group.
+        groups = [list(range(len(lengths)))] if distributed.sharded() else length_groups(lengths.tolist(), self.max_ratio)
+        for rows in groups:
             index = torch.tensor(rows, device=lengths.device)
             width = int(lengths[index].max())
             ids, mask, labels = (part[k][index, :width] for k in ("input_ids", "attention_mask", "labels"))
@@ -385,7 +399,7 @@ class LengthGroupedFineTune:
 
     def _logits(self, model: Any, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
         """Logits predicting tokens offset+1 .. end (offset = length of the shared prefix)."""
-        if not self.share_prefix:
+        if not self.share_prefix or distributed.sharded():  # sharded: one call per group (see `loss`)
             return model(input_ids=ids, attention_mask=mask).logits[:, :-1], 0
         # The prefix's own positions carry no labels (shared_prefix stops before any), so its
         # logits are not needed; logits[t] of the rest predicts token offset + t + 1.

@@ -4,7 +4,8 @@
 key does it for them. One exception, decided here: accelerate 1.15 starts a CPU config
 (`use_cpu: true`) with several processes through mpirun only, and otherwise runs one process;
 such a config is started with `torch.distributed.run --nproc_per_node N` instead, which forms
-the same gloo group.
+the same gloo group. A CPU config with `distributed_type: FSDP` is the exception to the
+exception: accelerate starts its processes itself and passes its FSDP settings on.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def launch_command_line(config_path: Path, args: list[str]) -> tuple[list[str], 
     if not isinstance(processes, int) or processes < 1:
         raise UnlearnkitError(f"accelerate_config {config_path}: num_processes must be a positive integer, not {processes!r}")
     env = {**os.environ, LAUNCHED_ENV: "1"}
-    if config.get("use_cpu") and processes > 1:
+    if config.get("use_cpu") and processes > 1 and config.get("distributed_type") != "FSDP":
         env["ACCELERATE_USE_CPU"] = "true"
         return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes), "-m", "unlearnkit", *args], env
     return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config_path), "-m", "unlearnkit", *args], env

@@ -182,7 +182,8 @@ def run_plan(plan: Plan) -> Path:
         follow_plan(plan)
         return plan.output
     if distributed.world_size() > 1:
-        console.print(f"training on {distributed.world_size()} processes; rank 0 writes and evaluates")
+        sharded = " (FSDP 2: weights, gradients and optimizer sharded while training)" if distributed.sharded() else ""
+        console.print(f"training on {distributed.world_size()} processes{sharded}; rank 0 writes and evaluates")
     with _run_folder(plan.output):
         run = open_run(plan)
         with distributed.solo():  # reading, evaluating and writing: rank 0 alone, the others wait

@@ -11,6 +11,8 @@ only need those (NPO, IdkPO) never run a second model. Objectives that need whol
 distributions on batches that change every step (KL or JSD on random retain batches, UNDIAL's
 teacher) keep a `Frozen` model: a deep copy (eval, no grad; twice the weights in memory) in
 full-parameter mode, the same network with its adapter switched off in LoRA mode (no copy).
+Under FSDP the teacher shares the weights until the loop shards it like the trained model
+(`unlearnkit.sharding`): a shard of a second copy per process, never a full one.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from pydantic import Field
 
-from unlearnkit import distributed
+from unlearnkit import distributed, sharding
 from unlearnkit.training import Batch, Example, make_batch, to_device
 from unlearnkit.methods import losses as L
 from unlearnkit.methods.base import LossMethod, Need, register_method
@@ -37,7 +39,12 @@ class Frozen:
 
     def __init__(self, model: Any) -> None:
         self.adapter = hasattr(model, "disable_adapter")  # peft: switch the adapter off instead of copying
-        self.model = model if self.adapter else copy.deepcopy(model).eval().requires_grad_(False)
+        if self.adapter:
+            self.model = model
+        elif distributed.sharded():  # the loop shards it before training (`Unlearning.frozen_networks`)
+            self.model = sharding.plain_twin(model).eval()
+        else:
+            self.model = copy.deepcopy(model).eval().requires_grad_(False)
 
     @contextmanager
     def network(self) -> Iterator[Any]:
@@ -91,6 +98,10 @@ class Unlearning(LossMethod):
     def prepare(self, subject: Subject, forget: list[Example], retain: list[Example]) -> None:
         if self.uses_frozen or (self.needs_retain and self.retain_loss != "nll"):
             self._cache["frozen"] = Frozen(subject.model)
+
+    def frozen_networks(self) -> list[Any]:
+        """The frozen teachers the training loop shards with the model under FSDP."""
+        return [f.model for f in self._cache.values() if isinstance(f, Frozen) and not f.adapter]
 
     def reference(self, name: str, batch: Batch) -> torch.Tensor:
         """A value cached in `prepare`, for the examples of this batch."""
