@@ -174,12 +174,16 @@ def test_a_global_batch_that_does_not_split_is_one_clear_line(tmp_path: Path) ->
 CPU_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "accelerate" / "cpu-2.yaml"
 
 
+def run_plan_file(plan: Path) -> subprocess.CompletedProcess[str]:
+    """`unlearnkit run PLAN` as a user types it (a plan's `accelerate_config` launches the processes)."""
+    return subprocess.run([sys.executable, "-m", "unlearnkit", "run", str(plan)], cwd=plan.parent, env=environment(),
+                          capture_output=True, text=True, timeout=900)
+
+
 def test_the_plan_key_accelerate_config_launches_the_processes(tmp_path: Path, one_process: dict[str, Path]) -> None:
     """`unlearnkit run plan.yaml` on one process starts itself on the config's two."""
     tmp_path.mkdir(exist_ok=True)
-    plan = write_plan(tmp_path, NPO, extra=f"accelerate_config: {CPU_CONFIG}\n")
-    done = subprocess.run([sys.executable, "-m", "unlearnkit", "run", str(plan)], cwd=tmp_path, env=environment(),
-                          capture_output=True, text=True, timeout=900)
+    done = run_plan_file(write_plan(tmp_path, NPO, extra=f"accelerate_config: {CPU_CONFIG}\n"))
     assert done.returncode == 0, done.stderr[-3000:]
     assert "training on 2 processes" in done.stdout + done.stderr
     assert_same_run(one_process["npo"], tmp_path / "run", steps=2)
@@ -188,16 +192,30 @@ def test_the_plan_key_accelerate_config_launches_the_processes(tmp_path: Path, o
 FSDP_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "accelerate" / "cpu-fsdp-2.yaml"
 
 
-def test_fsdp_on_two_processes_gives_the_weights_and_metrics_of_one(tmp_path: Path, one_process: dict[str, Path]) -> None:
+@pytest.mark.parametrize("guarded", [False, True])
+def test_fsdp_on_two_processes_gives_the_weights_and_metrics_of_one(tmp_path: Path, one_process: dict[str, Path], guarded: bool) -> None:
     """The CPU FSDP config: accelerate starts two processes, the model and NPO's KL teacher
     train sharded (the loop refuses to go on if accelerate did not shard them), and the run
-    ends where the one-process run does."""
-    plan = write_plan(tmp_path, NPO, extra=f"accelerate_config: {FSDP_CONFIG}\n")
-    done = subprocess.run([sys.executable, "-m", "unlearnkit", "run", str(plan)], cwd=tmp_path, env=environment(),
-                          capture_output=True, text=True, timeout=900)
+    ends where the one-process run does. Guarded, the damage budget checks the sharded model
+    during training and rolls it back (both requests here) into its shards."""
+    guard = "guard: {enabled: false}\n"
+    if guarded:
+        reference = tmp_path / "one"
+        reference.mkdir()
+        plan = write_plan(reference, NPO)
+        plan.write_text(plan.read_text().replace(guard, ""))
+        assert run_plan_file(plan).returncode == 0
+    two = tmp_path / "two"
+    two.mkdir()
+    plan = write_plan(two, NPO, extra=f"accelerate_config: {FSDP_CONFIG}\n")
+    if guarded:
+        plan.write_text(plan.read_text().replace(guard, ""))
+    done = run_plan_file(plan)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "training on 2 processes (FSDP 2" in done.stdout + done.stderr
-    assert_same_run(one_process["npo"], tmp_path / "run", steps=2)
+    output = done.stdout + done.stderr
+    assert "training on 2 processes (FSDP 2" in output
+    assert ("rolled back" in output) == guarded
+    assert_same_run(tmp_path / "one" / "run" if guarded else one_process["npo"], two / "run", steps=2)
 
 
 def test_launch_command_lines(tmp_path: Path) -> None:

@@ -94,6 +94,7 @@ def shard_for_training(accelerator: Accelerator, subject: Any, optimizer: torch.
     _release(plain)
 
     def unshard() -> None:
+        _reshard(model)
         shards = dict(model.named_parameters())
         for name, param in plain.named_parameters():
             shard = shards[name]
@@ -108,3 +109,14 @@ def _release(plain: torch.nn.Module) -> None:
     """Free the full weights while their shards train (the parameter objects stay)."""
     for param in plain.parameters():
         param.data = torch.empty(0, dtype=param.dtype, device=param.device)
+
+
+def _reshard(model: torch.nn.Module) -> None:
+    """Register every module's shards again. A forward pass without backward (the guard's checks)
+    leaves the groups that do not reshard after forward (the root, the embeddings and head)
+    holding all-gathered copies: what a rollback restored into the shards is not in them."""
+    from torch.distributed.fsdp import FSDPModule
+
+    for module in model.modules():
+        if isinstance(module, FSDPModule):
+            module.reshard()

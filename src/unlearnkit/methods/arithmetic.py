@@ -121,13 +121,15 @@ class SSU(LossMethod):
         try:
             context.stats = train(working, _examples(working, request), self, self.train_config(), description=f"ssu on {request.id}")
         except BaseException:
-            peft_model.unload()  # take peft's layers out again: the caller keeps θ_{t-1}
+            working.model.unload()  # take peft's layers out again: the caller keeps θ_{t-1}
             raise
         finally:
             self._state.clear()
             for p, flag in flags:  # peft froze the base weights
                 p.requires_grad_(flag)
-        tuned = peft_model.merge_and_unload()  # θ_ft: the same modules as `model`, LoRA folded in
+        # working.model, not peft_model: under FSDP the loop hands back another module object
+        # around the same parameters (`training.train`).
+        tuned = working.model.merge_and_unload()  # θ_ft: the base modules, LoRA folded in
         negate_into(tuned, before, self.scale)  # θ_t = θ_{t-1} − λ·(θ_ft − θ_{t-1})
         return subject.with_model(tuned)
 
