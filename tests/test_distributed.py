@@ -140,22 +140,28 @@ def test_a_run_whose_second_rank_is_killed_resumes(tmp_path: Path, one_process: 
     assert_same_run(one_process["npo"], tmp_path / "run", steps=2)
 
 
+# What `accelerate launch` sets in each process from configs/accelerate/cpu-fsdp-2.yaml.
+FSDP_ENV = {"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2", "FSDP_AUTO_WRAP_POLICY": "TRANSFORMER_BASED_WRAP", "FSDP_RESHARD_AFTER_FORWARD": "true"}
+
+
 def test_prepare_on_two_processes_trains_the_target_of_one(tmp_path: Path) -> None:
+    """DDP, and FSDP (where the length-grouped fine-tuning runs one group per micro-batch)."""
     from unlearnkit.benchmark.world import build_world
 
     world = build_world(tmp_path / "world", seed=0, size="tiny", num_requests=1)
     targets = []
-    for processes in (1, 2):
-        cache = tmp_path / f"cache-{processes}"
+    for number, (processes, extra) in enumerate([(1, {}), (2, {}), (2, FSDP_ENV)]):
+        cache = tmp_path / f"cache-{number}"
         args = ["prepare", "--world", str(world), "--model", str(learned_model_dir()), "--oracles", "none", "--epochs", "1",
-                "--lr", "1e-3", "--batch-size", "4", "--grad-accum", "2", "--precision", "float32", "--json", str(tmp_path / f"prepared-{processes}.json")]
-        done = unlearnkit(args, processes, tmp_path, UNLEARNKIT_CACHE=str(cache))
+                "--lr", "1e-3", "--batch-size", "4", "--grad-accum", "2", "--precision", "float32", "--json", str(tmp_path / f"prepared-{number}.json")]
+        done = unlearnkit(args, processes, tmp_path, UNLEARNKIT_CACHE=str(cache), **extra)
         assert done.returncode == 0, done.stderr[-3000:]
         (target,) = (cache / "prepared").iterdir()
         targets.append(load_file(target / "model.safetensors"))
     start = load_file(learned_model_dir() / "model.safetensors")
     assert max_difference(targets[0], start) > 1e-3
     assert max_difference(targets[0], targets[1]) < WEIGHTS_AGREE
+    assert max_difference(targets[0], targets[2]) < WEIGHTS_AGREE
 
 
 @pytest.mark.veryslow
