@@ -4,6 +4,7 @@ whose second rank is killed resumes; `prepare` trains the same target on 1 and 2
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -45,14 +46,19 @@ def environment(**extra: str) -> dict[str, str]:
 
 
 DRIVER = str(Path(__file__).with_name("distributed_driver.py"))  # `unlearnkit ARGS`, noting what it writes
+EVAL_DRIVER = str(Path(__file__).with_name("distributed_eval_driver.py"))  # a suite, counting forward calls
+
+
+def launch(script: str, args: list[str], processes: int, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """`python SCRIPT ARGS` on 1 process, or on N through torch.distributed.run (gloo on CPU)."""
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)] if processes > 1 else [sys.executable]
+    return subprocess.run([*launcher, script, *args], cwd=cwd, env=environment(**env), capture_output=True, text=True, timeout=900)
 
 
 def unlearnkit(args: list[str], processes: int, cwd: Path, **extra: str) -> subprocess.CompletedProcess[str]:
-    """`unlearnkit ARGS` on 1 process, or on N through torch.distributed.run (gloo on CPU)."""
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)] if processes > 1 else [sys.executable]
+    """`unlearnkit ARGS` on 1 process, or on N (gloo on CPU)."""
     (cwd / "writes").mkdir(exist_ok=True)
-    return subprocess.run([*launcher, DRIVER, *args], cwd=cwd, env=environment(UNLEARNKIT_TEST_WRITES=str(cwd / "writes"), **extra),
-                          capture_output=True, text=True, timeout=900)
+    return launch(DRIVER, args, processes, cwd, UNLEARNKIT_TEST_WRITES=str(cwd / "writes"), **extra)
 
 
 def writes_into(folder: Path, rank: int) -> list[str]:
@@ -138,6 +144,26 @@ def test_a_run_whose_second_rank_is_killed_resumes(tmp_path: Path, one_process: 
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming" in resumed.stdout + resumed.stderr
     assert_same_run(one_process["npo"], tmp_path / "run", steps=2)
+
+
+def test_a_suite_on_two_processes_deals_out_its_batches_and_gets_the_numbers_of_one(tmp_path: Path) -> None:
+    """Scoring and generation (the TOFU suite: probabilities, truth ratios, ROUGE of greedy
+    answers): each process runs part of the batches, together exactly the ones of one process,
+    and every process ends with exactly the numbers of one."""
+    ranks = {}
+    for processes in (1, 2):
+        out = tmp_path / str(processes)
+        out.mkdir()
+        done = launch(EVAL_DRIVER, [str(out), str(learned_model_dir())], processes, tmp_path)
+        assert done.returncode == 0, done.stderr[-3000:]
+        ranks[processes] = [json.loads((out / f"rank-{r}.json").read_text()) for r in range(processes)]
+    (one,), two = ranks[1], ranks[2]
+    assert any(metric == "rouge" and value is not None for _, metric, value, _ in one["rows"])  # it generated
+    for rank in two:  # as JSON: a NaN row equals itself
+        assert json.dumps(rank["rows"]) == json.dumps(one["rows"])
+        assert json.dumps(rank["per_item"]) == json.dumps(one["per_item"])
+    assert all(rank["forward_calls"] > 0 for rank in two)
+    assert sum(rank["forward_calls"] for rank in two) == one["forward_calls"]
 
 
 # What `accelerate launch` sets in each process from configs/accelerate/cpu-fsdp-2.yaml.

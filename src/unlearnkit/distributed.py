@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -27,8 +27,12 @@ import torch
 TIMEOUT_ENV = "UNLEARNKIT_DIST_TIMEOUT_S"
 DEFAULT_TIMEOUT_S = 6 * 3600
 
+T = TypeVar("T")
+R = TypeVar("R")
+
 _STATE: Any = None
 _SOLO = False  # inside `solo()`: this process works alone (rank 0 evaluating while the others wait)
+_LOCKSTEP = False  # a sharded model is in use (FSDP training): every process makes the same calls
 
 
 def launched() -> bool:
@@ -106,6 +110,24 @@ def broadcast(value: Any) -> Any:
     box = [value]
     torch.distributed.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def set_lockstep(on: bool) -> None:
+    """While a sharded model is in use (`unlearnkit.sharding`), each of its forward calls gathers
+    its weights from every process: work is not dealt out (`deal`), every process runs all of it."""
+    global _LOCKSTEP
+    _LOCKSTEP = on
+
+
+def deal(items: list[T], work: Callable[[T], list[R]], through: Callable[[list[T]], Iterable[T]] = iter) -> list[R]:
+    """`work(item)` for each item, concatenated in item order, on every process. Processes working
+    together (each makes this same call) deal the items out round-robin and gather the results;
+    one process, or several in lockstep, runs them all. `through` wraps this process's items
+    (a progress bar)."""
+    if _LOCKSTEP or not together():
+        return [row for item in through(items) for row in work(item)]
+    mine = [items[i] for i in shard(len(items))]
+    return [row for rows in gather_in_order([work(item) for item in through(mine)]) for row in rows]
 
 
 def gather_in_order(mine: list[Any]) -> list[Any]:

@@ -22,7 +22,9 @@ it. What differs from DDP is decided here:
   weights are released.
 - Every process must call a sharded module the same number of times in the same order (each
   call all-gathers its weights): while sharded, nothing may decide the number of forward calls
-  from the data (prefix sharing in losses, length groups in `prepare`'s fine-tuning).
+  from the data (prefix sharing in losses, length groups in `prepare`'s fine-tuning), and
+  scoring and generation (the guard's checks) are not dealt out across the processes
+  (`distributed.set_lockstep`): every process runs every batch.
 """
 
 from __future__ import annotations
@@ -92,8 +94,10 @@ def shard_for_training(accelerator: Accelerator, subject: Any, optimizer: torch.
     if model is not subject.model or not any(is_sharded(p) for p in model.parameters()):
         raise TrainingError("FSDP was asked for (ACCELERATE_USE_FSDP) but accelerate did not shard the model in place")
     _release(plain)
+    distributed.set_lockstep(True)
 
     def unshard() -> None:
+        distributed.set_lockstep(False)
         _reshard(model)
         shards = dict(model.named_parameters())
         for name, param in plain.named_parameters():

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from unlearnkit import distributed
 from unlearnkit.commands._options import BatchSizeOpt, BenchmarkOpt, DataDirOpt, DeviceOpt, FormatOpt, ModelOpt, bounded, check_json_out, check_models
 from unlearnkit.display import number
 from unlearnkit.errors import UnlearnkitError
@@ -96,6 +97,8 @@ def eval_command(
         tasks = [t.strip() for t in lm_eval.split(",") if t.strip()]
         scores = run_lm_eval(subject, tasks, include_path=lm_eval_include, limit=lm_eval_limit)
         add_lm_eval(result, scores, chosen.utility_name if chosen.utility else None)
+    if not distributed.is_main():  # several processes scored it together (`distributed.deal`); rank 0 reports
+        return
     result.settings |= {"model": model, "oracle": oracle, "reference_logs": str(reference_logs) if reference_logs else None,
                         "data": specs, "benchmark": benchmark, "format": subject.fmt.name, "batch_size": batch_size,
                         "lm_eval": {"tasks": lm_eval, "include": str(lm_eval_include) if lm_eval_include else None, "limit": lm_eval_limit} if lm_eval else None}

@@ -62,7 +62,7 @@ from unlearnkit.data.loaders import load_records, load_requests, show_id, write_
 from unlearnkit.data.schema import ForgetRequest, Record
 from unlearnkit.engine.checkpoints import Checkpoints
 from unlearnkit.engine.faults import arm_training_crash, crash_point
-from unlearnkit.engine.follower import Job, end_jobs, share_job
+from unlearnkit.engine.follower import Evaluation, Job, end_jobs, share_job
 from unlearnkit.engine.ledger import Ledger, now
 from unlearnkit.engine.rotation import schedule
 from unlearnkit.errors import UnlearnkitError
@@ -183,7 +183,7 @@ def run_plan(plan: Plan) -> Path:
         return plan.output
     if distributed.world_size() > 1:
         sharded = " (FSDP 2: weights, gradients and optimizer sharded while training)" if distributed.sharded() else ""
-        console.print(f"training on {distributed.world_size()} processes{sharded}; rank 0 writes and evaluates")
+        console.print(f"training on {distributed.world_size()} processes{sharded}; rank 0 writes, all of them evaluate")
     with _run_folder(plan.output):
         run = open_run(plan)
         with distributed.solo():  # reading, evaluating and writing: rank 0 alone, the others wait
@@ -193,8 +193,8 @@ def run_plan(plan: Plan) -> Path:
         while group := next_group(run):
             step = len(run.ledger.steps()) + 1
             subject = unlearn_step(run, step, group, subject, methods)
+            evaluate_step(run, step, subject)  # the others score their share of the suite
             with distributed.solo():
-                evaluate_step(run, step, subject)
                 finish_step(run, step)
         end_jobs()
         with distributed.solo():
@@ -303,8 +303,9 @@ def unlearn_step(run: Run, step: int, group: list[ForgetRequest], subject: Subje
     guard, data = run.plan.guard, run.data
     probes = None
     if guard.enabled:
-        probes = build_probes(subject, request, guard, retain=data.retain, known=run.known_facts(),
-                              general=data.general_text or None, control=data.holdout, seed=run.plan.seed)
+        with distributed.solo():  # rank 0's to make: the job carries them
+            probes = build_probes(subject, request, guard, retain=data.retain, known=run.known_facts(),
+                                  general=data.general_text or None, control=data.holdout, seed=run.plan.seed)
     share_job(Job(step, request, context, probes, torch.get_rng_state()))  # the other processes train it too
     hook = arm_training_crash(step)
     run.say(step, f"unlearn ({run.plan.label}, {len(request.records)} records{', guarded' if guard.enabled else ''})", group)
@@ -328,28 +329,34 @@ def unlearn_step(run: Run, step: int, group: list[ForgetRequest], subject: Subje
 
 def evaluate_step(run: Run, step: int, subject: Subject) -> None:
     """The step's requests, earlier ones (all, or the rotation's sample), retain, utility
-    (+ oracle, + holdout reference); metric rows and flags in one commit."""
+    (+ oracle, + holdout reference); metric rows and flags in one commit. Under several
+    processes working together, every one runs the suite (each scores its share of the batches)
+    and rank 0 alone does the rest."""
     tick = time.perf_counter()
-    measured, full = run.measured(step)
-    data = replace(run.data, requests=measured)
-    oracle_path = run.oracle_for(step)
-    oracle = load(run, oracle_path) if oracle_path is not None else None
-    applied = len(run.through(step))
-    run.say(step, f"evaluate ({run.plan.evaluation.suite}: {len(measured)} of {applied} requests{'' if full else ' (rotation)'}, "
-                  f"retain, utility{', oracle' if oracle else ''})")
-    result = suite_evaluate(run.plan, subject, data, oracle, run.holdout_reference())
-    rows: Rows = [(r.scope, r.metric, r.value) for r in result.rows]
-    rows += evaluation_rows(result, len(measured), len(measured) - len(run.group(step)), full)
-    for name in run.plan.attacks:
-        run.say(step, f"attack ({name})")
-        rows += run_attack(name, subject, data, target=run.start_subject(), oracle=oracle)
-    crash_point("eval", step)
-    result.save(run.folder / "eval" / f"step-{step:03d}.json")
-    write_ou_logs(result, run.folder / "eval" / f"step-{step:03d}")  # open-unlearning's layout too
-    flags = relapses(run, step, rows)
-    for request_id, _, metric, value, threshold in flags:
-        run.say(step, f"[yellow]relapse: {request_id} {metric} = {value:.3f} is above {threshold} again[/yellow]")
-    run.ledger.record_evaluation(step, rows, time.perf_counter() - tick, flags)
+    with distributed.solo():
+        measured, full = run.measured(step)
+        data = replace(run.data, requests=measured)
+        oracle_path = run.oracle_for(step)
+        oracle = load(run, oracle_path) if oracle_path is not None else None
+        holdout = run.holdout_reference()
+        applied = len(run.through(step))
+        run.say(step, f"evaluate ({run.plan.evaluation.suite}: {len(measured)} of {applied} requests{'' if full else ' (rotation)'}, "
+                      f"retain, utility{', oracle' if oracle else ''})")
+    share_job(Evaluation(step, data, oracle_path, holdout))
+    result = suite_evaluate(run.plan, subject, data, oracle, holdout)
+    with distributed.solo():
+        rows: Rows = [(r.scope, r.metric, r.value) for r in result.rows]
+        rows += evaluation_rows(result, len(measured), len(measured) - len(run.group(step)), full)
+        for name in run.plan.attacks:
+            run.say(step, f"attack ({name})")
+            rows += run_attack(name, subject, data, target=run.start_subject(), oracle=oracle)
+        crash_point("eval", step)
+        result.save(run.folder / "eval" / f"step-{step:03d}.json")
+        write_ou_logs(result, run.folder / "eval" / f"step-{step:03d}")  # open-unlearning's layout too
+        flags = relapses(run, step, rows)
+        for request_id, _, metric, value, threshold in flags:
+            run.say(step, f"[yellow]relapse: {request_id} {metric} = {value:.3f} is above {threshold} again[/yellow]")
+        run.ledger.record_evaluation(step, rows, time.perf_counter() - tick, flags)
 
 
 def evaluation_rows(result: SuiteResult, requests: int, earlier: int, full: bool) -> Rows:

@@ -68,18 +68,18 @@ class Frozen:
 def reference_logprobs(subject: Subject, examples: list[Example], part: str, size: int = 8) -> torch.Tensor:
     """log π_ref(y|x) (summed over answer tokens) of `part` of every example, in example order.
     Computed once: under several processes each computes its share of the chunks and all of
-    them receive the whole, in order (`distributed.gather_in_order`)."""
+    them receive the whole, in order (`distributed.deal`)."""
     model, pad, device = subject.model, subject.tokenizer.pad_token_id, subject.device
     was_training = model.training
     model.eval()
-    starts = list(range(0, len(examples), size))
-    out = []
-    for chunk in distributed.shard(len(starts)):
-        start = starts[chunk]
+
+    def chunk(start: int) -> list[torch.Tensor]:
         batch = to_device(make_batch(examples, list(range(start, min(start + size, len(examples)))), pad), device)
-        out.append(L.sequence_logprob(L.forward_logits(model, batch[part]), batch[part]["labels"]).cpu())
+        return [L.sequence_logprob(L.forward_logits(model, batch[part]), batch[part]["labels"]).cpu()]
+
+    out = distributed.deal(list(range(0, len(examples), size)), chunk)
     model.train(was_training)
-    return torch.cat(distributed.gather_in_order(out))
+    return torch.cat(out)
 
 
 class Unlearning(LossMethod):

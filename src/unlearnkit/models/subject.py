@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from pydantic import BaseModel, Field
 
+from unlearnkit import distributed
 from unlearnkit.data.formatting import IGNORE, Encoded, Pair, PromptFormat, collate, encode_pair, prompt_ids, record_pair, refuse_long_text
 from unlearnkit.data.schema import Record
 from unlearnkit.errors import DataError
@@ -215,7 +216,9 @@ class Subject:
         out_top: list[torch.Tensor | None] = [None] * len(examples)
         was_training = self.model.training
         self.model.eval()
-        for batch in track(batches, progress or "scoring") if progress else batches:
+
+        def run(batch: list[int]) -> list[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]]:
+            """(item, token log-probs, argmax flags, mu, sigma) of each row of one batch."""
             enc = collate([examples[i] for i in batch], self.tokenizer.pad_token_id)
             enc = {k: v.to(self.device) for k, v in enc.items()}
             with autocast(precision, self.device):
@@ -232,13 +235,14 @@ class Subject:
                 probs = logp.exp()
                 mu = (probs * logp).sum(-1)
                 sigma = ((probs * logp.square()).sum(-1) - mu.square()).clamp(min=0).sqrt()
-            for row, index in enumerate(batch):
-                keep = mask[row]
-                out_lp[index] = picked[row][keep].cpu()
-                out_top[index] = is_top[row][keep].cpu()
-                if stats:
-                    out_mu[index] = mu[row][keep].cpu()
-                    out_sd[index] = sigma[row][keep].cpu()
+            return [(index, picked[row][mask[row]].cpu(), is_top[row][mask[row]].cpu(),
+                     mu[row][mask[row]].cpu() if stats else None, sigma[row][mask[row]].cpu() if stats else None)
+                    for row, index in enumerate(batch)]
+
+        # Processes working together deal the batches out (`distributed.deal`): each batch is the
+        # one a single process runs, so the numbers do not depend on the process count.
+        for index, lp, top, mu, sd in distributed.deal(batches, run, self._progress(progress)):
+            out_lp[index], out_top[index], out_mu[index], out_sd[index] = lp, top, mu, sd
         self.model.train(was_training)
         return ScoreResult(
             token_logprobs=[t for t in out_lp if t is not None],
@@ -269,7 +273,10 @@ class Subject:
         precision = self.inference_precision(generation=True)
         was_training = self.model.training
         self.model.eval()
-        for number, batch in enumerate(track(batches, progress) if progress else batches):
+
+        def run(number: int) -> list[tuple[int, list[str]]]:
+            """(item, continuations) of each row of batch `number`."""
+            batch = batches[number]
             rows = [ids[i] for i in batch]
             # One continuation per prompt: a prefix common to the batch's prompts runs once and
             # its KV cache serves every row. Sampling n > 1 would have generate expand the rows
@@ -298,13 +305,19 @@ class Subject:
             new = out[:, input_ids.shape[1] :]
             texts = tok.batch_decode(new, skip_special_tokens=True)
             per_prompt = 1 if settings.greedy else settings.n
-            for row, index in enumerate(batch):
-                chunk = texts[row * per_prompt : (row + 1) * per_prompt]
-                results[index] = [cut_at_stop(t, settings.stop) for t in chunk]
+            return [(index, [cut_at_stop(t, settings.stop) for t in texts[row * per_prompt : (row + 1) * per_prompt]]) for row, index in enumerate(batch)]
+
+        for index, texts in distributed.deal(list(range(len(batches))), run, self._progress(progress)):  # as in `score`
+            results[index] = texts
         if settings.greedy and settings.n > 1:  # greedy samples are identical; keep the shape
             results = [r * settings.n for r in results]
         self.model.train(was_training)
         return results
+
+    @staticmethod
+    def _progress(description: str | None) -> Any:
+        """How `score` and `generate` go through their batches: with a progress bar if described."""
+        return (lambda batches: track(batches, description)) if description else iter
 
     def greedy(self, prompts: list[str], max_new_tokens: int = 32, stop: list[str] | None = None, *, template: bool = True) -> list[str]:
         """One greedy continuation per prompt."""
