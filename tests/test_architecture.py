@@ -21,7 +21,7 @@ LAYERS: list[set[str]] = [
     {"training"},
     {"models"},
     {"data"},
-    {"__init__", "errors", "files", "hub", "names", "signals", "display", "progress", "registry", "distributed"},
+    {"__init__", "errors", "files", "hub", "names", "signals", "display", "progress", "registry", "distributed", "sharding"},
 ]
 LAYER_OF = {unit: depth for depth, units in enumerate(LAYERS) for unit in units}
 
