@@ -60,7 +60,9 @@ def test_memory_per_device_by_hand(tiny_config: Path) -> None:
     assert ddp["total"] == 199296 * 2 + PARAMS * 12 + 151040
     sharded = footprint(shape, undial, config="zero3", processes=2, lora_rank=None, weight_bytes=2, seq_len=10, batch=2)
     assert sharded["weights"] == PARAMS and sharded["optimizer"] == PARAMS * 6
-    assert sharded["frozen reference"] == PARAMS * 2  # UNDIAL's teacher: a full copy per process
+    assert sharded["frozen reference"] == PARAMS * 2  # UNDIAL's teacher under ZeRO-3: a full copy per process
+    fsdp = footprint(shape, undial, config="fsdp", processes=2, lora_rank=None, weight_bytes=2, seq_len=10, batch=2)
+    assert fsdp["frozen reference"] == fsdp["weights"] == PARAMS  # under FSDP sharded like the weights
     lora = footprint(shape, undial, config="ddp", processes=2, lora_rank=2, weight_bytes=2, seq_len=10, batch=2)
     assert lora["gradients"] == 4096 * 2 and lora["frozen reference"] == 0  # the adapter switched off is the teacher
     offload = footprint(shape, npo, config="zero3-offload", processes=2, lora_rank=None, weight_bytes=2, seq_len=10, batch=2)
