@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from unlearnkit import distributed
 from unlearnkit.commands._options import DeviceOpt, FormatOpt, ModelOpt, SeedOpt, bounded, check_json_out, check_models, records_for_cli
 
 
@@ -48,6 +49,8 @@ def generate_command(
         texts = subject.generate([pairs[i].prompt for i in idx], settings, template=templated, progress="generating")
         for j, i in enumerate(idx):
             outputs[i] = {"id": records[i].id or f"#{i + 1}", "prompt": pairs[i].prompt, "expected": pairs[i].target, "outputs": texts[j]}
+    if not distributed.is_main():  # several processes shared the batches (`distributed.deal`); rank 0 reports
+        return
     table = Table(title=f"{model}: {'greedy' if settings.greedy else f'{n} samples at T={temperature}'}")
     for col in ("id", "prompt", "expected", "output"):
         table.add_column(col, overflow="fold")

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from unlearnkit import distributed
 from unlearnkit.commands._options import BatchSizeOpt, DeviceOpt, FormatOpt, ModelOpt, check_json_out, check_models, records_for_cli
 from unlearnkit.display import number
 
@@ -35,6 +36,8 @@ def score_command(
     pairs = [record_pair(r) for r in records]
     subject.check_fits(pairs)  # an over-long record is named by file, line and id, before any scoring
     result = subject.score_pairs(pairs, progress="scoring")
+    if not distributed.is_main():  # several processes shared the batches (`distributed.deal`); rank 0 reports
+        return
     rows: list[dict[str, Any]] = [
         {
             "id": record.id or f"#{i + 1}",
