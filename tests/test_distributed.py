@@ -1,6 +1,7 @@
 """Several processes give the result of one (docs/scale.md): the same plan on 1 and 2 CPU
-processes (gloo, tiny model) ends with the same weights and metrics; rank 0 alone writes; a run
-whose second rank is killed resumes; `prepare` trains the same target on 1 and 2 processes."""
+processes (gloo, tiny model), under DDP and under FSDP 2, ends with the same weights and metrics;
+rank 0 alone writes; a run whose second rank is killed resumes; `prepare` trains the same target
+on 1 and 2 processes; a suite shares its batches among the processes and gets the numbers of one."""
 
 from __future__ import annotations
 
