@@ -683,3 +683,22 @@ def test_coalesced_requests_in_the_service_and_entries_retired_once_verified(tmp
     ledger = Ledger(plan.output / "ledger.sqlite")
     assert [(s.step, s.request_id) for s in ledger.steps()] == [(1, "r1")] and ledger.request_steps() == {"r1": 1, "r2": 1}
     ledger.close()
+
+
+def test_retire_guard_keeps_the_entry_of_a_request_the_weights_did_not_forget(tmp_path: Path) -> None:
+    """`retire_guard: true` retires an entry only when the verdict of the step that applied it met
+    the forget target: a request the budget stopped short of forgetting stays blocked."""
+    torch.set_num_threads(1)
+    unreachable = "guard: {budget: {retain_drop: 1.0, check_every: 2}, target: {answer_accuracy: null, probability: 1.0e-9}}\n"
+    plan = load_plan(write_serve_plan(tmp_path, "final: {report: false}\nservice: {retire_guard: true}\n" + unreachable))
+    service = Service.open(plan)
+    submitter, operator = bearer(service.store.add_key("a", "submitter").token), bearer(service.store.add_key("o", "operator").token)
+    with TestClient(create_app(service)) as client:
+        assert client.post("/v1/requests", json=body(1), headers=submitter).status_code == 202
+        view = lambda: client.get("/v1/requests/r1", headers=operator).json()  # noqa: E731
+        wait_for(lambda: view()["status"] == "verified", what="r1 verified")
+        time.sleep(1.0)  # the worker's next pass, where a retirement would happen
+        got = view()
+        assert got["verdict"]["target_met"] is False
+        assert got["blocking"] is True and "retired" not in [e["event"] for e in got["timeline"]]
+        assert client.get("/v1/worker", headers=operator).json()["guard_entries"] == 1

@@ -130,10 +130,16 @@ class Worker(threading.Thread):
         return ready
 
     def _retire_verified(self) -> None:
-        """With `service.retire_guard`, verified requests leave the guard: the weights hold them now."""
+        """With `service.retire_guard`, verified requests leave the guard once the weights hold
+        them: the verdict of the step that applied them met its forget target (a step the damage
+        budget stopped short keeps its entries: the guard is then all that blocks the content).
+        Without a verdict (the plan's guard is off) there is no target to meet: verified is enough."""
         if not self.plan.service.retire_guard:
             return
-        done = {r["id"] for r in self.store.ledger.requests() if r["status"] in ("verified", "purged")}
+        ledger = self.store.ledger
+        verdicts, steps = ledger.verdicts(), ledger.request_steps()
+        done = {r["id"] for r in ledger.requests() if r["status"] in ("verified", "purged")
+                and verdicts.get(steps.get(r["id"], -1), {"target_met": True})["target_met"]}
         still = sorted((done & set(self.blocker.index.request_ids)) - self.store.ids_with("retired"))
         if still:
             self.blocker.retire(still, reason="verified")
