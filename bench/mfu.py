@@ -6,10 +6,10 @@ One process measures, on the embedded default model (SmolLM2-135M-Instruct):
 
 1. the machine's matmul peak: a 2048² matmul in bf16 and in fp32 (GFLOP/s, best of several);
 2. "before" and "after" of the same code, switched by settings only:
-   before = `precision=float32`, `share_prefix=False` (and for a Subject `length_buckets=False`),
-   which runs exactly the fp32 code path that existed before mixed precision, prefix sharing and
-   length buckets; after = the defaults (`auto`: bf16 autocast where native, prefixes shared,
-   length buckets);
+   before = `precision=float32`, `share_prefix=False` (and for a Subject `length_buckets=False`)
+   under `UNLEARNKIT_FAST_PATH=0`, which runs exactly the fp32 code path that existed before mixed
+   precision, prefix sharing, length buckets and the fused optimizer; after = the defaults
+   (`auto`: bf16 autocast where native, prefixes shared, length buckets, fused AdamW);
 3. for each: tokens/s of an unlearning step (the shared loop, optimizer step included) of GA,
    NPO+GD and GA+KL; of a `prepare` training batch (`LengthGroupedFineTune`); of `Subject.score`;
    of greedy `Subject.generate` (new tokens);
@@ -38,7 +38,7 @@ import torch
 
 from unlearnkit.data.schema import ForgetRequest, Record
 from unlearnkit.methods.base import UnlearnContext, get_method
-from unlearnkit.models.precision import resolve_precision
+from unlearnkit.models.precision import FAST_PATH_ENV, resolve_precision
 from unlearnkit.models.stack import load_subject
 from unlearnkit.models.subject import GenerationSettings, Subject
 from unlearnkit.training import LengthGroupedFineTune, make_batch
@@ -153,6 +153,7 @@ def main() -> None:
     forget, retain = qa[:8], qa[8:]
     results: dict[str, dict[str, Any]] = {}
     for label, mode in MODES.items():
+        os.environ[FAST_PATH_ENV] = "1" if label == "after" else "0"  # "before" also takes the per-operation AdamW
         subject = base.with_model(base.model)
         subject.precision, subject.share_prefix, subject.length_buckets = mode["precision"], mode["share_prefix"], label == "after"
         precision = resolve_precision(mode["precision"], subject.device)

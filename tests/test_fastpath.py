@@ -16,7 +16,7 @@ from unlearnkit.models.batching import length_batches
 from unlearnkit.models.prefix import MIN_SHARED, shared_prefix
 from unlearnkit.models.subject import GenerationSettings, Subject
 from unlearnkit.registry import SettingError
-from unlearnkit.training import TrainConfig, loss_pass, make_batch, sharing_prefix
+from unlearnkit.training import TrainConfig, adamw, loss_pass, make_batch, sharing_prefix
 
 SYSTEM = "You answer questions about people and places. Question: {question} Answer:"
 QA = [
@@ -61,6 +61,8 @@ def test_fast_path_off_is_the_plain_path_everywhere(monkeypatch: pytest.MonkeyPa
     cpu = torch.device("cpu")
     monkeypatch.setenv(P.FAST_PATH_ENV, "0")
     assert P.resolve_precision("auto", cpu) == "float32"
+    # prepare keeps its precision: its cached models are keyed by it
+    assert P.resolve_precision("auto", cpu, follow_fast_path=False) == ("bfloat16" if P.native_bf16(cpu) else "float32")
     subject = tiny_subject.with_model(tiny_subject.model)
     assert (subject.share_prefix, subject.length_buckets) == (False, False)
     with loss_pass(TrainConfig(), cpu):
@@ -109,6 +111,29 @@ def test_a_step_of_lr_1e_5_changes_weights_that_a_pure_bf16_update_rounds_away(t
     pure_changed = _changed_share(before, matrices(start))
     assert mixed_changed > 0.95, mixed_changed
     assert pure_changed < 0.3, pure_changed
+
+
+def test_the_fused_optimizer_takes_the_plain_adamw_step(tiny_subject: Subject) -> None:
+    """The loop's fused AdamW (one kernel for every tensor) moves the weights as the per-operation
+    AdamW does, over several steps with weight decay."""
+    config = TrainConfig(lr=1e-3, weight_decay=0.01)
+    results = []
+    for fused in (True, False):
+        model = tiny_subject.clone().model
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = adamw(params, config) if fused else torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        assert optimizer.defaults["fused"] is (True if fused else None)
+        torch.manual_seed(0)
+        for _ in range(3):
+            ids = torch.randint(0, model.config.vocab_size, (2, 8))
+            model(input_ids=ids, labels=ids).loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+        results.append([p.detach().clone() for p in params])
+    start = [p.detach() for p in tiny_subject.model.parameters() if p.requires_grad]
+    assert any(not torch.equal(a, b) for a, b in zip(results[0], start))  # the weights moved
+    for a, b in zip(*results):
+        assert torch.allclose(a, b, atol=1e-6), (a - b).abs().max()
 
 
 def _changed_share(before: list[torch.Tensor], after: list[torch.Tensor]) -> float:

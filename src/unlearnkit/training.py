@@ -199,6 +199,16 @@ def _schedule(cfg: TrainConfig, total: int) -> Any:
     return factor
 
 
+def adamw(params: list[torch.nn.Parameter], config: TrainConfig) -> torch.optim.AdamW:
+    """The loop's optimizer. Fused (one kernel over every tensor instead of a pass per operation)
+    where torch has it for the weights (fp32 on CPU or CUDA, not FSDP's sharded DTensors) and the
+    fast path is on (`models/precision.fast_path`). On the default model on 2 CPU cores the
+    clip-and-step part of a step fell from ~0.45 s to ~0.18 s; the update is the same AdamW
+    (tests/test_fastpath.py compares the two)."""
+    fused = fast_path() and not distributed.sharded() and all(p.dtype == torch.float32 and p.device.type in ("cpu", "cuda") for p in params)
+    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, fused=fused or None)
+
+
 def _finite_weights(params: list[torch.nn.Parameter]) -> bool:
     """Whether every trainable weight is finite, on every process (each checks its own shards)."""
     return not distributed.any_true(not all(bool(torch.isfinite(sharding.local(p)).all()) for p in params))
@@ -243,7 +253,7 @@ def train(
     accelerator = sharding.training_accelerator(cpu=device.type == "cpu")
     resolve_precision(config.precision, device)  # a bad setting fails here, before any work
     fp32_master_weights(model)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = adamw([p for p in model.parameters() if p.requires_grad], config)
     per_epoch = math.ceil(len(data) / config.batch_size / config.grad_accum)
     total = config.max_steps or max(1, math.ceil(config.epochs * per_epoch))
     # An objective may lay its schedule out over another number of steps than it runs (SSU's
@@ -334,7 +344,6 @@ def train(
         unshard()  # every process gets here together: errors in the loop are raised on all of them
     subject.model.eval()
     return stats
-
 
 
 MIN_CHECKS = 4  # checks a guarded run gets at least, where it has that many optimiser steps

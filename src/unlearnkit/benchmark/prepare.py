@@ -203,7 +203,8 @@ def prepare_world(
     settings = settings or PrepareSettings()
     world = load_world(world_dir)
     base = subject or load_subject(model_source, fmt=fmt, device=device)
-    settings = settings.model_copy(update={"precision": resolve_precision(settings.precision, base.device)})
+    # Not switched by UNLEARNKIT_FAST_PATH: the cache key holds the precision (models/precision.py).
+    settings = settings.model_copy(update={"precision": resolve_precision(settings.precision, base.device, follow_fast_path=False)})
     root = (cache or cache_dir()) / "prepared"
     fingerprint = source_fingerprint(model_source)
     models: list[PreparedModel] = []

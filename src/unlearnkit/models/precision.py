@@ -36,7 +36,9 @@ def fast_path() -> bool:
     """False under `UNLEARNKIT_FAST_PATH=0`: every `auto` precision is float32 and no prompt
     prefix is shared or batch length-bucketed, in training, scoring and generation alike. That is
     the code path from before these changes, for before/after timings of whole runs (the warm
-    demo in docs/performance.md); explicit settings such as `precision: bfloat16` still apply."""
+    demo in docs/performance.md); explicit settings such as `precision: bfloat16` still apply.
+    `prepare` keeps its precision: its models are cached under it, and a warm run "before" must
+    find the same target and oracles as one "after"."""
     return os.environ.get(FAST_PATH_ENV, "1") != "0"
 
 
@@ -49,13 +51,14 @@ def native_bf16(device: torch.device) -> bool:
     return False
 
 
-def resolve_precision(precision: str, device: torch.device, setting: str = "precision") -> str:
-    """'auto' is bfloat16 where the hardware runs it natively, else float32; `bfloat16` where it
-    does not is refused, naming `setting`."""
+def resolve_precision(precision: str, device: torch.device, setting: str = "precision", *, follow_fast_path: bool = True) -> str:
+    """'auto' is bfloat16 where the hardware runs it natively (and the fast path is on, unless
+    `follow_fast_path` is False), else float32; `bfloat16` where it does not is refused, naming
+    `setting`."""
     if precision not in PRECISIONS:
         raise UnlearnkitError(f"{setting} '{precision}': use {', '.join(PRECISIONS)}")
     if precision == "auto":
-        return "bfloat16" if native_bf16(device) and fast_path() else "float32"
+        return "bfloat16" if native_bf16(device) and (fast_path() or not follow_fast_path) else "float32"
     if precision == "bfloat16" and not native_bf16(device):
         raise UnlearnkitError(f"{setting} 'bfloat16': this {device.type} device has no native bf16 support (use auto or float32)")
     return precision
