@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -45,10 +44,12 @@ def run_both(before: Path, after: Path) -> None:
 
 
 def steps(folder: Path) -> list[dict[str, Any]]:
-    db = sqlite3.connect(folder / "ledger.sqlite")
-    rows = db.execute("SELECT step, unlearn_s, eval_s FROM steps ORDER BY step").fetchall()
-    db.close()
-    return [{"step": s, "unlearn_s": round(u, 1), "eval_s": round(e, 1)} for s, u, e in rows]
+    from unlearnkit.engine.ledger import Ledger
+
+    ledger = Ledger(folder / "ledger.sqlite")
+    rows = [{"step": s.step, "unlearn_s": round(s.unlearn_s, 1), "eval_s": round(s.eval_s or 0.0, 1)} for s in ledger.steps()]
+    ledger.close()
+    return rows
 
 
 def compare(before: Path, after: Path) -> dict[str, Any]:
