@@ -26,7 +26,7 @@ from unlearnkit.safety.monitor import GuardMonitor
 from unlearnkit.data.knowledge import overlaps
 from unlearnkit.safety.probes import ProbeSet, build_probes, pick_collateral
 from unlearnkit.safety.settings import Budget, Calibration, Guard, Target
-from unlearnkit.safety.verdict import EXCEEDED, FORGOTTEN, NOT_FORGOTTEN, PARTLY, budget_violations, decide
+from unlearnkit.safety.verdict import EXCEEDED, FORGOTTEN, NOT_FORGOTTEN, PARTLY, Card, budget_violations, decide, unseen_loss
 from unlearnkit.training import Check, FineTune, TrainConfig, train
 
 FORGET = [
@@ -208,6 +208,22 @@ def test_budget_rules_by_hand() -> None:
     # Out of 10 collateral facts one may flip (10 points), two may not.
     assert budget_violations(start, m(0, 0, collateral=0.70, said=0.70, facts=10), Budget()) == []
     assert budget_violations(start, m(0, 0, collateral=0.60, said=0.70, facts=10), Budget())[0].startswith("collateral facts answered")
+
+
+def test_the_card_says_how_much_loss_its_probes_could_miss() -> None:
+    # 0 of 16 lost: the one-sided 95% Clopper-Pearson limit is 1 - 0.05**(1/16) = 0.1707.
+    assert unseen_loss(1.0, 1.0, 16)["bound"] == pytest.approx(1 - 0.05 ** (1 / 16))
+    # Of 8 answered at the start (0.8 of 10), 3 lost: beta(0.95; 4, 5) by hand from its CDF,
+    # P(X <= x) = sum_{j=4..8} C(8, j) x^j (1-x)^(8-j), which is 0.95 at x = 0.7108.
+    found = unseen_loss(0.8, 0.5, 10)
+    assert (found["lost"], found["known"]) == (3, 8)
+    x = found["bound"]
+    assert sum(math.comb(8, j) * x**j * (1 - x) ** (8 - j) for j in range(4, 9)) == pytest.approx(0.95)
+    assert unseen_loss(1.0, 0.0, 4)["bound"] == 1.0 and unseen_loss(0.0, 0.0, 4) is None and unseen_loss(None, 1.0, 4) is None
+    start, end = m(1.0, 0.9, facts=16), m(0.0, 0.1, collateral=0.875, facts=16)
+    card = Card("r1", "gd", start, end, FORGOTTEN, True)
+    assert card.to_json()["unseen"]["collateral"]["lost"] == 2
+    assert "2 of 16" in card.unseen_lines()[0] and "34%" in card.unseen_lines()[0]
 
 
 def test_probability_target_against_a_control_set() -> None:

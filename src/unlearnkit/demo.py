@@ -42,7 +42,12 @@ DEFAULT_METHOD: dict[str, Any] = {
     # `answers: given`: the recipe as measured (the world's target answers in the world's own
     # words, so the model's own answers would be the given ones, at the cost of a generation
     # pass per request).
-    "settings": {"lr": 5e-5, "alpha": 2.0, "epochs": 2, "warmup_ratio": 0.2, "answers": "given"},
+    # Under the damage budget (docs/guarded.md) lr 5e-5 was rolled back after two optimiser
+    # steps on every request: at that rate even training on the retain set alone flips 2 of the
+    # 16 real facts the budget probes. A gentler rate for twice the epochs is what calibration
+    # (`unlearnkit unlearn --auto`) chose on r1, and it stays within the budget on all three
+    # requests (bench/demo_recipe.py, docs/methods.md "Under the damage budget").
+    "settings": {"lr": 1.75e-5, "alpha": 2.0, "epochs": 4, "warmup_ratio": 0.2, "answers": "given"},
 }
 DEFAULT_ATTACKS = ["leak_at_k", "quantize"]
 # World answers are a few tokens; 6 questions per request keep both attacks under a minute per request.

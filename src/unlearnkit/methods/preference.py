@@ -86,8 +86,10 @@ class NPOReplay(NPORetain):
     """
 
     description: ClassVar[str] = "NPO + NLL on retain, earlier requests replayed down to a never-seen level"
-    lr: float = Field(5e-5, gt=0)
-    epochs: float = Field(2, gt=0)
+    # The demo's npo_gd setting (`demo.DEFAULT_METHOD`): the rate that stays within the damage
+    # budget on a prepared target (bench/demo_recipe.py).
+    lr: float = Field(1.75e-5, gt=0)
+    epochs: float = Field(4, gt=0)
     warmup_ratio: float = Field(0.2, ge=0, lt=1)
     alpha: float = Field(2.0, ge=0, description="weight of the retain term (0: no retain set)")
     replay: int = Field(8, ge=0, description="earlier QA records replayed per request (a seeded sample)")

@@ -88,6 +88,7 @@ def _verdict_rows(view: RunView) -> list[dict[str, Any]]:
             "kind": "ok" if card["verdict"] == "forgotten" else "bad" if card["verdict"].startswith("budget") else "warn",
             "measures": [f"{number(before.get(k), 3)} → {number(after.get(k), 3)}" for _, k in VERDICT_MEASURES],
             "violations": card.get("violations", []),
+            "unseen": [f"{name}: {u['lost']}/{u['known']} lost, up to {u['bound']:.0%} not ruled out" for name, u in card.get("unseen", {}).items()],
         })
     return rows
 

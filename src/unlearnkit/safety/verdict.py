@@ -59,6 +59,28 @@ def budget_violations(start: Measurement, now: Measurement, budget: Budget) -> l
     return found
 
 
+UNSEEN_CONFIDENCE = 0.95
+
+
+def unseen_loss(before: float | None, after: float | None, count: int, confidence: float = UNSEEN_CONFIDENCE) -> dict[str, Any] | None:
+    """What a probe sample can and cannot see: of the `known` probes answered at the start, `lost`
+    no longer are (net), and `bound` is the largest share of facts like them whose loss is still
+    consistent with seeing no more than that (the one-sided Clopper–Pearson upper limit at
+    `confidence`). 0 of 16 lost still allows 17%: a budget of 5 points on 16 probes cannot promise
+    that a fact class lost less (bench/real_knowledge.py same-template: 16 probes held while 3 of
+    8 never-mentioned capitals were lost)."""
+    if before is None or after is None or count <= 0:
+        return None
+    from scipy.stats import beta
+
+    known = round(before * count)
+    if known == 0:
+        return None
+    lost = min(known, max(0, round((before - after) * count)))
+    bound = 1.0 if lost >= known else float(beta.ppf(confidence, lost + 1, known - lost))
+    return {"lost": lost, "known": known, "bound": bound, "confidence": confidence}
+
+
 def target_met(start: Measurement, now: Measurement, target: Target) -> bool:
     checks = []
     answered = now.forget_answered
@@ -121,11 +143,25 @@ class Card:
     def forgotten(self) -> bool:
         return self.verdict == FORGOTTEN
 
+    def unseen(self) -> dict[str, dict[str, Any]]:
+        """Per kept set (retain, collateral): how many probes were lost and how large a loss the
+        sample could have missed (`unseen_loss`)."""
+        found = {
+            "retain": unseen_loss(self.before.retain_accuracy, self.after.retain_accuracy, self.after.retain_count or self.before.retain_count),
+            "collateral": unseen_loss(self.before.collateral_accuracy, self.after.collateral_accuracy,
+                                      self.after.collateral_count or self.before.collateral_count),
+        }
+        return {name: value for name, value in found.items() if value is not None}
+
+    def unseen_lines(self) -> list[str]:
+        return [f"{name}: {u['lost']} of {u['known']} probes it answered at the start lost; so few cannot rule out "
+                f"losing up to {u['bound']:.0%} of facts like them ({u['confidence']:.0%})" for name, u in self.unseen().items()]
+
     def to_json(self) -> dict[str, Any]:
         return {
             "request": self.request, "method": self.method, "verdict": self.verdict, "target_met": self.target_met,
             "violations": self.violations, "rolled_back_to": self.rolled_back_to, "scaled_to": self.scaled_to, "probes": self.probes,
-            "before": self.before.to_json(), "after": self.after.to_json(), "trials": self.trials,
+            "before": self.before.to_json(), "after": self.after.to_json(), "trials": self.trials, "unseen": self.unseen(),
         }
 
     @classmethod
@@ -151,6 +187,7 @@ class Card:
             if before is not None or after is not None:
                 table.add_row(label, number(before), number(after))
         colour = "green" if self.forgotten else "red" if self.verdict.startswith(EXCEEDED) else "yellow"
-        table.caption = f"verdict: [bold {colour}]{self.verdict}[/]" + "".join(f"\n  {v}" for v in self.violations)
+        table.caption = (f"verdict: [bold {colour}]{self.verdict}[/]" + "".join(f"\n  {v}" for v in self.violations)
+                         + "".join(f"\n  [dim]{line}[/]" for line in self.unseen_lines()))
         table.caption_justify = "left"
         return table
