@@ -2,7 +2,7 @@
 several settings from the same target, then (optionally) the whole demo with one of them.
 
     .venv/bin/python bench/demo_recipe.py [--variants base,retain_only,gentle,auto] [--demo gentle]
-        [--threads 2] [--out bench/results/demo_recipe.json]
+        [--flips base,retain_only] [--threads 2] [--out bench/results/demo_recipe.json]
 
 Each variant applies request r1 of the demo's world (`unlearnkit demo`'s world, seed 0) to the
 demo's prepared target exactly as `unlearnkit unlearn` does (`safety.apply.apply_request`:
@@ -12,7 +12,9 @@ the control set; `auto` calibrates as `unlearnkit unlearn --auto` does. `--demo 
 step: forget probability, truth ratio and forget quality per request, retain probability, model
 utility, and every step's verdict. Why: the shipped setting (lr 5e-5, 2 epochs) was chosen
 before the budget existed; guarded, it was rolled back after two optimiser steps on every
-request (README, "What `make demo` shows").
+request (README, "What `make demo` shows"). `--flips NAMES` runs those variants unguarded for
+the optimiser steps the budget stopped (4) and records which collateral facts the model then
+got wrong, and what it said instead (`flips` in the JSON; merged into an existing file).
 """
 
 from __future__ import annotations
@@ -61,6 +63,30 @@ def run_variant(name: str, subject: Any, request: Any, retain: list[Any], contro
             "seconds": seconds, "train_steps": applied.steps, **card}
 
 
+def flips(name: str, subject: Any, request: Any, retain: list[Any], steps: int = 4) -> dict[str, Any]:
+    """The collateral facts a variant's first `steps` optimiser steps, unguarded, make the model
+    get wrong: question, answer, the model's greedy answer before and after."""
+    from unlearnkit.data.knowledge import answer_given
+    from unlearnkit.methods.base import UnlearnContext, get_method
+    from unlearnkit.models.weights import scale_change, snapshot
+    from unlearnkit.safety.measure import answers_to
+    from unlearnkit.safety.probes import build_probes
+    from unlearnkit.safety.settings import Guard
+
+    method_name, settings, _ = VARIANTS[name]
+    guard = Guard()
+    facts = build_probes(subject, request, guard, retain=retain).collateral
+    before = answers_to(subject, facts, guard.max_new_tokens)
+    start = snapshot(subject.model)
+    torch.manual_seed(0)
+    changed = get_method(method_name, {**settings, "max_steps": steps}).unlearn(subject, request, UnlearnContext(retain=retain, seed=0))
+    after = answers_to(changed, facts, guard.max_new_tokens)
+    scale_change(subject.model, start, 0.0)
+    lost = [{"question": f.question, "answer": f.answer, "before": b, "after": a}
+            for f, b, a in zip(facts, before, after) if answer_given(f.answer or "", b) and not answer_given(f.answer or "", a)]
+    return {"variant": name, "steps": steps, "probed": len(facts), "lost": lost}
+
+
 def demo_figures(folder: Path) -> dict[str, Any]:
     results = json.loads((folder / "results.json").read_text())
     last = results["steps"][-1]["metrics"]
@@ -79,11 +105,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variants", default="base,retain_only,gentle,auto", help=f"comma-separated, of {','.join(VARIANTS)}")
     parser.add_argument("--demo", default=None, help="also run the whole demo with this variant's method")
+    parser.add_argument("--flips", default="", help="comma-separated variants to run unguarded for 4 steps: which collateral facts go")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "demo_recipe.json")
     args = parser.parse_args()
     names = [n for n in args.variants.split(",") if n]
-    unknown = [n for n in names + ([args.demo] if args.demo else []) if n not in VARIANTS]
+    flip_names = [n for n in args.flips.split(",") if n]
+    unknown = [n for n in names + flip_names + ([args.demo] if args.demo else []) if n not in VARIANTS]
     if unknown:
         raise SystemExit(f"--variants/--demo: unknown {unknown}; known: {', '.join(VARIANTS)}")
     torch.set_num_threads(args.threads)
@@ -102,14 +130,19 @@ def main() -> None:
     world = load_world(world_dir)
     request = world.requests[0]
     subject = load_subject(str(prepared.target))
-    payload: dict[str, Any] = {
+    machine = {"cpu_count": os.cpu_count(), "threads": args.threads, "platform": platform.platform(), "load_avg_at_start": list(os.getloadavg())}
+    # `--flips` alone adds to an existing file; anything else starts it afresh.
+    merge = args.out.exists() and not names and not args.demo
+    payload: dict[str, Any] = json.loads(args.out.read_text()) if merge else {
         "bench": "demo_recipe", "model": "the demo's prepared target (default model, small world, seed 0)", "request": request.id,
-        "machine": {"cpu_count": os.cpu_count(), "threads": args.threads, "platform": platform.platform(), "load_avg_at_start": list(os.getloadavg())},
-        "variants": [],
+        "machine": machine, "variants": [],
     }
     for name in names:
         print(f"variant {name}")
         payload["variants"].append(run_variant(name, subject, request, world.retain, world.holdout))
+        write_json(args.out, payload)
+    if flip_names:
+        payload["flips"] = [{**flips(name, subject, request, world.retain), "machine": machine} for name in flip_names]
         write_json(args.out, payload)
     if args.demo:
         from unlearnkit.demo import run_demo
@@ -119,7 +152,8 @@ def main() -> None:
         tick = time.perf_counter()
         run_demo(folder, method={"name": method_name, "settings": settings})
         payload["demo"] = {"variant": args.demo, "seconds": time.perf_counter() - tick, **demo_figures(folder)}
-    payload["load_avg_at_end"] = list(os.getloadavg())
+    if not merge:
+        payload["load_avg_at_end"] = list(os.getloadavg())
     write_json(args.out, payload)
     print(f"wrote {args.out}")
 
