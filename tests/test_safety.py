@@ -157,6 +157,46 @@ def test_an_unchecked_weight_change_over_the_budget_is_scaled_back(learned: dict
     assert moved > 0  # some of the change is kept, not all undone
 
 
+def test_a_measurement_on_weights_already_measured_is_not_computed_again(learned: dict[str, Any]) -> None:
+    """The end of a request repeats the training loop's last check, and the next request's start
+    repeats this end: `measure` remembers the last weights' results. Any change of the weights
+    (an optimiser step, a rollback, an edit through `.data`, which no version counter sees) is a
+    new state, measured afresh; a remembered measurement equals a fresh one."""
+    from unlearnkit.models.weights import scale_change, snapshot
+    from unlearnkit.safety.measure import remembered
+
+    subject = learned["subject"].clone()
+    probes = probes_for(learned, guard())
+    calls: list[str] = []
+    greedy, score = subject.greedy, subject.score_pairs
+    subject.greedy = lambda *a, **k: calls.append("greedy") or greedy(*a, **k)  # type: ignore[method-assign]
+    subject.score_pairs = lambda *a, **k: calls.append("score") or score(*a, **k)  # type: ignore[method-assign]
+
+    first = measure(subject, probes, needs=ALL, max_new_tokens=8)
+    computed = len(calls)
+    assert computed >= 5
+    again = measure(subject, probes, needs=ALL, max_new_tokens=8)
+    assert len(calls) == computed and again == first  # nothing computed, the same numbers
+
+    def fresh() -> Measurement:
+        remembered.bind(learned["subject"])  # forget what was remembered of `subject`
+        return measure(subject, probes, needs=ALL, max_new_tokens=8)
+
+    before = snapshot(subject.model)
+    optimizer = torch.optim.AdamW(subject.model.parameters(), lr=1e-2)
+    subject.model(torch.tensor([[1, 2, 3]])).logits.sum().backward()
+    optimizer.step()
+    moved = measure(subject, probes, needs=ALL, max_new_tokens=8)
+    assert len(calls) == 2 * computed and moved != first  # an optimiser step: measured afresh
+    scale_change(subject.model, before, 0.0)  # rolled back to the first weights: a new state all the same
+    assert measure(subject, probes, needs=ALL, max_new_tokens=8) == first and len(calls) == 3 * computed
+    with torch.no_grad():
+        next(subject.model.parameters()).data.add_(1e-3)  # `.data` bypasses the version counter; the sum does not
+    edited = measure(subject, probes, needs=ALL, max_new_tokens=8)
+    assert len(calls) == 4 * computed
+    assert fresh() == edited
+
+
 def test_collateral_probes_leave_out_what_overlaps_the_request() -> None:
     bank = list(fact_bank())
     by_id = {r.id: r for r in bank}
