@@ -5,6 +5,8 @@
         [--work runs/bench-stream] [--out bench/results/stream.json]
     .venv/bin/python bench/stream.py --small        # a tiny model, 8 requests: the script itself, in minutes
     .venv/bin/python bench/stream.py --tokens-only --out bench/results/stream-tokens.json  # prepare's tokens, no training
+    .venv/bin/python bench/stream.py --partial --recipes npo_replay --coalesce 1 --out bench/results/stream-partial.json
+        # a run stopped before its last request (Ctrl-C; rerun to resume): its figures so far
 
 Runs `examples/stream.yaml` (the stream world, sparse oracles, the holdout reference between
 them, the rotating evaluation, the guard) once per recipe, and the first recipe once more per
@@ -112,8 +114,8 @@ def figures(folder: Path, requests: int) -> dict[str, Any]:
     references = json.loads((folder / "references.json").read_text()) if (folder / "references.json").exists() else {}
     check = json.loads((folder / "holdout_check.json").read_text()) if (folder / "holdout_check.json").exists() else {}
     steps = {s["step"]: s for s in results["steps"]}
-    applied_by = {r["id"]: r["step"] for r in results["requests"]}
-    order = [r["id"] for r in results["requests"]]
+    applied_by = {r["id"]: r["step"] for r in results["requests"] if r["step"] is not None}
+    order = [r["id"] for r in results["requests"] if r["id"] in applied_by]  # all of them, unless stopped early (--partial)
     per_step = []
     for k in sorted({*(k for k in AT_REQUESTS if k <= len(order)), max(1, len(order) // 2), len(order)}):
         step = steps[applied_by[order[k - 1]]]
@@ -195,6 +197,23 @@ def demo_figures(folder: Path) -> dict[str, Any]:
     }
 
 
+def partial(plan: Any, name: str, coalesce: int) -> dict[str, Any]:
+    """The figures of a run stopped before its last request: results.json, the references of the
+    target and of the oracles of the steps applied, the holdout check, as `run` writes them at its end."""
+    from unlearnkit.engine.runner import open_run, write_holdout_check, write_references, write_results
+
+    run = open_run(plan)
+    try:
+        write_results(run)
+        write_references(run)
+        write_holdout_check(run)
+    finally:
+        run.ledger.close()
+    steps = len(json.loads((plan.output / "results.json").read_text())["steps"])
+    return {"bench": "stream", "partial": True, "model": plan.model, "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
+            "runs": [{"recipe": name, "method": recipe(name, False), "coalesce": coalesce, "folder": str(plan.output), **figures(plan.output, steps)}]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="default")
@@ -208,6 +227,7 @@ def main() -> None:
     parser.add_argument("--demo", action="store_true", help="also run the demo (3 requests, small world) with the first recipe")
     parser.add_argument("--small", action="store_true", help="a tiny model and 8 requests: checks the script, not the recipes")
     parser.add_argument("--tokens-only", action="store_true", help="write the world and prepare's tokens per epoch, train nothing")
+    parser.add_argument("--partial", action="store_true", help="train nothing: the figures of the first run's folder as far as it got")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--work", default=None, help="folder for the world and run folders (default runs/bench-stream[-small])")
     parser.add_argument("--out", default=None, help="default bench/results/stream[-small].json")
@@ -235,6 +255,10 @@ def main() -> None:
     tokens = prepare_tokens(world, model, args.oracles)
     if args.tokens_only:
         write_json(out, {"bench": "stream", "model": args.model, "requests": args.requests, "oracles": args.oracles, "prepare_tokens_per_epoch": tokens})
+        print(f"wrote {out}")
+        return
+    if args.partial:
+        write_json(out, partial(stream_plan(world, model, recipe(names[0], args.small), values[0], work / f"{names[0]}-coalesce{values[0]}", args), names[0], values[0]))
         print(f"wrote {out}")
         return
     # Prepare on its own first, so its time is apart from the runs' (which then find it cached).

@@ -14,6 +14,7 @@ from unlearnkit.eval.metric import metric_registry
 from unlearnkit.files import write_text
 from unlearnkit.report import plots
 from unlearnkit.report.data import SET_SCOPES, RunView, load_run
+from unlearnkit.safety.verdict import unseen_lines
 
 UTILITY_CAPTION = "utility: harmonic mean of the suite's utility components (higher is better)"
 HOLDOUT_SUFFIX = "/holdout"
@@ -88,7 +89,7 @@ def _verdict_rows(view: RunView) -> list[dict[str, Any]]:
             "kind": "ok" if card["verdict"] == "forgotten" else "bad" if card["verdict"].startswith("budget") else "warn",
             "measures": [f"{number(before.get(k), 3)} → {number(after.get(k), 3)}" for _, k in VERDICT_MEASURES],
             "violations": card.get("violations", []),
-            "unseen": [f"{name}: {u['lost']}/{u['known']} lost, up to {u['bound']:.0%} not ruled out" for name, u in card.get("unseen", {}).items()],
+            "unseen": unseen_lines(card.get("unseen", {}), short=True),
         })
     return rows
 

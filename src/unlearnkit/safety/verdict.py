@@ -81,6 +81,15 @@ def unseen_loss(before: float | None, after: float | None, count: int, confidenc
     return {"lost": lost, "known": known, "bound": bound, "confidence": confidence}
 
 
+def unseen_lines(unseen: dict[str, dict[str, Any]], *, short: bool = False) -> list[str]:
+    """`Card.unseen` (or a card's JSON "unseen") in words: the terminal card's lines, or the
+    report's short form."""
+    if short:
+        return [f"{name}: {u['lost']}/{u['known']} lost, up to {u['bound']:.0%} not ruled out" for name, u in unseen.items()]
+    return [f"{name}: {u['lost']} of {u['known']} probes it answered at the start lost; so few cannot rule out "
+            f"losing up to {u['bound']:.0%} of facts like them ({u['confidence']:.0%})" for name, u in unseen.items()]
+
+
 def target_met(start: Measurement, now: Measurement, target: Target) -> bool:
     checks = []
     answered = now.forget_answered
@@ -154,8 +163,7 @@ class Card:
         return {name: value for name, value in found.items() if value is not None}
 
     def unseen_lines(self) -> list[str]:
-        return [f"{name}: {u['lost']} of {u['known']} probes it answered at the start lost; so few cannot rule out "
-                f"losing up to {u['bound']:.0%} of facts like them ({u['confidence']:.0%})" for name, u in self.unseen().items()]
+        return unseen_lines(self.unseen())
 
     def to_json(self) -> dict[str, Any]:
         return {
