@@ -179,7 +179,7 @@ def test_a_measurement_on_weights_already_measured_is_not_computed_again(learned
     assert len(calls) == computed and again == first  # nothing computed, the same numbers
 
     def fresh() -> Measurement:
-        remembered.bind(learned["subject"])  # forget what was remembered of `subject`
+        remembered().bind(learned["subject"])  # forget what was remembered of `subject`
         return measure(subject, probes, needs=ALL, max_new_tokens=8)
 
     before = snapshot(subject.model)

@@ -24,6 +24,7 @@ guard's measurements were about half of a stream step).
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -90,7 +91,6 @@ class SameWeights:
     def __init__(self) -> None:
         self.state: tuple[Any, ...] | None = None
         self.results: dict[tuple[Any, ...], Any] = {}
-        self.hits = 0
 
     @staticmethod
     @torch.no_grad()
@@ -99,8 +99,9 @@ class SameWeights:
             return None
         params = list(subject.model.parameters())
         sums = torch.stack([p.sum(dtype=torch.float64) for p in params]).tolist() if params else []
-        return (id(subject.model), id(subject.tokenizer), subject.batch_size, subject.max_length,
-                tuple((p.data_ptr(), p._version) for p in params), tuple(sums))
+        how = (id(subject.tokenizer), repr(subject.fmt), subject.batch_size, subject.max_length, subject.precision,
+               subject.share_prefix, subject.length_buckets)  # what else decides the numbers
+        return (id(subject.model), how, tuple((p.data_ptr(), p._version) for p in params), tuple(sums))
 
     def bind(self, subject: Subject) -> tuple[Any, ...] | None:
         state = self.state_of(subject)
@@ -109,9 +110,7 @@ class SameWeights:
         return state
 
     def _call(self, key: tuple[Any, ...], compute: Any) -> Any:
-        if key in self.results:
-            self.hits += 1
-        else:
+        if key not in self.results:
             self.results[key] = compute()
         return self.results[key]
 
@@ -122,7 +121,16 @@ class SameWeights:
         return self._call(("score", tuple(pairs)), lambda: subject.score_pairs(pairs))
 
 
-remembered = SameWeights()  # one per process: the weights `measure` saw last
+_per_thread = threading.local()
+
+
+def remembered() -> SameWeights:
+    """This thread's `SameWeights`: the weights `measure` saw last (a thread of its own each, so
+    a service thread never reads what another measured)."""
+    if not hasattr(_per_thread, "memo"):
+        _per_thread.memo = SameWeights()
+    memo: SameWeights = _per_thread.memo
+    return memo
 
 
 def _score(subject: Subject, pairs: list[Pair], memo: SameWeights | None) -> ScoreResult:
@@ -180,7 +188,9 @@ def perplexity(subject: Subject, passages: list[Record], memo: SameWeights | Non
 def measure(subject: Subject, probes: ProbeSet, *, max_new_tokens: int = 12, needs: frozenset[str] = ALL) -> Measurement:
     """The numbers `needs` names (see `ALL`). The first measurement of a probe set records the
     model's own answers (`probes.start_answers`), which every later "said" number scores."""
-    memo = remembered if remembered.bind(subject) is not None else None
+    memo: SameWeights | None = remembered()
+    if memo is not None and memo.bind(subject) is None:  # not a plain Subject: nothing remembered
+        memo = None
     questions = [r for r in probes.forget if r.kind != "passage"]
     paraphrased = [r for r in questions if r.paraphrased_questions]
     start = probes.start_answers
