@@ -128,7 +128,8 @@ def make_long_run(folder: Path, n: int = 15) -> Path:
         steps.append({"step": step, "request_id": f"r{step}", "method": "npo_replay", "checkpoint": f"checkpoints/step-{step:03d}", "kept": step == n,
                       "unlearn_s": 10.0, "checkpoint_s": 1.0, "eval_s": 5.0, "tokens": 1000, "train_steps": 4, "metrics": metrics,
                       "verdict": {"request": f"r{step}", "method": "npo_replay", "verdict": "budget exceeded (rolled back to the start)" if step == 3 else "forgotten",
-                                  "before": {}, "after": {}, "violations": []}})
+                                  "before": {}, "after": {}, "violations": [],
+                                  "unseen": {"collateral": {"lost": 1, "known": 15, "bound": 0.2794, "confidence": 0.95}} if step == 3 else {}}})
     flags = [{"step": s, "request_id": "r2", "kind": "relapse", "metric": "probability", "value": v, "threshold": 0.5} for s, v in ((6, 0.6), (9, 0.7))]
     flags.append({"step": 3, "request_id": "r3", "kind": "budget", "metric": "rolled_back_to", "value": 0, "threshold": 0})
     plan = {"model": "default", "method": [{"name": "npo_replay"}], "relapse": {"metric": "probability", "threshold": 0.5}}
@@ -158,6 +159,7 @@ def test_a_long_stream_report_has_a_heatmap_a_relapse_table_and_the_budget(tmp_p
     # One heatmap and one mean chart per forget metric instead of a line per request.
     assert html.count("<svg") == 1 + 1 + 2 and 'data-charts="4"' in html
     assert "rolled back (step 3, r3)" in html
+    assert "collateral: 1/15 lost, up to 28% not ruled out" in html  # what the budget's probes could not see
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (make test installs it with apt-get where it can)")
