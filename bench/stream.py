@@ -108,13 +108,18 @@ def utility_row(metrics: dict[str, dict[str, float | None]]) -> tuple[str | None
     return name, row.get(name) if name else None
 
 
-def figures(folder: Path, requests: int) -> dict[str, Any]:
-    """What the issue's "Measured" section asks of one run, read from its run folder."""
+def figures(folder: Path, requests: int, upto: int | None = None) -> dict[str, Any]:
+    """What the issue's "Measured" section asks of one run, read from its run folder (as it stood
+    after step `upto`, if given)."""
     results = json.loads((folder / "results.json").read_text())
     references = json.loads((folder / "references.json").read_text()) if (folder / "references.json").exists() else {}
     check = json.loads((folder / "holdout_check.json").read_text()) if (folder / "holdout_check.json").exists() else {}
+    if upto is not None:
+        results["steps"] = [s for s in results["steps"] if s["step"] <= upto]
+        results["flags"] = [f for f in results["flags"] if f["step"] <= upto]
+        check["steps"] = {k: v for k, v in check.get("steps", {}).items() if int(k) <= upto}
     steps = {s["step"]: s for s in results["steps"]}
-    applied_by = {r["id"]: r["step"] for r in results["requests"] if r["step"] is not None}
+    applied_by = {r["id"]: r["step"] for r in results["requests"] if r["step"] is not None and r["step"] in steps}
     order = [r["id"] for r in results["requests"] if r["id"] in applied_by]  # all of them, unless stopped early (--partial)
     per_step = []
     for k in sorted({*(k for k in AT_REQUESTS if k <= len(order)), max(1, len(order) // 2), len(order)}):
@@ -200,18 +205,23 @@ def demo_figures(folder: Path) -> dict[str, Any]:
 def partial(plan: Any, name: str, coalesce: int) -> dict[str, Any]:
     """The figures of a run stopped before its last request: results.json, the references of the
     target and of the oracles of the steps applied, the holdout check, as `run` writes them at its end."""
-    from unlearnkit.engine.runner import open_run, write_holdout_check, write_references, write_results
+    from unlearnkit.engine.runner import RunLock, open_run, write_holdout_check, write_references, write_results
 
-    run = open_run(plan)
-    try:
-        write_results(run)
-        write_references(run)
-        write_holdout_check(run)
-    finally:
-        run.ledger.close()
+    with RunLock(plan.output):  # not while the run itself goes on
+        run = open_run(plan)
+        try:
+            write_results(run)
+            write_references(run)
+            write_holdout_check(run)
+        finally:
+            run.ledger.close()
     steps = len(json.loads((plan.output / "results.json").read_text())["steps"])
+    # As it stood at each step with an oracle (its utility and forget probability against that
+    # oracle's), and at the last step applied.
+    at = sorted({*(t for t in plan.prepare.get("oracles", []) if t <= steps), steps}) if isinstance(plan.prepare, dict) else [steps]
     return {"bench": "stream", "partial": True, "model": plan.model, "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
-            "runs": [{"recipe": name, "method": recipe(name, False), "coalesce": coalesce, "folder": str(plan.output), **figures(plan.output, steps)}]}
+            "runs": [{"recipe": name, "method": recipe(name, False), "coalesce": coalesce, "folder": str(plan.output), "after_step": t,
+                      **figures(plan.output, t, upto=t)} for t in at]}
 
 
 def main() -> None:
@@ -252,13 +262,13 @@ def main() -> None:
     world = build_world(work / "world", seed=args.seed, size="stream", num_requests=args.requests)
     world_s = time.perf_counter() - started
     model = str(tiny_base(world, work / "tiny-base")) if args.small and args.model == "default" else args.model
+    if args.partial:
+        write_json(out, partial(stream_plan(world, model, recipe(names[0], args.small), values[0], work / f"{names[0]}-coalesce{values[0]}", args), names[0], values[0]))
+        print(f"wrote {out}")
+        return
     tokens = prepare_tokens(world, model, args.oracles)
     if args.tokens_only:
         write_json(out, {"bench": "stream", "model": args.model, "requests": args.requests, "oracles": args.oracles, "prepare_tokens_per_epoch": tokens})
-        print(f"wrote {out}")
-        return
-    if args.partial:
-        write_json(out, partial(stream_plan(world, model, recipe(names[0], args.small), values[0], work / f"{names[0]}-coalesce{values[0]}", args), names[0], values[0]))
         print(f"wrote {out}")
         return
     # Prepare on its own first, so its time is apart from the runs' (which then find it cached).
