@@ -197,6 +197,54 @@ def test_a_measurement_on_weights_already_measured_is_not_computed_again(learned
     assert fresh() == edited
 
 
+def test_the_budget_since_the_runs_start_by_hand() -> None:
+    """Each request within the budget of the model before it, yet drifted from the run's start:
+    perplexity 40 -> 44 -> 45 is +2% on this request and +12.5% since the start."""
+    budget = Budget()
+    anchor = Measurement(perplexity=40.0, retain_accuracy=1.0, retain_count=10)
+    start = Measurement(perplexity=44.0, retain_accuracy=0.9, retain_count=10)
+    now = Measurement(perplexity=45.0, retain_accuracy=0.8, retain_count=10)
+    assert budget_violations(start, now, budget) == []
+    assert budget_violations(start, now, budget, anchor) == [
+        "since the run's start: general-text perplexity 40.00 -> 45.00 (budget: +10%)",
+        "since the run's start: retain questions answered 1.000 -> 0.800 (budget: -0.1)",
+    ]
+    assert budget_violations(start, now, Budget(since_start=False), anchor) == []
+    # Another retain sample (another count) is not compared with the start's.
+    other = Measurement(perplexity=41.0, retain_accuracy=0.5, retain_count=8)
+    assert budget_violations(other, other, budget, anchor) == []
+    assert decide(start, now, budget, Target(), None, anchor=anchor)[0] == EXCEEDED
+
+
+def test_a_model_already_past_its_runs_start_budget_takes_no_more(learned: dict[str, Any]) -> None:
+    """Every request within the budget of the model before it can still add up to a model far
+    from the one the run started with. Given a run start whose general-text perplexity was a
+    tenth of this model's, training is rolled back to this request's start at its first check
+    (every check is measured against the run's start too), while the same request alone,
+    measured against the model before it only, trains to its end."""
+    g = guard(general_probes=1, budget={"retain_drop": 1.0, "check_every": 2}, target={"answer_accuracy": 0.0, "stop": False})
+    kept = learned["retain"][0]
+    passage = Record(id="g0", text=learned["subject"].render(kept.question or "") + (kept.answer or ""))
+    request = ForgetRequest(id="r1", records=learned["forget"])
+
+    def apply(anchor: Measurement | None) -> tuple[Any, list[torch.Tensor]]:
+        subject = learned["subject"].clone()
+        start = [p.detach().clone() for p in subject.model.parameters()]
+        probes = build_probes(subject, request, g, retain=learned["retain"], known=[], general=[passage])
+        method = get_method("ga", {"lr": 1e-3, "max_steps": 6, "batch_size": 3, "schedule": "constant"})
+        applied = apply_request(subject, request, [method], UnlearnContext(), g, probes, anchor)
+        return applied, start
+
+    alone, _ = apply(None)
+    assert alone.card.rolled_back_to is None and not alone.card.violations
+    run_start = Measurement(perplexity=alone.card.before.perplexity / 10)
+    anchored, start = apply(run_start)
+    assert anchored.card.rolled_back_to == 0 and anchored.steps == 1 < alone.steps == 6  # stopped at the first check
+    assert anchored.card.verdict == f"{EXCEEDED} (rolled back to the start)"
+    assert anchored.card.violations[0].startswith("since the run's start: general-text perplexity")
+    assert all(torch.equal(p.detach(), q) for p, q in zip(anchored.subject.model.parameters(), start))
+
+
 def test_collateral_probes_leave_out_what_overlaps_the_request() -> None:
     bank = list(fact_bank())
     by_id = {r.id: r for r in bank}

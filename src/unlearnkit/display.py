@@ -27,3 +27,12 @@ def number(value: Any, digits: int = 4) -> str:
             return f"{value:.{digits - 1}e}"
         return f"{value:.{digits}f}"
     return str(value)
+
+
+def unseen_lines(unseen: dict[str, dict[str, Any]], *, short: bool = False) -> list[str]:
+    """A verdict card's "unseen" (`safety.verdict.Card.unseen`, also in its JSON) in words: the
+    terminal card's lines, or the report's short form."""
+    if short:
+        return [f"{name}: {u['lost']}/{u['known']} lost, up to {u['bound']:.0%} not ruled out" for name, u in unseen.items()]
+    return [f"{name}: {u['lost']} of {u['known']} probes it answered at the start lost; so few cannot rule out "
+            f"losing up to {u['bound']:.0%} of facts like them ({u['confidence']:.0%})" for name, u in unseen.items()]

@@ -41,6 +41,7 @@ class Job:
     context: UnlearnContext
     probes: Any  # the guard's ProbeSet, or None
     rng_state: torch.Tensor  # rank 0's torch RNG right before applying: dropout and seeds match
+    anchor: Any = None  # the run's start measurement (`Budget.since_start`): every rank decides alike
 
 
 @dataclass
@@ -90,7 +91,7 @@ def follow_plan(plan: Plan) -> None:
             continue
         torch.set_rng_state(job.rng_state)
         hook = arm_training_crash(job.step)
-        subject = apply_request(subject, job.request, methods, job.context, plan.guard, job.probes).subject
+        subject = apply_request(subject, job.request, methods, job.context, plan.guard, job.probes, job.anchor).subject
         if hook is not None:
             hook.remove()
         at = job.step

@@ -79,6 +79,7 @@ from unlearnkit.names import safe_child
 from unlearnkit.plan import Plan, PlanError
 from unlearnkit.progress import console
 from unlearnkit.safety.apply import apply_request
+from unlearnkit.safety.measure import Measurement
 from unlearnkit.safety.probes import build_probes, known_facts
 
 Rows = list[tuple[str, str, float | None]]  # (scope, metric, value)
@@ -306,10 +307,11 @@ def unlearn_step(run: Run, step: int, group: list[ForgetRequest], subject: Subje
         with distributed.solo():  # rank 0's to make: the job carries them
             probes = build_probes(subject, request, guard, retain=data.retain, known=run.known_facts(),
                                   general=data.general_text or None, control=data.holdout, seed=run.plan.seed)
-    share_job(Job(step, request, context, probes, torch.get_rng_state()))  # the other processes train it too
+    anchor = run_start_measurement(run)
+    share_job(Job(step, request, context, probes, torch.get_rng_state(), anchor))  # the other processes train it too
     hook = arm_training_crash(step)
     run.say(step, f"unlearn ({run.plan.label}, {len(request.records)} records{', guarded' if guard.enabled else ''})", group)
-    applied = apply_request(subject, request, methods, context, guard, probes)
+    applied = apply_request(subject, request, methods, context, guard, probes, anchor)
     subject, tokens, train_steps = applied.subject, applied.tokens, applied.steps
     if hook is not None:
         hook.remove()
@@ -325,6 +327,13 @@ def unlearn_step(run: Run, step: int, group: list[ForgetRequest], subject: Subje
                            unlearn_s=unlearn_s, checkpoint_s=checkpoint_s, tokens=tokens, train_steps=train_steps,
                            card=applied.card.to_json() if applied.card else None, coalesced=[r.id for r in group[1:]])
     return subject
+
+
+def run_start_measurement(run: Run) -> Measurement | None:
+    """The run's start model as its first guarded request measured it (that card's "before"):
+    what `Budget.since_start` holds every later request to. None before the first card."""
+    cards = run.ledger.verdicts()
+    return Measurement.from_json(cards[min(cards)]["before"]) if cards else None
 
 
 def evaluate_step(run: Run, step: int, subject: Subject) -> None:

@@ -9,12 +9,11 @@ from typing import Any
 import yaml
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from unlearnkit.display import number
+from unlearnkit.display import number, unseen_lines
 from unlearnkit.eval.metric import metric_registry
 from unlearnkit.files import write_text
 from unlearnkit.report import plots
 from unlearnkit.report.data import SET_SCOPES, RunView, load_run
-from unlearnkit.safety.verdict import unseen_lines
 
 UTILITY_CAPTION = "utility: harmonic mean of the suite's utility components (higher is better)"
 HOLDOUT_SUFFIX = "/holdout"

@@ -24,7 +24,7 @@ from unlearnkit.models.stack import base_subject
 from unlearnkit.models.subject import Subject
 from unlearnkit.models.weights import Vector, scale_change, snapshot
 from unlearnkit.progress import console
-from unlearnkit.safety.measure import ALL, measure
+from unlearnkit.safety.measure import ALL, Measurement, measure
 from unlearnkit.safety.monitor import GuardMonitor
 from unlearnkit.safety.probes import ProbeSet
 from unlearnkit.safety.settings import Guard
@@ -92,7 +92,7 @@ def _calibrated(method: LossMethod, subject: Subject, request: ForgetRequest, co
             torch.manual_seed(context.seed)  # every trial starts from the same random state too
             result, stats = _run(trial, subject, request, context, monitor)
         now = measure(result, monitor.probes, max_new_tokens=guard.max_new_tokens, needs=monitor.needs)
-        within = not budget_violations(monitor.start, now, guard.budget)
+        within = not budget_violations(monitor.start, now, guard.budget, monitor.anchor)
         met = target_met(monitor.start, now, guard.target)
         trials.append({
             "trial": len(trials) + 1, "lr": trial.lr, "max_steps": trial.max_steps, "epochs": trial.epochs,
@@ -130,8 +130,9 @@ def _calibrated(method: LossMethod, subject: Subject, request: ForgetRequest, co
 
 
 def apply_request(subject: Subject, request: ForgetRequest, methods: list[Method], context: UnlearnContext,
-                  guard: Guard, probes: ProbeSet | None) -> Applied:
-    """Apply `methods` in order to `subject` for `request`; see the module docstring."""
+                  guard: Guard, probes: ProbeSet | None, anchor: Measurement | None = None) -> Applied:
+    """Apply `methods` in order to `subject` for `request`; see the module docstring. `anchor`:
+    the run's start model as measured at its first request (`Budget.since_start`)."""
     applied = Applied(subject, None)
     if not guard.enabled or probes is None:
         for method in methods:
@@ -139,7 +140,7 @@ def apply_request(subject: Subject, request: ForgetRequest, methods: list[Method
             _count(applied, stats)
         return applied
     start = measure(subject, probes, max_new_tokens=guard.max_new_tokens, needs=ALL)
-    monitor = GuardMonitor(probes, start, guard)
+    monitor = GuardMonitor(probes, start, guard, anchor)
     weights_before = snapshot(base_subject(subject).model)  # to undo a change no training loop could roll back
     rolled_back_to: int | None = None
     stopped_by: list[str] = []  # what the check that rolled training back found over the budget
@@ -156,7 +157,7 @@ def apply_request(subject: Subject, request: ForgetRequest, methods: list[Method
             rolled_back_to = stats.rolled_back_to
             stopped_by = list(stats.checks[-1].get("violations", [])) if stats.checks else []
     end = measure(applied.subject, probes, max_new_tokens=guard.max_new_tokens, needs=ALL)
-    violations = budget_violations(start, end, guard.budget)
+    violations = budget_violations(start, end, guard.budget, anchor)
     scaled_to: float | None = None
     if violations and not any(m.family == "inference" for m in methods):
         # A weight change that no training loop checked (task vectors, SSU): keep the largest
@@ -166,13 +167,13 @@ def apply_request(subject: Subject, request: ForgetRequest, methods: list[Method
             scale_change(model, weights_before, 0.5)
             share /= 2
             now = measure(applied.subject, probes, max_new_tokens=guard.max_new_tokens, needs=ALL)
-            if not budget_violations(start, now, guard.budget):
+            if not budget_violations(start, now, guard.budget, anchor):
                 end, scaled_to = now, share
                 break
     if violations and scaled_to is None:  # over the budget after all: the request is undone
         scale_change(base_subject(subject).model, weights_before, 0.0)
         applied.subject, end, rolled_back_to = subject, start, 0
-    verdict, met = decide(start, end, guard.budget, guard.target, rolled_back_to, scaled_to)
+    verdict, met = decide(start, end, guard.budget, guard.target, rolled_back_to, scaled_to, anchor)
     applied.card = Card(
         request=request.id, method=" + ".join(_label(m) for m in methods), before=start, after=end, verdict=verdict,
         target_met=met, violations=violations or stopped_by, rolled_back_to=rolled_back_to, scaled_to=scaled_to, trials=trials,

@@ -30,8 +30,8 @@ def needed(guard: Guard) -> frozenset[str]:
 class GuardMonitor:
     """Measures every `guard.budget.check_every` optimiser steps against the start measurement."""
 
-    def __init__(self, probes: ProbeSet, start: Measurement, guard: Guard) -> None:
-        self.probes, self.start, self.guard = probes, start, guard
+    def __init__(self, probes: ProbeSet, start: Measurement, guard: Guard, anchor: Measurement | None = None) -> None:
+        self.probes, self.start, self.guard, self.anchor = probes, start, guard, anchor
         self.every = guard.budget.check_every
         self.needs = needed(guard)
         self.start_level = start.level
@@ -39,6 +39,6 @@ class GuardMonitor:
     def check(self, subject: Any, step: int) -> Check:
         tick = time.perf_counter()
         now = measure(subject, self.probes, max_new_tokens=self.guard.max_new_tokens, needs=self.needs)
-        violations = budget_violations(self.start, now, self.guard.budget)
+        violations = budget_violations(self.start, now, self.guard.budget, self.anchor)
         met = self.guard.target.stop and target_met(self.start, now, self.guard.target)
         return Check(within_budget=not violations, target_met=met, level=now.level, info={"step": step, **now.to_json(), "violations": violations, "seconds": time.perf_counter() - tick})

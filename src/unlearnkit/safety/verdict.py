@@ -3,8 +3,9 @@
 Budget: on the retain questions, how much the model still says what it said (`retain_said`) and
 the share answered may fall at most `retain_drop`; on the collateral facts, the same two at most
 `collateral_drop` (a share by at least one question of the sample, since answers flip one at a
-time); general-text perplexity may rise at most `perplexity_rise` (relative). Target: see
-`settings.Target`.
+time); general-text perplexity may rise at most `perplexity_rise` (relative). In a run, perplexity and
+the retain questions answered are also held within the budget of the run's start model
+(`Budget.since_start`). Target: see `settings.Target`.
 
 Verdicts, in this order of precedence:
 - `forgotten`: the target is met and the budget holds;
@@ -28,7 +29,7 @@ from typing import Any
 
 from rich.table import Table
 
-from unlearnkit.display import number
+from unlearnkit.display import number, unseen_lines
 from unlearnkit.safety.measure import Measurement
 from unlearnkit.safety.settings import Budget, Target
 
@@ -37,11 +38,13 @@ VERDICTS = (FORGOTTEN, PARTLY, NOT_FORGOTTEN, EXCEEDED)
 EPS = 1e-9
 
 
-def budget_violations(start: Measurement, now: Measurement, budget: Budget) -> list[str]:
-    """What passed the budget, one line each (empty: within it)."""
+def budget_violations(start: Measurement, now: Measurement, budget: Budget, anchor: Measurement | None = None) -> list[str]:
+    """What passed the budget, one line each (empty: within it). `anchor`: the run's start
+    model, measured at the first request (`Budget.since_start`): perplexity and the share of
+    retain questions answered are held within the budget of it too, on the same probes."""
     if not budget.enabled:
         return []
-    found = []
+    found = since_start(anchor, now, budget) if anchor is not None and budget.since_start else []
 
     def fell(name: str, label: str, allowed: float) -> None:
         before, after = getattr(start, name), getattr(now, name)
@@ -56,6 +59,20 @@ def budget_violations(start: Measurement, now: Measurement, budget: Budget) -> l
     if start.perplexity is not None and now.perplexity is not None:
         if now.perplexity > start.perplexity * (1 + budget.perplexity_rise) + EPS:
             found.append(f"general-text perplexity {start.perplexity:.2f} -> {now.perplexity:.2f} (budget: +{budget.perplexity_rise:.0%})")
+    return found
+
+
+def since_start(anchor: Measurement, now: Measurement, budget: Budget) -> list[str]:
+    """The budget against the run's start model, on what is measured alike at every request:
+    general-text perplexity (the same passages) and the retain questions answered (the same
+    seeded sample, when it has as many questions)."""
+    found = []
+    if anchor.perplexity is not None and now.perplexity is not None and now.perplexity > anchor.perplexity * (1 + budget.perplexity_rise) + EPS:
+        found.append(f"since the run's start: general-text perplexity {anchor.perplexity:.2f} -> {now.perplexity:.2f} (budget: +{budget.perplexity_rise:.0%})")
+    if anchor.retain_accuracy is not None and now.retain_accuracy is not None and anchor.retain_count == now.retain_count:
+        allowed = max(budget.retain_drop, 1 / now.retain_count if now.retain_count else 0.0)
+        if anchor.retain_accuracy - now.retain_accuracy > allowed + EPS:
+            found.append(f"since the run's start: retain questions answered {anchor.retain_accuracy:.3f} -> {now.retain_accuracy:.3f} (budget: -{allowed:.3g})")
     return found
 
 
@@ -79,15 +96,6 @@ def unseen_loss(before: float | None, after: float | None, count: int, confidenc
     lost = min(known, max(0, round((before - after) * count)))
     bound = 1.0 if lost >= known else float(beta.ppf(confidence, lost + 1, known - lost))
     return {"lost": lost, "known": known, "bound": bound, "confidence": confidence}
-
-
-def unseen_lines(unseen: dict[str, dict[str, Any]], *, short: bool = False) -> list[str]:
-    """`Card.unseen` (or a card's JSON "unseen") in words: the terminal card's lines, or the
-    report's short form."""
-    if short:
-        return [f"{name}: {u['lost']}/{u['known']} lost, up to {u['bound']:.0%} not ruled out" for name, u in unseen.items()]
-    return [f"{name}: {u['lost']} of {u['known']} probes it answered at the start lost; so few cannot rule out "
-            f"losing up to {u['bound']:.0%} of facts like them ({u['confidence']:.0%})" for name, u in unseen.items()]
 
 
 def target_met(start: Measurement, now: Measurement, target: Target) -> bool:
@@ -114,10 +122,10 @@ def halfway(start: Measurement, now: Measurement) -> bool:
 
 
 def decide(start: Measurement, end: Measurement, budget: Budget, target: Target, rolled_back_to: int | None,
-           scaled_to: float | None = None) -> tuple[str, bool]:
+           scaled_to: float | None = None, anchor: Measurement | None = None) -> tuple[str, bool]:
     """(verdict, target met) by the rules of the module docstring."""
     met = target_met(start, end, target)
-    over = bool(budget_violations(start, end, budget))
+    over = bool(budget_violations(start, end, budget, anchor))
     if met and not over:
         return FORGOTTEN, met
     if rolled_back_to is not None:
