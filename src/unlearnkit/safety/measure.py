@@ -189,7 +189,7 @@ def measure(subject: Subject, probes: ProbeSet, *, max_new_tokens: int = 12, nee
     """The numbers `needs` names (see `ALL`). The first measurement of a probe set records the
     model's own answers (`probes.start_answers`), which every later "said" number scores."""
     memo: SameWeights | None = remembered()
-    if memo is not None and memo.bind(subject) is None:  # not a plain Subject: nothing remembered
+    if memo.bind(subject) is None:  # not a plain Subject: nothing remembered
         memo = None
     questions = [r for r in probes.forget if r.kind != "passage"]
     paraphrased = [r for r in questions if r.paraphrased_questions]
