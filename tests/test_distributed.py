@@ -86,11 +86,12 @@ def metrics(run: Path) -> dict[tuple[int, str, str], float | None]:
     return rows
 
 
-# Float tolerance on weights: 2.5% of one step at lr 2e-3. Adam divides each update by √v, so
+# Float tolerance on weights: 5% of one step at lr 2e-3. Adam divides each update by √v, so
 # float-order differences in near-zero gradients (a micro-batch summed on one process or
-# exchanged between two) reach ~1e-5 after three steps; a changed global batch moves weights
-# by ~1e-3 (`test_a_different_global_batch_is_a_different_run`).
-WEIGHTS_AGREE = 5e-5
+# exchanged between two) reach ~1e-5 after three steps on one CPU and 7.4e-5 on another (an
+# AVX-512 EPYC: its kernels sum in another order); a changed global batch moves weights by
+# ~1e-3 (`test_a_different_global_batch_is_a_different_run`, which asserts 10× this bound).
+WEIGHTS_AGREE = 1e-4
 
 
 def max_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:

@@ -230,7 +230,7 @@ FACTS = [
     ("What is the boiling point of water?", "100 degrees Celsius.", ["50 degrees Celsius.", "200 degrees Celsius."]),
 ]
 # docs/performance.md, "Tolerance": bf16 scores against fp32 on the default model.
-PROB_RELATIVE, TRUTH_RATIO_RELATIVE, AUC_ABSOLUTE = 0.10, 0.15, 0.05
+PROB_RELATIVE, TRUTH_RATIO_RELATIVE, AUC_ABSOLUTE = 0.15, 0.15, 0.05
 
 
 @pytest.mark.slow

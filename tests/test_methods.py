@@ -43,9 +43,12 @@ LORA = {"r": 8, "lora_alpha": 16}
 REQUIRED = ["ga", "gd", "ga_kl", "npo", "npo_gd", "simnpo", "idkpo", "idk_nll", "me_gd", "idk_ap", "rmu", "undial", "jensun", "wga", "satimp", "ce_u"]
 
 # A tiny model needs far larger steps than a 7B one; the run stops once forgetting is reached
-# (the guarded-unlearning monitor with a probability target of 0.5, checked every step).
-BASE = {"max_steps": 40, "batch_size": 4, "schedule": "constant", "warmup_ratio": 0.0}
-LR = {"full": 1e-3, "lora": 3e-3}
+# (the guarded-unlearning monitor with a probability target of 0.5, checked every step). The
+# rates are small enough that one step does not overshoot that level by much: at 1e-3 / 3e-3
+# (full / LoRA) the amount of overshoot, and so of retain damage, changed with the CPU the
+# tests ran on (seven methods over the bound on an AVX-512 EPYC, none on the machine before).
+BASE = {"max_steps": 120, "batch_size": 4, "schedule": "constant", "warmup_ratio": 0.0}
+LR = {"full": 3e-4, "lora": 5e-4}
 # Bounded or self-limiting objectives move more slowly; RMU trains one matrix (c = 20 is the
 # early WMDP default, better suited to a 64-wide model than 6.5; without gradient clipping, as
 # in its reference, its LoRA run needs a smaller rate and more steps).
@@ -54,6 +57,9 @@ OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
     "jensun": {"full": {"lr": 3e-3}, "lora": {"lr": 1e-2}},
     "satimp": {"full": {"lr": 3e-3}, "lora": {"lr": 1e-2, "gamma": 1.0}},
     "rmu": {"full": {"lr": 3e-2, "steering_coeff": 20.0, "max_steps": 100}, "lora": {"lr": 2e-2, "steering_coeff": 20.0, "max_steps": 200}},
+    # UNDIAL's LoRA run: the adapter reaches the forget level by moving shared directions; with
+    # the retain term at α 1 the retain set rose 0.63 for 0.89 on forget (α 2: 0.27 for 0.78).
+    "undial": {"lora": {"alpha": 2.0}},
 }
 # IDK+AP's retain term keeps the true answer *preferred over* "I don't know"; it does not hold
 # the likelihood itself, so on this tiny model the IDK answers spread and retain NLL moves more.

@@ -222,7 +222,9 @@ def test_a_model_already_past_its_runs_start_budget_takes_no_more(learned: dict[
     tenth of this model's, training is rolled back to this request's start at its first check
     (every check is measured against the run's start too), while the same request alone,
     measured against the model before it only, trains to its end."""
-    g = guard(general_probes=1, budget={"retain_drop": 1.0, "check_every": 2}, target={"answer_accuracy": 0.0, "stop": False})
+    # Perplexity may double (alone, GA rose it 16% on one machine and less on another); the run
+    # start's is a tenth of this model's, so the anchored run is over from its first check.
+    g = guard(general_probes=1, budget={"retain_drop": 1.0, "check_every": 2, "perplexity_rise": 1.0}, target={"answer_accuracy": 0.0, "stop": False})
     kept = learned["retain"][0]
     passage = Record(id="g0", text=learned["subject"].render(kept.question or "") + (kept.answer or ""))
     request = ForgetRequest(id="r1", records=learned["forget"])
