@@ -302,6 +302,11 @@ class Ledger:
         """Step -> its verdict card (guarded steps only)."""
         return {row["step"]: json.loads(row["card"]) for row in self.db.execute("SELECT step, card FROM verdicts ORDER BY step")}
 
+    def first_verdict(self) -> dict[str, Any] | None:
+        """The first guarded step's verdict card (None before there is one): one row, however long the run."""
+        row = self.db.execute("SELECT card FROM verdicts ORDER BY step LIMIT 1").fetchone()
+        return json.loads(row["card"]) if row else None
+
     def steps(self) -> list[StepRow]:
         rows = self.db.execute("SELECT * FROM steps ORDER BY step")
         return [

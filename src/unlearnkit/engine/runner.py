@@ -332,8 +332,8 @@ def unlearn_step(run: Run, step: int, group: list[ForgetRequest], subject: Subje
 def run_start_measurement(run: Run) -> Measurement | None:
     """The run's start model as its first guarded request measured it (that card's "before"):
     what `Budget.since_start` holds every later request to. None before the first card."""
-    cards = run.ledger.verdicts()
-    return Measurement.from_json(cards[min(cards)]["before"]) if cards else None
+    card = run.ledger.first_verdict()
+    return Measurement.from_json(card["before"]) if card else None
 
 
 def evaluate_step(run: Run, step: int, subject: Subject) -> None:

@@ -25,6 +25,7 @@ Verdicts, in this order of precedence:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from rich.table import Table
@@ -38,42 +39,47 @@ VERDICTS = (FORGOTTEN, PARTLY, NOT_FORGOTTEN, EXCEEDED)
 EPS = 1e-9
 
 
+def _fell(before: float | None, after: float | None, label: str, allowed: float) -> list[str]:
+    if before is not None and after is not None and before - after > allowed + EPS:
+        return [f"{label} {before:.3f} -> {after:.3f} (budget: -{allowed:.3g})"]
+    return []
+
+
+def _rose(before: float | None, after: float | None, rise: float) -> list[str]:
+    if before is not None and after is not None and after > before * (1 + rise) + EPS:
+        return [f"general-text perplexity {before:.2f} -> {after:.2f} (budget: +{rise:.0%})"]
+    return []
+
+
+def _answered(allowed: float, count: int | None) -> float:
+    """Answers flip one at a time: a single question of the sample is allowed when it is more than the budget."""
+    return max(allowed, 1 / count if count else 0.0)
+
+
 def budget_violations(start: Measurement, now: Measurement, budget: Budget, anchor: Measurement | None = None) -> list[str]:
     """What passed the budget, one line each (empty: within it). `anchor`: the run's start
     model, measured at the first request (`Budget.since_start`): perplexity and the share of
     retain questions answered are held within the budget of it too, on the same probes."""
     if not budget.enabled:
         return []
-    found = since_start(anchor, now, budget) if anchor is not None and budget.since_start else []
-
-    def fell(name: str, label: str, allowed: float) -> None:
-        before, after = getattr(start, name), getattr(now, name)
-        if before is not None and after is not None and before - after > allowed + EPS:
-            found.append(f"{label} {before:.3f} -> {after:.3f} (budget: -{allowed:.3g})")
-
-    fell("retain_said", "retain: probability of its earlier answers", budget.retain_drop)
-    fell("collateral_said", "collateral: probability of its earlier answers", budget.collateral_drop)
-    # Answers flip one at a time: a single question of the sample is allowed when it is more than the budget.
-    fell("retain_accuracy", "retain questions answered", max(budget.retain_drop, 1 / now.retain_count if now.retain_count else 0.0))
-    fell("collateral_accuracy", "collateral facts answered", max(budget.collateral_drop, 1 / now.collateral_count if now.collateral_count else 0.0))
-    if start.perplexity is not None and now.perplexity is not None:
-        if now.perplexity > start.perplexity * (1 + budget.perplexity_rise) + EPS:
-            found.append(f"general-text perplexity {start.perplexity:.2f} -> {now.perplexity:.2f} (budget: +{budget.perplexity_rise:.0%})")
-    return found
+    return [
+        *(since_start(anchor, now, budget) if anchor is not None and budget.since_start else []),
+        *_fell(start.retain_said, now.retain_said, "retain: probability of its earlier answers", budget.retain_drop),
+        *_fell(start.collateral_said, now.collateral_said, "collateral: probability of its earlier answers", budget.collateral_drop),
+        *_fell(start.retain_accuracy, now.retain_accuracy, "retain questions answered", _answered(budget.retain_drop, now.retain_count)),
+        *_fell(start.collateral_accuracy, now.collateral_accuracy, "collateral facts answered", _answered(budget.collateral_drop, now.collateral_count)),
+        *_rose(start.perplexity, now.perplexity, budget.perplexity_rise),
+    ]
 
 
 def since_start(anchor: Measurement, now: Measurement, budget: Budget) -> list[str]:
     """The budget against the run's start model, on what is measured alike at every request:
     general-text perplexity (the same passages) and the retain questions answered (the same
     seeded sample, when it has as many questions)."""
-    found = []
-    if anchor.perplexity is not None and now.perplexity is not None and now.perplexity > anchor.perplexity * (1 + budget.perplexity_rise) + EPS:
-        found.append(f"since the run's start: general-text perplexity {anchor.perplexity:.2f} -> {now.perplexity:.2f} (budget: +{budget.perplexity_rise:.0%})")
-    if anchor.retain_accuracy is not None and now.retain_accuracy is not None and anchor.retain_count == now.retain_count:
-        allowed = max(budget.retain_drop, 1 / now.retain_count if now.retain_count else 0.0)
-        if anchor.retain_accuracy - now.retain_accuracy > allowed + EPS:
-            found.append(f"since the run's start: retain questions answered {anchor.retain_accuracy:.3f} -> {now.retain_accuracy:.3f} (budget: -{allowed:.3g})")
-    return found
+    found = _rose(anchor.perplexity, now.perplexity, budget.perplexity_rise)
+    if anchor.retain_count == now.retain_count:
+        found += _fell(anchor.retain_accuracy, now.retain_accuracy, "retain questions answered", _answered(budget.retain_drop, now.retain_count))
+    return [f"since the run's start: {line}" for line in found]
 
 
 UNSEEN_CONFIDENCE = 0.95
@@ -160,9 +166,11 @@ class Card:
     def forgotten(self) -> bool:
         return self.verdict == FORGOTTEN
 
+    @cached_property
     def unseen(self) -> dict[str, dict[str, Any]]:
         """Per kept set (retain, collateral): how many probes were lost and how large a loss the
-        sample could have missed (`unseen_loss`)."""
+        sample could have missed (`unseen_loss`). Computed once: a card's before and after are
+        not changed after it is made."""
         found = {
             "retain": unseen_loss(self.before.retain_accuracy, self.after.retain_accuracy, self.after.retain_count or self.before.retain_count),
             "collateral": unseen_loss(self.before.collateral_accuracy, self.after.collateral_accuracy,
@@ -171,13 +179,13 @@ class Card:
         return {name: value for name, value in found.items() if value is not None}
 
     def unseen_lines(self) -> list[str]:
-        return unseen_lines(self.unseen())
+        return unseen_lines(self.unseen)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "request": self.request, "method": self.method, "verdict": self.verdict, "target_met": self.target_met,
             "violations": self.violations, "rolled_back_to": self.rolled_back_to, "scaled_to": self.scaled_to, "probes": self.probes,
-            "before": self.before.to_json(), "after": self.after.to_json(), "trials": self.trials, "unseen": self.unseen(),
+            "before": self.before.to_json(), "after": self.after.to_json(), "trials": self.trials, "unseen": self.unseen,
         }
 
     @classmethod
