@@ -264,6 +264,27 @@ def test_npo_replay_draws_earlier_questions_and_pushes_them_to_the_never_seen_le
     assert mean_nll(pushed, earlier) > mean_nll(level, earlier) + 1.0
 
 
+def test_npo_replay_stops_each_row_of_the_request_at_the_never_seen_level(learned: dict[str, Any]) -> None:
+    """With `stop_at_control`, NPO leaves a row of the request alone once its length-normalised
+    log-prob is under c, the never-seen level: the request ends near c, not far below it as
+    plain NPO takes it with the same steps."""
+    control = records([("Where was Tobin Asker born?", "Quillby"), ("What does Mara Quell do?", "She weaves nets"),
+                       ("Who is Ivo Brannoch married to?", "Sela Dunmore")])
+    subject = learned["subject"]
+    scores = subject.score([r.question or "" for r in control], [r.answer or "" for r in control])
+    level = -math.log(scores.mean_nll.neg().exp().mean().item())  # −c, as a mean NLL per token
+    request = ForgetRequest(id="r1", records=learned["forget"])
+    settings = {**BASE, "lr": 3e-4, "max_steps": 80, "alpha": 1.0}
+    forget_nll = {}
+    for stop in (True, False):
+        model = get_method("npo_replay", {**settings, "stop_at_control": stop}).unlearn(subject.clone(), request, UnlearnContext(retain=learned["retain"], control=control))
+        forget_nll[stop] = mean_nll(model, learned["forget"])
+    # Both reach the level (from 0.03); the gated run stops near it (Adam's momentum carries it
+    # a little past), plain NPO goes on (about 3.5 nats past against 9.6, seen here).
+    assert forget_nll[True] > level and forget_nll[False] > level
+    assert forget_nll[True] - level < 0.5 * (forget_nll[False] - level)
+
+
 def test_rmu_layer_scales_with_depth() -> None:
     rmu = get_method("rmu")
     assert rmu.resolve_layers(32) == (7, [5, 6, 7])
