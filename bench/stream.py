@@ -7,6 +7,7 @@
     .venv/bin/python bench/stream.py --tokens-only --out bench/results/stream-tokens.json  # prepare's tokens, no training
     .venv/bin/python bench/stream.py --partial --recipes npo_replay --coalesce 1 --out bench/results/stream-partial.json
         # a run stopped before its last request (Ctrl-C; rerun to resume): its figures so far
+    .venv/bin/python bench/stream.py --demo-only --recipes npo_replay --out bench/results/stream-demo.json
 
 Runs `examples/stream.yaml` (the stream world, sparse oracles, the holdout reference between
 them, the rotating evaluation, the guard) once per recipe, and the first recipe once more per
@@ -18,7 +19,8 @@ probability against its oracle's (or the holdout reference's where none was trai
 relapses, the budget's rollbacks and the holdout reference beside each oracle. The world and
 prepare are timed on their own: with an empty `$UNLEARNKIT_CACHE` the first run is the cold
 measurement (`prepare.trained_now`), run the script again for the warm one. `--demo` also runs
-`unlearnkit demo` (3 requests, small world) with the first recipe and reads its figures.
+`unlearnkit demo` (3 requests, small world) with the first recipe and the stream plan's guard
+(its forget target) and reads its figures; `--demo-only` runs only that.
 
 The thresholds checked (`checks`) are the issue's: utility ≥ 0.9 × the target's and within 0.05
 of the last oracle's; forget probability within 0.1 of the reference for every request; for the
@@ -202,6 +204,18 @@ def demo_figures(folder: Path) -> dict[str, Any]:
     }
 
 
+def demo(name: str, work: Path, model: str, small: bool) -> dict[str, Any]:
+    """`unlearnkit demo` (3 requests, small world) with a stream recipe and the stream plan's
+    guard (its control-level forget target), and the demo's figures."""
+    from unlearnkit.demo import run_demo
+
+    folder = work / f"demo-{name}"
+    guard = yaml.safe_load(TEMPLATE.read_text()).get("guard")
+    tick = time.perf_counter()
+    run_demo(folder, method=recipe(name, small), model=model, guard=guard)
+    return {"recipe": name, "guard": guard, "seconds": time.perf_counter() - tick, **demo_figures(folder)}
+
+
 def partial(plan: Any, name: str, coalesce: int) -> dict[str, Any]:
     """The figures of a run stopped before its last request: results.json, the references of the
     target and of the oracles of the steps applied, the holdout check, as `run` writes them at its end."""
@@ -235,6 +249,7 @@ def main() -> None:
     parser.add_argument("--full-every", type=int, default=25, help="0: full only at oracle steps and the last")
     parser.add_argument("--seed", type=int, default=0, help="world seed")
     parser.add_argument("--demo", action="store_true", help="also run the demo (3 requests, small world) with the first recipe")
+    parser.add_argument("--demo-only", action="store_true", help="only the demo with the first recipe (no stream runs)")
     parser.add_argument("--small", action="store_true", help="a tiny model and 8 requests: checks the script, not the recipes")
     parser.add_argument("--tokens-only", action="store_true", help="write the world and prepare's tokens per epoch, train nothing")
     parser.add_argument("--partial", action="store_true", help="train nothing: the figures of the first run's folder as far as it got")
@@ -262,6 +277,10 @@ def main() -> None:
     world = build_world(work / "world", seed=args.seed, size="stream", num_requests=args.requests)
     world_s = time.perf_counter() - started
     model = str(tiny_base(world, work / "tiny-base")) if args.small and args.model == "default" else args.model
+    if args.demo_only:
+        write_json(out, {"bench": "stream", "model": args.model, "demo": demo(names[0], work, model, args.small)})
+        print(f"wrote {out}")
+        return
     if args.partial:
         write_json(out, partial(stream_plan(world, model, recipe(names[0], args.small), values[0], work / f"{names[0]}-coalesce{values[0]}", args), names[0], values[0]))
         print(f"wrote {out}")
@@ -307,12 +326,7 @@ def main() -> None:
                               "saved_s": base["wall_s"] - runs[(names[0], c)]["wall_s"],
                               "saved_share": 1 - runs[(names[0], c)]["wall_s"] / base["wall_s"]} for c in values]
     if args.demo:
-        from unlearnkit.demo import run_demo
-
-        folder = work / f"demo-{names[0]}"
-        tick = time.perf_counter()
-        run_demo(folder, method=recipe(names[0], args.small), model=model)
-        payload["demo"] = {"recipe": names[0], "seconds": time.perf_counter() - tick, **demo_figures(folder)}
+        payload["demo"] = demo(names[0], work, model, args.small)
     payload["load_avg_at_end"] = list(os.getloadavg())
     write_json(out, payload)
     print(f"wrote {out}")

@@ -128,3 +128,18 @@ def test_submitted_requests_and_a_world_for_its_data_only(folder: Path) -> None:
     recorded = json.loads(plan_fingerprint(plain))
     assert "coalesce" not in recorded and "service" not in recorded and "submitted" not in recorded["requests"][0]
     assert json.loads(plan_fingerprint(plan))["coalesce"] == 4
+
+
+def test_the_demo_plan_takes_a_recipes_guard(tmp_path: Path) -> None:
+    """bench/stream.py measures the stream recipe on the demo with the stream plan's forget target
+    (the control level); without one the demo keeps the default target (no greedy answer right)."""
+    from unlearnkit.demo import demo_plan
+
+    world = tmp_path / "world"
+    world.mkdir()
+    (world / "requests.jsonl").write_text("")
+    stream_guard = {"target": {"probability": "control", "answer_accuracy": None}}
+    guarded = demo_plan(tmp_path / "out", world, guard=stream_guard)
+    plain = demo_plan(tmp_path / "out", world)
+    assert (guarded.guard.target.probability, guarded.guard.target.answer_accuracy) == ("control", None)
+    assert plain.guard.target.probability is None and plain.guard.target.answer_accuracy is not None

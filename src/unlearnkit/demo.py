@@ -58,10 +58,13 @@ ATTACK_SETTINGS: dict[str, dict[str, Any]] = {
 
 
 def demo_plan(out: Path, world: Path, method: dict[str, Any] | None = None, model: str = "default",
-              requests: int | None = None, attacks: list[str] | None = None) -> Plan:
+              requests: int | None = None, attacks: list[str] | None = None, guard: dict[str, Any] | None = None) -> Plan:
+    """The demo's plan; `guard` replaces the default damage budget and forget target (a recipe
+    measured with its own, as bench/stream.py runs the stream plan's on the demo)."""
     chosen = DEFAULT_ATTACKS if attacks is None else attacks
     return parse_plan(
         {
+            **({"guard": guard} if guard is not None else {}),
             "model": model,
             "method": method or DEFAULT_METHOD,
             "requests": [{"world": str(world), "first": requests}],
@@ -83,7 +86,8 @@ def demo_plan(out: Path, world: Path, method: dict[str, Any] | None = None, mode
 
 
 def run_demo(out: str | Path = "runs/demo", size: str = "small", seed: int = 0, method: dict[str, Any] | None = None,
-             model: str = "default", attacks: list[str] | None = None, requests: int | None = None) -> Path:
+             model: str = "default", attacks: list[str] | None = None, requests: int | None = None,
+             guard: dict[str, Any] | None = None) -> Path:
     from unlearnkit.benchmark.world import build_world
     from unlearnkit.engine.runner import run_plan
 
@@ -93,7 +97,7 @@ def run_demo(out: str | Path = "runs/demo", size: str = "small", seed: int = 0, 
     if not (world / "world.json").exists():
         build_world(world, seed=seed, size=size)
     world_s = time.perf_counter() - started
-    run_plan(demo_plan(out, world, method, model, requests, attacks))
+    run_plan(demo_plan(out, world, method, model, requests, attacks, guard))
     write_json(out / "demo_timings.json", {"world_s": world_s, "total_s": time.perf_counter() - started})
     print_summary(out)
     return out / "report.html"
