@@ -143,3 +143,4 @@ def test_the_demo_plan_takes_a_recipes_guard(tmp_path: Path) -> None:
     plain = demo_plan(tmp_path / "out", world)
     assert (guarded.guard.target.probability, guarded.guard.target.answer_accuracy) == ("control", None)
     assert plain.guard.target.probability is None and plain.guard.target.answer_accuracy is not None
+    assert plain.guard.calibrate.enabled and not guarded.guard.calibrate.enabled  # the demo calibrates as `unlearn` does

@@ -49,6 +49,11 @@ DEFAULT_METHOD: dict[str, Any] = {
     # requests (bench/demo_recipe.py, docs/methods.md "Under the damage budget").
     "settings": {"lr": 1.75e-5, "alpha": 2.0, "epochs": 4, "warmup_ratio": 0.2, "answers": "given"},
 }
+# The demo calibrates as `unlearnkit unlearn` does by default (docs/guarded.md, "Calibration"):
+# on the prepared target of 2026-12-02 the setting above was rolled back to the start on r1 at
+# its first check (2 of 15 retain questions lost after 5 optimiser steps), so without a gentler
+# trial r1 was not unlearned at all (docs/methods.md, "Under the damage budget").
+DEFAULT_GUARD: dict[str, Any] = {"calibrate": {"enabled": True}}
 DEFAULT_ATTACKS = ["leak_at_k", "quantize"]
 # World answers are a few tokens; 6 questions per request keep both attacks under a minute per request.
 ATTACK_SETTINGS: dict[str, dict[str, Any]] = {
@@ -59,12 +64,12 @@ ATTACK_SETTINGS: dict[str, dict[str, Any]] = {
 
 def demo_plan(out: Path, world: Path, method: dict[str, Any] | None = None, model: str = "default",
               requests: int | None = None, attacks: list[str] | None = None, guard: dict[str, Any] | None = None) -> Plan:
-    """The demo's plan; `guard` replaces the default damage budget and forget target (a recipe
-    measured with its own, as bench/stream.py runs the stream plan's on the demo)."""
+    """The demo's plan; `guard` replaces its guard settings (`DEFAULT_GUARD`: the default budget
+    and target, calibrated) with a recipe's own, as bench/stream.py runs the stream plan's on the demo."""
     chosen = DEFAULT_ATTACKS if attacks is None else attacks
     return parse_plan(
         {
-            **({"guard": guard} if guard is not None else {}),
+            "guard": DEFAULT_GUARD if guard is None else guard,
             "model": model,
             "method": method or DEFAULT_METHOD,
             "requests": [{"world": str(world), "first": requests}],
