@@ -51,8 +51,9 @@ DEFAULT_METHOD: dict[str, Any] = {
 }
 # The demo calibrates as `unlearnkit unlearn` does by default (docs/guarded.md, "Calibration"):
 # on the prepared target of 2026-12-02 the setting above was rolled back to the start on r1 at
-# its first check (2 of 15 retain questions lost after 5 optimiser steps), so without a gentler
-# trial r1 was not unlearned at all (docs/methods.md, "Under the damage budget").
+# its first check (2 of 15 retain questions lost after 5 optimiser steps), so r1 was not
+# unlearned at all; calibrated, the first trial (twice the steps, so a warm-up twice as long)
+# forgot r1 within the budget (docs/methods.md, "Under the damage budget").
 DEFAULT_GUARD: dict[str, Any] = {"calibrate": {"enabled": True}}
 DEFAULT_ATTACKS = ["leak_at_k", "quantize"]
 # World answers are a few tokens; 6 questions per request keep both attacks under a minute per request.
