@@ -8,6 +8,8 @@
     .venv/bin/python bench/stream.py --partial --recipes npo_replay --coalesce 1 --out bench/results/stream-partial.json
         # a run stopped before its last request (Ctrl-C; rerun to resume): its figures so far
     .venv/bin/python bench/stream.py --demo-only --recipes npo_replay --out bench/results/stream-demo.json
+    .venv/bin/python bench/stream.py --read-demo runs/demo --out bench/results/demo-calibrated.json
+        # the figures of a folder `unlearnkit demo` wrote (its own recipe), nothing run
 
 Runs `examples/stream.yaml` (the stream world, sparse oracles, the holdout reference between
 them, the rotating evaluation, the guard) once per recipe, and the first recipe once more per
@@ -204,6 +206,21 @@ def demo_figures(folder: Path) -> dict[str, Any]:
     }
 
 
+def read_demo(folder: Path) -> dict[str, Any]:
+    """A folder `unlearnkit demo` wrote: its recipe, verdicts, calibration trials kept, timings and figures."""
+    results = json.loads((folder / "results.json").read_text())
+    timings = folder / "demo_timings.json"
+    steps = sorted(results["steps"], key=lambda s: s["step"])
+    return {
+        "method": results["plan"].get("method"), "guard": results["plan"].get("guard"),
+        "verdicts": [s.get("verdict", {}).get("verdict") for s in steps],
+        "kept_method": [s.get("verdict", {}).get("method") for s in steps],
+        "unlearn_s": [s["unlearn_s"] for s in steps], "train_steps": [s.get("train_steps") for s in steps],
+        "timings": json.loads(timings.read_text()) if timings.exists() else None,
+        **demo_figures(folder),
+    }
+
+
 def demo(name: str, work: Path, model: str, small: bool) -> dict[str, Any]:
     """`unlearnkit demo` (3 requests, small world) with a stream recipe and the stream plan's
     guard (its control-level forget target), and the demo's figures."""
@@ -253,10 +270,19 @@ def main() -> None:
     parser.add_argument("--small", action="store_true", help="a tiny model and 8 requests: checks the script, not the recipes")
     parser.add_argument("--tokens-only", action="store_true", help="write the world and prepare's tokens per epoch, train nothing")
     parser.add_argument("--partial", action="store_true", help="train nothing: the figures of the first run's folder as far as it got")
+    parser.add_argument("--read-demo", default=None, help="train nothing: the demo figures of this `unlearnkit demo` folder")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--work", default=None, help="folder for the world and run folders (default runs/bench-stream[-small])")
     parser.add_argument("--out", default=None, help="default bench/results/stream[-small].json")
     args = parser.parse_args()
+    if args.read_demo:
+        from unlearnkit.files import write_json
+
+        folder = Path(args.read_demo)
+        out = Path(args.out or ROOT / "bench" / "results" / "demo.json")
+        write_json(out, {"bench": "demo", "folder": str(folder), **read_demo(folder)})
+        print(f"wrote {out}")
+        return
     if args.small:
         args.requests, args.oracles, args.earlier, args.full_every = 8, "4,8", 6, 0
     args.oracles = [int(x) for x in args.oracles.split(",")]

@@ -132,6 +132,7 @@ def test_calibration_keeps_the_trial_that_forgot_most_within_the_budget(learned:
     assert within, trials
     best = min(within, key=lambda t: (not t["target_met"], t["level"]))
     assert [t["chosen"] for t in trials] == [t is best for t in trials]
+    assert applied.card.method == f"npo_gd (lr {best['lr']:.2g}, 6 steps)"  # the kept trial's rate, not the ladder's first
     # The returned weights are the chosen trial's: measuring them gives its numbers again.
     again = measure(applied.subject, probes, needs=GuardMonitor(probes, applied.card.before, g).needs, max_new_tokens=8)
     assert again.level == pytest.approx(best["level"])

@@ -56,7 +56,15 @@ def _run(method: Method, subject: Subject, request: ForgetRequest, context: Unle
         context.monitor, context.stats = None, None
 
 
-def _label(method: Method) -> str:
+def _label(method: Method, trials: list[dict[str, Any]] | None = None) -> str:
+    """The method as it was kept: after calibration, the chosen trial's rate (or that no trial
+    was kept), not the rate the ladder started from."""
+    if trials is not None:
+        chosen = next((t for t in trials if t["chosen"]), None)
+        if chosen is None:
+            return f"{method.registry_name} (no trial kept)"
+        length = f"{chosen['max_steps']} steps" if chosen["max_steps"] is not None else f"{chosen['epochs']:g} epochs"
+        return f"{method.registry_name} (lr {chosen['lr']:.2g}, {length})"
     lr = getattr(method, "lr", None)
     return f"{method.registry_name}" + (f" (lr {lr:.2g})" if lr is not None else "")
 
@@ -145,13 +153,16 @@ def apply_request(subject: Subject, request: ForgetRequest, methods: list[Method
     rolled_back_to: int | None = None
     stopped_by: list[str] = []  # what the check that rolled training back found over the budget
     trials: list[dict[str, Any]] = []
+    labels: list[str] = []
     for method in methods:
         if guard.calibrate.enabled and _monitored(method):
             assert isinstance(method, LossMethod)
             applied.subject, stats, tried = _calibrated(method, applied.subject, request, context, monitor, guard)
             trials += [{"method": method.registry_name, **row} for row in tried]
+            labels.append(_label(method, tried))
         else:
             applied.subject, stats = _run(method, applied.subject, request, context, monitor)
+            labels.append(_label(method))
         _count(applied, stats)
         if stats is not None and stats.stop_reason == "budget":
             rolled_back_to = stats.rolled_back_to
@@ -175,7 +186,7 @@ def apply_request(subject: Subject, request: ForgetRequest, methods: list[Method
         applied.subject, end, rolled_back_to = subject, start, 0
     verdict, met = decide(start, end, guard.budget, guard.target, rolled_back_to, scaled_to, anchor)
     applied.card = Card(
-        request=request.id, method=" + ".join(_label(m) for m in methods), before=start, after=end, verdict=verdict,
+        request=request.id, method=" + ".join(labels), before=start, after=end, verdict=verdict,
         target_met=met, violations=violations or stopped_by, rolled_back_to=rolled_back_to, scaled_to=scaled_to, trials=trials,
         probes=probes.sizes(),
     )
