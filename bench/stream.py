@@ -214,7 +214,8 @@ def read_demo(folder: Path) -> dict[str, Any]:
     return {
         "method": results["plan"].get("method"), "guard": results["plan"].get("guard"),
         "verdicts": [s.get("verdict", {}).get("verdict") for s in steps],
-        "kept_method": [s.get("verdict", {}).get("method") for s in steps],
+        "trials": [[{k: t[k] for k in ("lr", "epochs", "steps", "stop_reason", "rolled_back_to", "within_budget", "chosen", "seconds")}
+                    for t in s.get("verdict", {}).get("trials", [])] for s in steps],
         "unlearn_s": [s["unlearn_s"] for s in steps], "train_steps": [s.get("train_steps") for s in steps],
         "timings": json.loads(timings.read_text()) if timings.exists() else None,
         **demo_figures(folder),
