@@ -207,7 +207,7 @@ def demo_figures(folder: Path) -> dict[str, Any]:
 
 
 def read_demo(folder: Path) -> dict[str, Any]:
-    """A folder `unlearnkit demo` wrote: its recipe, verdicts, calibration trials kept, timings and figures."""
+    """A folder `unlearnkit demo` wrote: its recipe, verdicts, every calibration trial, timings and figures."""
     results = json.loads((folder / "results.json").read_text())
     timings = folder / "demo_timings.json"
     steps = sorted(results["steps"], key=lambda s: s["step"])
