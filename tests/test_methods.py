@@ -285,6 +285,23 @@ def test_npo_replay_stops_each_row_of_the_request_at_the_never_seen_level(learne
     assert forget_nll[True] - level < 0.5 * (forget_nll[False] - level)
 
 
+def test_trainable_trains_only_matching_parameters_and_still_forgets(learned: dict[str, Any]) -> None:
+    """`trainable` (a regex on parameter names): the tied embeddings and attention stay exactly
+    as they were, the MLPs alone forget the request and keep retain, and every flag is restored."""
+    before = {name: p.detach().clone() for name, p in learned["subject"].model.named_parameters()}
+    out, context = run(learned, "npo_gd", trainable=r"\.mlp\.")
+    moved = {name for name, p in out.model.named_parameters() if not torch.equal(p.detach(), before[name])}
+    assert moved and all(".mlp." in name for name in moved), sorted(moved)[:5]
+    forget_rise = mean_nll(out, learned["forget"]) - learned["before"]["forget"]
+    retain_rise = mean_nll(out, learned["retain"]) - learned["before"]["retain"]
+    assert forget_rise > 0.5 and retain_rise < min(0.5, 0.6 * forget_rise), (forget_rise, retain_rise, context.stats.steps)
+    assert all(p.requires_grad for p in out.model.parameters())
+    with pytest.raises(UnlearnkitError, match=r"method 'npo_gd': no trainable parameter's name matches 'nothing_here'"):
+        run(learned, "npo_gd", trainable="nothing_here")
+    with pytest.raises(UnlearnkitError, match="trainable.*not a regular expression"):
+        get_method("npo_gd", {"trainable": "mlp("})
+
+
 def test_rmu_layer_scales_with_depth() -> None:
     rmu = get_method("rmu")
     assert rmu.resolve_layers(32) == (7, [5, 6, 7])

@@ -9,11 +9,12 @@ Register a method with `@register_method("name")` in any module of `unlearnkit.m
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from unlearnkit.data.formatting import ANSWER_LEAD
 from unlearnkit.data.knowledge import stated_at
@@ -85,6 +86,23 @@ class LossMethod(Method, TrainConfig):
         description="what a question is trained on: the record's answer, or the model's own greedy answer before the request where it states the record's answer (its words up to the answer as context, the rest as target)",
     )
 
+    # Tied embeddings (the default model's) carry every token's output and input: a forget loss
+    # that moves them moves all text. A stream recipe can keep them, and the attention, fixed.
+    trainable: str | None = Field(
+        None,
+        description="regex on parameter names: only parameters whose name matches train (e.g. '\\.mlp\\.'); None: all",
+    )
+
+    @field_validator("trainable")
+    @classmethod
+    def _compiles(cls, pattern: str | None) -> str | None:
+        if pattern is not None:
+            try:
+                re.compile(pattern)
+            except re.error as error:
+                raise ValueError(f"not a regular expression ({error})") from None
+        return pattern
+
     # Per-request state a method builds in `prepare` (cached reference log-probs, a frozen copy
     # of the model); emptied after every request so nothing outlives it.
     _cache: dict[str, Any] = PrivateAttr(default_factory=dict)
@@ -139,6 +157,8 @@ class LossMethod(Method, TrainConfig):
                 torch.manual_seed(self.seed)
                 working = subject.with_model(wrap_lora(subject.model, **context.lora))
         try:
+            if self.trainable is not None:
+                freeze_except(working.model, self.trainable, self.registry_name)
             with loss_pass(self.train_config(), working.device):  # reference values as training computes them
                 self.prepare(working, forget, retain)
             context.stats = train(
@@ -157,6 +177,18 @@ class LossMethod(Method, TrainConfig):
         if context.lora is not None and context.merge_lora:
             return subject.with_model(working.model.merge_and_unload())
         return working
+
+
+def freeze_except(model: Any, pattern: str, method: str) -> None:
+    """Only parameters that train now and whose name matches `pattern` go on training (the
+    caller restores the flags)."""
+    selected, kept = re.compile(pattern), 0
+    for name, param in model.named_parameters():
+        keep = param.requires_grad and bool(selected.search(name))
+        param.requires_grad_(keep)
+        kept += keep
+    if not kept:
+        raise UnlearnkitError(f"method '{method}': no trainable parameter's name matches '{pattern}'")
 
 
 OWN_ANSWER_TOKENS = 48

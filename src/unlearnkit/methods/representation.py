@@ -25,7 +25,6 @@ sets c directly. As in the reference (centerforaisafety/wmdp, rmu/unlearn.py: ba
 
 from __future__ import annotations
 
-import re
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -35,7 +34,7 @@ from transformers import DynamicCache
 from unlearnkit.training import Batch, Example, make_batch, sharing_prefix, to_device
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.methods import losses as L
-from unlearnkit.methods.base import Need, register_method
+from unlearnkit.methods.base import Need, freeze_except, register_method
 from unlearnkit.methods.gradient import Frozen, Logs, Unlearning
 from unlearnkit.models.prefix import MIN_SHARED, cache_argument, shared_prefix, supports_kv_cache
 from unlearnkit.models.subject import Subject
@@ -137,14 +136,8 @@ class RMU(Unlearning):
     def prepare(self, subject: Subject, forget: list[Example], retain: list[Example]) -> None:
         model = subject.model
         layer, updated = self.resolve_layers(len(decoder_layers(model)))
-        selected = re.compile(rf"layers\.({'|'.join(map(str, updated))})\..*{self.param_pattern}")
-        kept = 0
-        for name, param in model.named_parameters():
-            keep = param.requires_grad and bool(selected.search(name))
-            param.requires_grad_(keep)  # LossMethod.unlearn restores the flags afterwards
-            kept += keep
-        if not kept:
-            raise UnlearnkitError(f"method 'rmu': no trainable parameter matches layers {updated} and '{self.param_pattern}'")
+        # LossMethod.unlearn restores the flags afterwards
+        freeze_except(model, rf"layers\.({'|'.join(map(str, updated))})\..*{self.param_pattern}", "rmu")
         hidden = int(model.config.hidden_size)
         u = torch.rand(hidden, generator=torch.Generator().manual_seed(self.seed))
         frozen = Frozen(model)
