@@ -302,6 +302,24 @@ def test_trainable_trains_only_matching_parameters_and_still_forgets(learned: di
         get_method("npo_gd", {"trainable": "mlp("})
 
 
+def test_npo_replay_without_a_retain_term_still_steps_once_every_row_is_at_the_level(learned: dict[str, Any]) -> None:
+    """α 0 and every row of the request already at the never-seen level, nothing replayed: the
+    loss is zero but still on the graph, so the training step does not fail (it did: "element 0
+    of tensors does not require grad")."""
+    from unlearnkit.training import make_batch
+
+    subject, request = learned["subject"], ForgetRequest(id="r1", records=learned["forget"])
+    method = get_method("npo_replay", {"alpha": 0.0})
+    forget = [method.forget_example(subject, r, i) for i, r in enumerate(method.forget_records(request, UnlearnContext()))]
+    method.prepare(subject, forget, [])
+    method._cache["ceiling"] = 0.0  # a length-normalised log-prob is never above 0: every row is at the level
+    loss, logs = method.forget_loss(subject.model, make_batch(forget, [0, 1, 2], subject.tokenizer.pad_token_id))
+    assert logs["forget_above_control"] == 0 and loss.item() == 0.0 and loss.requires_grad
+    loss.backward()
+    subject.model.zero_grad(set_to_none=True)
+    method._cache.clear()
+
+
 def test_rmu_layer_scales_with_depth() -> None:
     rmu = get_method("rmu")
     assert rmu.resolve_layers(32) == (7, [5, 6, 7])

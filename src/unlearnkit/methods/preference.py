@@ -118,7 +118,9 @@ class NPOReplay(NPORetain):
         part = forget["x"]
         logp = _logprob(model, part)
         replayed = forget["index"].to(logp.device) >= self._cache["current"]
-        loss = logp.new_zeros(())
+        # Zero, but on the graph: once every row is at the never-seen level and nothing is
+        # replayed, a step without a retain term (α 0) still has something to backpropagate.
+        loss = 0.0 * logp.sum()
         logs: Logs = {}
         lengths = L.answer_lengths(part["labels"])
         own = ~replayed
