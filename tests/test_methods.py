@@ -320,6 +320,28 @@ def test_npo_replay_without_a_retain_term_still_steps_once_every_row_is_at_the_l
     method._cache.clear()
 
 
+def test_floor_retain_term_only_pulls_answers_back_up_to_where_they_were(learned: dict[str, Any]) -> None:
+    """`retain_loss: floor`: (ref − log π)/|y| where positive, mean over rows; zero at the start
+    (the model is its own reference), so it trains nothing up; and npo_gd with it still forgets
+    the request and keeps retain."""
+    from unlearnkit.methods import losses as L
+    from unlearnkit.training import make_batch
+
+    logp, lengths, floor = torch.tensor([-3.0, -10.0]), torch.tensor([3, 2]), torch.tensor([-6.0, -4.0])
+    assert L.floor_hinge(logp, lengths, floor).item() == pytest.approx((0.0 + 3.0) / 2)  # the first row is above its floor
+    subject = learned["subject"]
+    method = get_method("npo_gd", {"retain_loss": "floor"})
+    retain = [method.retain_example(subject, r, i) for i, r in enumerate(learned["retain"])]
+    method.prepare(subject, [method.forget_example(subject, r, i) for i, r in enumerate(learned["forget"])], retain)
+    assert "frozen" not in method._cache  # cached log-probs, no second model
+    assert method.retain_term(subject.model, make_batch(retain, [0, 3, 5], subject.tokenizer.pad_token_id)).item() == pytest.approx(0.0, abs=1e-6)
+    method._cache.clear()
+    out, context = run(learned, "npo_gd", retain_loss="floor")
+    forget_rise = mean_nll(out, learned["forget"]) - learned["before"]["forget"]
+    retain_rise = mean_nll(out, learned["retain"]) - learned["before"]["retain"]
+    assert forget_rise > 0.5 and retain_rise < min(0.5, 0.6 * forget_rise), (forget_rise, retain_rise, context.stats.steps)
+
+
 def test_rmu_layer_scales_with_depth() -> None:
     rmu = get_method("rmu")
     assert rmu.resolve_layers(32) == (7, [5, 6, 7])

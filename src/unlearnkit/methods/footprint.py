@@ -55,7 +55,7 @@ def keeps_teacher(method: Method, lora: bool) -> bool:
     """A frozen network for next-token distributions or activations (`gradient.Frozen`); in LoRA
     mode the teacher is the same network with its adapter off."""
     return not lora and (method.registry_name == "rmu" or bool(getattr(method, "uses_frozen", False)) or (
-        getattr(method, "alpha", 0) > 0 and getattr(method, "retain_loss", "nll") != "nll"))
+        getattr(method, "alpha", 0) > 0 and getattr(method, "retain_loss", "nll") in ("kl", "jsd")))
 
 
 def footprint(shape: Shape, method: Method, *, config: str, processes: int, lora_rank: int | None,

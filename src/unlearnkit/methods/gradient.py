@@ -87,7 +87,9 @@ class Unlearning(LossMethod):
 
     gamma: float = Field(1.0, ge=0, description="weight of the forget term")
     alpha: float = Field(0.0, ge=0, description="weight of the retain term (0: no retain set)")
-    retain_loss: Literal["nll", "kl", "jsd"] = Field("nll", description="retain term: NLL, KL(p_ref‖p) or JSD(p_ref, p)")
+    retain_loss: Literal["nll", "kl", "jsd", "floor"] = Field(
+        "nll", description="retain term: NLL, KL(p_ref‖p), JSD(p_ref, p), or floor: NLL only where an answer fell below the model before the request (never trained above it)",
+    )
 
     uses_frozen: ClassVar[bool] = False  # the forget term itself needs a frozen model (UNDIAL)
 
@@ -96,8 +98,10 @@ class Unlearning(LossMethod):
         return self.alpha > 0
 
     def prepare(self, subject: Subject, forget: list[Example], retain: list[Example]) -> None:
-        if self.uses_frozen or (self.needs_retain and self.retain_loss != "nll"):
+        if self.uses_frozen or (self.needs_retain and self.retain_loss in ("kl", "jsd")):
             self._cache["frozen"] = Frozen(subject.model)
+        if self.needs_retain and self.retain_loss == "floor":
+            self._cache["ref_retain"] = reference_logprobs(subject, retain, "x")
 
     def frozen_networks(self) -> list[Any]:
         """The frozen teachers the training loop shards with the model under FSDP."""
@@ -115,6 +119,11 @@ class Unlearning(LossMethod):
         logits = L.forward_logits(model, part)
         if self.retain_loss == "nll":
             return L.token_nll(logits, part["labels"])
+        if self.retain_loss == "floor":
+            # Training retain answers above where they were moved general text most over a
+            # stream (docs/sequential.md, "What costs fluency"); this only restores a loss.
+            logp = L.sequence_logprob(logits, part["labels"])
+            return L.floor_hinge(logp, L.answer_lengths(part["labels"]), self.reference("ref_retain", retain))
         # Distribution matching over every real (non-pad) position, prompt included: the whole
         # next-token behaviour on retain inputs should stay (open-unlearning does not mask at
         # all; pad positions carry no meaning, so they are left out here).

@@ -111,6 +111,12 @@ def ceiling_hinge(logp: torch.Tensor, lengths: torch.Tensor, ceiling: float) -> 
     return F.relu(logp / lengths - ceiling).mean()
 
 
+def floor_hinge(logp: torch.Tensor, lengths: torch.Tensor, floor: torch.Tensor) -> torch.Tensor:
+    """mean over sequences of max(0, (log π_ref(y|x) − log π(y|x))/|y|): pulls a sequence back up
+    only while its mean token log-prob is below where the reference had it, never above."""
+    return F.relu((floor - logp) / lengths).mean()
+
+
 def simnpo(logp: torch.Tensor, lengths: torch.Tensor, beta: float, delta: float = 0.0) -> torch.Tensor:
     """SimNPO: L = −(2/β)·mean log σ(β·[NLL_sum(y|x)/|y| − δ]) (reference-free, length-normalised).
 

@@ -66,7 +66,7 @@ class NPOKL(NPORetain):
     """NPO + α·KL(p_ref ‖ p_θ) on retain inputs (keeps a frozen model for the KL)."""
 
     description: ClassVar[str] = "NPO on forget + KL to the frozen model on retain"
-    retain_loss: Literal["nll", "kl", "jsd"] = Field("kl", description="retain term: NLL, KL(p_ref‖p) or JSD(p_ref, p)")
+    retain_loss: Literal["nll", "kl", "jsd", "floor"] = Field("kl", description="retain term: NLL, KL(p_ref‖p), JSD(p_ref, p) or floor (see Unlearning)")
 
 
 @register_method("npo_replay")
