@@ -49,11 +49,17 @@ AT_REQUESTS = (1, 10, 50, 100)
 
 
 def recipes() -> dict[str, dict[str, Any]]:
-    """The recipes compared: the stream recipe, the demo's npo_gd setting, SSU (clean, its
-    reference's defaults); any other registered method by name with its defaults."""
+    """The recipes compared: the stream recipe; the same with only the MLPs training (the tied
+    embeddings and attention fixed), or with a KL to the model before the request, or a floor at
+    it, as its retain term (bench/drift.py: the NLL retain term was what cost fluency); the
+    demo's npo_gd setting; SSU (clean, its reference's defaults); any other registered method
+    by name with its defaults."""
     from unlearnkit.demo import DEFAULT_METHOD
 
-    return {"npo_replay": {"name": "npo_replay"}, "npo_gd": DEFAULT_METHOD, "ssu": {"name": "ssu"}}
+    return {"npo_replay": {"name": "npo_replay"}, "npo_replay_mlp": {"name": "npo_replay", "settings": {"trainable": r"\.mlp\."}},
+            "npo_replay_kl": {"name": "npo_replay", "settings": {"retain_loss": "kl"}},
+            "npo_replay_floor": {"name": "npo_replay", "settings": {"retain_loss": "floor"}},
+            "npo_gd": DEFAULT_METHOD, "ssu": {"name": "ssu"}}
 
 
 def recipe(name: str, small: bool) -> dict[str, Any]:
@@ -112,6 +118,17 @@ def utility_row(metrics: dict[str, dict[str, float | None]]) -> tuple[str | None
     return name, row.get(name) if name else None
 
 
+def drift(step: dict[str, Any]) -> dict[str, Any]:
+    """How the model stood after a step: its verdict, the guard's general-text perplexity and
+    retain questions answered (after the step as kept), the evaluation's utility and general-text
+    perplexity: over a stream, whether small losses add up."""
+    card = step.get("verdict") or {}
+    after = card.get("after") or {}
+    metrics = step["metrics"]
+    return {"verdict": card.get("verdict"), "guard_perplexity": after.get("perplexity"), "guard_retain_answered": after.get("retain_accuracy"),
+            "utility": utility_row(metrics)[1], "general_text_perplexity": metrics.get("general_text", {}).get("perplexity")}
+
+
 def figures(folder: Path, requests: int, upto: int | None = None) -> dict[str, Any]:
     """What the issue's "Measured" section asks of one run, read from its run folder (as it stood
     after step `upto`, if given)."""
@@ -133,7 +150,7 @@ def figures(folder: Path, requests: int, upto: int | None = None) -> dict[str, A
                          "eval_s": step["eval_s"], "score_items": cost.get("score_items"), "requests_measured": cost.get("requests"),
                          "full": bool(cost.get("full"))})
     every_step = [{"step": n, "unlearn_s": s["unlearn_s"], "eval_s": s["eval_s"], **{k: s["metrics"].get("evaluation", {}).get(k)
-                   for k in ("requests", "earlier", "full", "score_items")}} for n, s in sorted(steps.items())]
+                   for k in ("requests", "earlier", "full", "score_items")}, **drift(s)} for n, s in sorted(steps.items())]
     last = max(steps)
     final = steps[last]["metrics"]
     oracle = references.get("oracles", {}).get(str(last), {})
