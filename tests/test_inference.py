@@ -164,9 +164,13 @@ def test_wrapped_scores_agree_with_greedy_generation(learned: Subject, offset: O
     prompts = [FORGET.records[0].question, RETAIN[0].question, "Profession?"]
     outputs = wrapped.greedy(prompts, max_new_tokens=10)
     scored = wrapped.score(prompts, outputs, add_eos=False)
+    # Where two tokens tie to float precision, the cached, left-padded generation and the one-pass
+    # score can pick differently on some CPUs (one position, seen on an AVX-512 Xeon); a
+    # wrapper that scored another prompt than it generated from would miss most positions.
     for output, top in zip(outputs, scored.token_is_top):
         if output:
-            assert bool(top.all()), (kind, output, top)
+            assert int((~top).sum()) <= 1, (kind, output, top)
+    assert sum(int((~top).sum()) for top in scored.token_is_top) <= 1
 
 
 # -- stacking and saving ------------------------------------------------------------------------------------

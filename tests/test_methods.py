@@ -60,6 +60,8 @@ OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
     # UNDIAL's LoRA run: the adapter reaches the forget level by moving shared directions; with
     # the retain term at α 1 the retain set rose 0.63 for 0.89 on forget (α 2: 0.27 for 0.78).
     "undial": {"lora": {"alpha": 2.0}},
+    # GA's LoRA run at 5e-4 overshot to a retain rise of 0.502 (bound 0.5) on an AVX-512 Xeon.
+    "ga": {"lora": {"lr": 3e-4}},
 }
 # IDK+AP's retain term keeps the true answer *preferred over* "I don't know"; it does not hold
 # the likelihood itself, so on this tiny model the IDK answers spread and retain NLL moves more.

@@ -120,8 +120,9 @@ class Unlearning(LossMethod):
         if self.retain_loss == "nll":
             return L.token_nll(logits, part["labels"])
         if self.retain_loss == "floor":
-            # Training retain answers above where they were moved general text most over a
-            # stream (docs/sequential.md, "What costs fluency"); this only restores a loss.
+            # On one request of the stream world, NLL training retain answers above where they
+            # were moved general text most (docs/sequential.md, "What costs fluency over a
+            # stream"); this only restores what a retain answer lost.
             logp = L.sequence_logprob(logits, part["labels"])
             return L.floor_hinge(logp, L.answer_lengths(part["labels"]), self.reference("ref_retain", retain))
         # Distribution matching over every real (non-pad) position, prompt included: the whole
