@@ -86,12 +86,13 @@ def metrics(run: Path) -> dict[tuple[int, str, str], float | None]:
     return rows
 
 
-# Float tolerance on weights: a tenth of one step at lr 2e-3. Adam divides each update by
+# Float tolerance on weights: an eighth of one step at lr 2e-3. Adam divides each update by
 # √v, so float-order differences in near-zero gradients (a micro-batch summed on one process or
 # exchanged between two) reach ~1e-5 after two steps on one CPU, 7.4e-5 on an AVX-512 EPYC and
-# 1.46e-4 on an AVX-512 Intel Xeon (their kernels sum in other orders). A changed global batch
-# moves weights by more than BATCH_MOVES (`test_a_different_global_batch_is_a_different_run`).
-WEIGHTS_AGREE = 2e-4
+# 1.46e-4 (2.16e-4 under FSDP) on an AVX-512 Intel Xeon (their kernels sum in other orders). A
+# changed global batch moves weights by more than BATCH_MOVES
+# (`test_a_different_global_batch_is_a_different_run`).
+WEIGHTS_AGREE = 2.5e-4
 BATCH_MOVES = 1e-3
 
 
@@ -197,7 +198,7 @@ def test_prepare_on_two_processes_trains_the_target_of_one(tmp_path: Path) -> No
 def test_a_different_global_batch_is_a_different_run(tmp_path: Path, one_process: dict[str, Path]) -> None:
     """The comparison above can fail: it sees a changed global batch."""
     assert run_on(tmp_path, NPO.replace("grad_accum: 2", "grad_accum: 4"), 1).returncode == 0
-    assert max_difference(weights(one_process["npo"], 1), weights(tmp_path / "run", 1)) > BATCH_MOVES > 4 * WEIGHTS_AGREE
+    assert max_difference(weights(one_process["npo"], 1), weights(tmp_path / "run", 1)) > BATCH_MOVES >= 4 * WEIGHTS_AGREE
 
 
 def test_a_global_batch_that_does_not_split_is_one_clear_line(tmp_path: Path) -> None:
