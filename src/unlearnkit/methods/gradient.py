@@ -82,12 +82,15 @@ def reference_logprobs(subject: Subject, examples: list[Example], part: str, siz
     return torch.cat(out)
 
 
+RetainLoss = Literal["nll", "kl", "jsd", "floor"]  # the retain terms of `Unlearning.retain_term`
+
+
 class Unlearning(LossMethod):
     """L = γ·forget_loss + α·retain_loss. α = 0 means no retain set is needed."""
 
     gamma: float = Field(1.0, ge=0, description="weight of the forget term")
     alpha: float = Field(0.0, ge=0, description="weight of the retain term (0: no retain set)")
-    retain_loss: Literal["nll", "kl", "jsd", "floor"] = Field(
+    retain_loss: RetainLoss = Field(
         "nll", description="retain term: NLL, KL(p_ref‖p), JSD(p_ref, p), or floor: NLL only where an answer fell below the model before the request (never trained above it)",
     )
 

@@ -9,7 +9,7 @@ index, so no second model runs per step.
 from __future__ import annotations
 
 import random
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import torch
 from pydantic import Field
@@ -18,7 +18,7 @@ from unlearnkit.data.schema import ForgetRequest, Record
 from unlearnkit.training import Batch, Example
 from unlearnkit.methods import losses as L
 from unlearnkit.methods.base import Need, UnlearnContext, register_method
-from unlearnkit.methods.gradient import Logs, Unlearning, reference_logprobs
+from unlearnkit.methods.gradient import Logs, RetainLoss, Unlearning, reference_logprobs
 from unlearnkit.methods.idk import encode_idk
 from unlearnkit.models.subject import Subject
 
@@ -66,7 +66,7 @@ class NPOKL(NPORetain):
     """NPO + α·KL(p_ref ‖ p_θ) on retain inputs (keeps a frozen model for the KL)."""
 
     description: ClassVar[str] = "NPO on forget + KL to the frozen model on retain"
-    retain_loss: Literal["nll", "kl", "jsd", "floor"] = Field("kl", description="retain term: NLL, KL(p_ref‖p), JSD(p_ref, p) or floor (see Unlearning)")
+    retain_loss: RetainLoss = Field("kl", description="retain term: NLL, KL(p_ref‖p), JSD(p_ref, p) or floor (see Unlearning)")
 
 
 @register_method("npo_replay")
