@@ -51,7 +51,8 @@ AT_REQUESTS = (1, 10, 50, 100)
 def recipes() -> dict[str, dict[str, Any]]:
     """The recipes compared: the stream recipe; the same with only the MLPs training (the tied
     embeddings and attention fixed), or with a KL to the model before the request, or a floor at
-    it, as its retain term (bench/drift.py: the NLL retain term was what cost fluency); the
+    it, as its retain term (bench/drift.py: the NLL retain term was what cost fluency), or with
+    the anchor passages held at the run's start (`anchor_weight`, methods/anchor.py); the
     demo's npo_gd setting; SSU (clean, its reference's defaults); any other registered method
     by name with its defaults."""
     from unlearnkit.demo import DEFAULT_METHOD
@@ -59,6 +60,7 @@ def recipes() -> dict[str, dict[str, Any]]:
     return {"npo_replay": {"name": "npo_replay"}, "npo_replay_mlp": {"name": "npo_replay", "settings": {"trainable": r"\.mlp\."}},
             "npo_replay_kl": {"name": "npo_replay", "settings": {"retain_loss": "kl"}},
             "npo_replay_floor": {"name": "npo_replay", "settings": {"retain_loss": "floor"}},
+            "npo_replay_anchor": {"name": "npo_replay", "settings": {"anchor_weight": 1.0}},
             "npo_gd": DEFAULT_METHOD, "ssu": {"name": "ssu"}}
 
 

@@ -111,11 +111,11 @@ def stop_at_half(subject: Subject, forget: list[Record]) -> Any:
     return GuardMonitor(probes, measure(subject, probes, needs=frozenset({"forget_probability"})), guard)
 
 
-def run(learned: dict[str, Any], name: str, mode: str = "full", **extra: Any) -> tuple[Subject, UnlearnContext]:
+def run(learned: dict[str, Any], name: str, mode: str = "full", context_anchor: list[Record] | None = None, **extra: Any) -> tuple[Subject, UnlearnContext]:
     settings = {**BASE, "lr": LR[mode], **OVERRIDES.get(name, {}).get(mode, {}), **extra}
     subject = learned["subject"].clone()
     context = UnlearnContext(retain=learned["retain"], lora=LORA if mode == "lora" else None,
-                             monitor=stop_at_half(subject, learned["forget"]))
+                             monitor=stop_at_half(subject, learned["forget"]), anchor=context_anchor or [])
     request = ForgetRequest(id="r1", records=learned["forget"])
     return get_method(name, settings).unlearn(subject, request, context), context
 
@@ -495,3 +495,45 @@ def test_cli_unlearn_errors_are_one_line(cli: Any, tmp_path: Any) -> None:
     assert isinstance(result.exception, UnlearnkitError) and "unknown hyperparameter 'bta'" in str(result.exception)
     result = runner.invoke(app, [*base, "--method", "ga", "--set", "noequals"])
     assert isinstance(result.exception, UnlearnkitError) and "key=value" in str(result.exception)
+
+
+def test_anchor_passages_are_held_at_the_start_models_log_probs(learned: dict[str, Any]) -> None:
+    """`anchor_weight`: passages the start model wrote join the retain batches with floors at its
+    own log-probs: the term is zero at the start, the retain term sees only the retain rows, and
+    npo_gd with the anchor loses less on those passages than without it, still forgetting."""
+    from unlearnkit.data.formatting import record_pair
+    from unlearnkit.methods.anchor import START_LOGPROB, anchor_passages, with_start_logprobs
+    from unlearnkit.training import make_batch
+
+    subject, pad = learned["subject"], learned["subject"].tokenizer.pad_token_id
+    method = get_method("npo_gd", {"anchor_weight": 1.0, "anchor_passages": 4})
+    anchor = anchor_passages(subject, 4, method.train_config())
+    assert [r.id for r in anchor] == ["anchor-001", "anchor-002", "anchor-003", "anchor-004"]
+    assert all(r.kind == "passage" and isinstance(r.meta[START_LOGPROB], float) for r in anchor)
+    kept = method.retain_records(learned["retain"], UnlearnContext(anchor=anchor))
+    assert kept == [*learned["retain"], *anchor] and method._cache["anchor_from"] == len(learned["retain"])
+    retain = [method.retain_example(subject, r, i) for i, r in enumerate(kept)]
+    forget = [method.forget_example(subject, r, i) for i, r in enumerate(learned["forget"])]
+    method.prepare(subject, forget, retain)
+    _, logs = method.loss(subject.model, make_batch(forget, [0, 1], pad), make_batch(retain, [0, 7, 8, 2], pad))
+    assert logs["anchor_loss"] == pytest.approx(0.0, abs=1e-6)  # the model is the start
+    assert logs["retain_loss"] == pytest.approx(method.retain_term(subject.model, make_batch(retain, [0, 2], pad)).item(), rel=1e-5)
+    method._cache.clear()
+    with pytest.raises(UnlearnkitError, match="method 'npo_gd': anchor_weight needs the run's anchor passages"):
+        get_method("npo_gd", {"anchor_weight": 1.0}).retain_records(learned["retain"], UnlearnContext())
+
+    # The behaviour, on records this unlearning does pull down: the retain questions, which NPO
+    # alone (no retain term) loses with the request (as raw text they rose instead).
+    held = with_start_logprobs(subject, learned["retain"], method.train_config())
+
+    def held_drop(out: Subject) -> float:
+        """Mean fall of the records' log-probs since the start (nats per record)."""
+        return sum(r.meta[START_LOGPROB] for r in held) / len(held) + out.score_pairs([record_pair(r) for r in held]).sum_nll.mean().item()
+
+    drops = {}
+    for weight in (0.0, 4.0):
+        out, context = run(learned, "npo", anchor_weight=weight, anchor_passages=len(held), context_anchor=held)
+        forget_rise = mean_nll(out, learned["forget"]) - learned["before"]["forget"]
+        assert forget_rise > 0.5, (weight, forget_rise, context.stats.steps)
+        drops[weight] = held_drop(out)
+    assert drops[0.0] > 0.5 and drops[4.0] < 0.6 * drops[0.0], drops

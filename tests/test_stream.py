@@ -232,6 +232,39 @@ def test_coalescing_records_which_requests_each_step_applied(cache: Path, world:
     assert meta["requests"] == ["r7", "r8"]
 
 
+def test_a_run_writes_its_anchor_passages_once_and_trains_on_them(tmp_path: Path) -> None:
+    """`anchor_weight`: the run's start model writes the anchor passages once, with its own
+    log-probs on them, into `anchor-passages.jsonl`; every step draws them into its retain
+    batches (other tokens than the same run without), and a rerun of the finished run rewrites
+    nothing. (What the term does to training: tests/test_methods.py.)"""
+    from unlearnkit.data.formatting import record_pair
+    from unlearnkit.data.loaders import load_records
+    from unlearnkit.methods.anchor import START_LOGPROB
+
+    model = learned_model_dir()
+
+    def anchored(folder: Path, weight: float) -> Path:
+        write_data(folder, num_requests=3)
+        method = {"name": "npo_replay", "settings": {"max_steps": 2, "lr": 1e-4, "batch_size": 4, "anchor_weight": weight, "anchor_passages": 3}}
+        plan = {"model": str(model), "method": method, "requests": ["requests.jsonl"], "retain": ["retain.jsonl"], "output": "run",
+                "evaluation": {"suite": "quick", "per_set": 2}, "guard": {"enabled": False}, "precision": "float32"}
+        (folder / "plan.yaml").write_text(yaml.safe_dump(plan))
+        return run_plan(load_plan(folder / "plan.yaml"))
+
+    run = anchored(tmp_path / "with", 1.0)
+    path = run / "anchor-passages.jsonl"
+    passages = load_records(path)
+    assert [r.id for r in passages] == ["anchor-001", "anchor-002", "anchor-003"] and all(r.kind == "passage" for r in passages)
+    scored = load_subject(model).score_pairs([record_pair(r) for r in passages])
+    assert [r.meta[START_LOGPROB] for r in passages] == pytest.approx((-scored.sum_nll).tolist(), rel=1e-4)
+    written = path.stat().st_mtime_ns
+    anchored(tmp_path / "with", 1.0)  # finished: nothing to do, nothing rewritten
+    assert path.stat().st_mtime_ns == written
+    without = anchored(tmp_path / "without", 0.0)
+    assert not (without / "anchor-passages.jsonl").exists()
+    tokens = [{s.step: s.tokens for s in Ledger(r / "ledger.sqlite").steps()} for r in (run, without)]
+    assert all(tokens[0][step] != tokens[1][step] for step in (1, 2, 3)), tokens
+
 def test_a_step_over_the_budget_is_rolled_back_and_flagged_in_a_coalesced_stream(tmp_path: Path) -> None:
     """Gradient ascent at a rate that wrecks the retain set at once: every (coalesced) step is
     rolled back to its start, the ledger flags it and the report says so."""

@@ -114,6 +114,19 @@ def batches(examples: list[Example], size: int, pad_id: int, seed: int) -> Itera
         epoch += 1
 
 
+def select_rows(batch: Batch, keep: torch.Tensor) -> Batch:
+    """The rows of `batch` where `keep` is true, cut to the longest of them (right padding)."""
+    keep = keep.to(batch["index"].device)
+    out: Batch = {}
+    for name, value in batch.items():
+        if isinstance(value, dict):
+            width = int(value["attention_mask"][keep].sum(-1).max())
+            out[name] = {k: t[keep][:, :width] for k, t in value.items()}
+        else:
+            out[name] = value[keep]
+    return out
+
+
 def to_device(batch: Batch, device: torch.device) -> Batch:
     return {k: ({n: t.to(device) for n, t in v.items()} if isinstance(v, dict) else v.to(device)) for k, v in batch.items()}
 

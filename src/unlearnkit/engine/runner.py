@@ -103,6 +103,7 @@ class Run:
     _start: Subject | None = None
     _known: list[Record] | None = None
     _holdout: SuiteResult | None = None
+    _anchor: list[Record] | None = None
 
     def start_subject(self) -> Subject:
         """The model before any request (what attacks measure recovery against), loaded once."""
@@ -134,6 +135,24 @@ class Run:
             if self._holdout is not None:
                 self._holdout.save(path)
         return self._holdout
+
+    def anchor_passages(self, methods: list[Method]) -> list[Record]:
+        """The run's anchor passages (`methods.anchor`) for methods that train on them: written by
+        the start model once, kept in `anchor-passages.jsonl` so a resumed run trains on the same."""
+        count = max((m.anchor_wanted for m in methods), default=0)
+        if not count:
+            return []
+        path = self.folder / "anchor-passages.jsonl"
+        if self._anchor is None and path.exists():
+            self._anchor = load_records(path)
+        if self._anchor is None:
+            from unlearnkit.methods.anchor import anchor_passages
+
+            console.print(f"[bold]anchor passages[/bold]: {count} paragraphs the start model writes, and its log-probs on them")
+            wanting = next(m for m in methods if m.anchor_wanted == count)
+            self._anchor = anchor_passages(self.start_subject(), count, wanting.train_config())  # type: ignore[attr-defined]
+            write_jsonl(path, self._anchor)
+        return self._anchor
 
     def say(self, step: int, text: str, group: list[ForgetRequest] | None = None) -> None:
         """A progress line; `group` for a step not committed yet (the ledger knows the others)."""
@@ -301,6 +320,8 @@ def unlearn_step(run: Run, step: int, group: list[ForgetRequest], subject: Subje
     context = UnlearnContext(retain=run.train_retain or run.data.retain, seed=run.plan.seed + step, lora=run.plan.lora,
                              extras={"utility": run.data.real_facts},
                              earlier=[x for r in run.through(step - 1) for x in r.records], control=run.data.holdout)
+    with distributed.solo():  # rank 0's to make: the job carries them
+        context.anchor = run.anchor_passages(methods)
     guard, data = run.plan.guard, run.data
     probes = None
     if guard.enabled:

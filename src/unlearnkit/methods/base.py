@@ -43,6 +43,9 @@ class UnlearnContext:
     # model was trained on (a world's holdout people), for recipes that guard earlier requests.
     earlier: list[Record] = field(default_factory=list)
     control: list[Record] = field(default_factory=list)
+    # Passages the run's start model wrote, each with its log-prob under it (`methods.anchor`),
+    # for recipes that hold general text to the start of the run (`anchor_weight`).
+    anchor: list[Record] = field(default_factory=list)
 
 
 class Method(BaseModel):
@@ -63,6 +66,11 @@ class Method(BaseModel):
         return build_with_settings(cls, settings, "method", "hyperparameter")
 
     registry_name: ClassVar[str] = "?"
+
+    @property
+    def anchor_wanted(self) -> int:
+        """How many anchor passages (`UnlearnContext.anchor`) the method trains on; 0: none."""
+        return 0
 
 
 METHODS: Registry[type[Method]] = Registry("method", "unlearnkit.methods")
@@ -123,6 +131,10 @@ class LossMethod(Method, TrainConfig):
         """The parts of one forget example; `"x"` is the record as (prompt, target)."""
         return {"x": subject.encode_record(record, where=f"forget record {record.id or index}")}
 
+    def retain_records(self, kept: list[Record], context: UnlearnContext) -> list[Record]:
+        """The records trained on as retain examples (a method may add the run's anchor passages)."""
+        return kept
+
     def retain_example(self, subject: Subject, record: Record, index: int) -> Example:
         """The parts of one retain example (IDK+AP adds an "I don't know" answer)."""
         return {"x": subject.encode_record(record, where=f"retain record {record.id or index}")}
@@ -145,7 +157,7 @@ class LossMethod(Method, TrainConfig):
     def unlearn(self, subject: Subject, request: ForgetRequest, context: UnlearnContext) -> Subject:
         request, kept = self.targets(subject, request, context.retain)
         forget = [self.forget_example(subject, r, i) for i, r in enumerate(self.forget_records(request, context))]
-        retain = [self.retain_example(subject, r, i) for i, r in enumerate(kept)] if self.needs_retain else []
+        retain = [self.retain_example(subject, r, i) for i, r in enumerate(self.retain_records(kept, context))] if self.needs_retain else []
         if self.needs_retain and not retain:
             raise UnlearnkitError(f"method '{self.registry_name}': needs a retain set (--retain FILE)")
         # A method may freeze parameters (RMU) and peft freezes the base weights; the model

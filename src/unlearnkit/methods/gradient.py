@@ -26,9 +26,12 @@ import torch
 from pydantic import Field
 
 from unlearnkit import distributed, sharding
-from unlearnkit.training import Batch, Example, make_batch, to_device
+from unlearnkit.data.schema import Record
+from unlearnkit.errors import UnlearnkitError
+from unlearnkit.training import Batch, Example, make_batch, select_rows, to_device
 from unlearnkit.methods import losses as L
-from unlearnkit.methods.base import LossMethod, Need, register_method
+from unlearnkit.methods.anchor import ANCHOR_TOPICS, START_LOGPROB
+from unlearnkit.methods.base import LossMethod, Need, UnlearnContext, register_method
 from unlearnkit.models.subject import Subject
 
 Logs = dict[str, float]
@@ -94,11 +97,35 @@ class Unlearning(LossMethod):
         "nll", description="retain term: NLL, KL(p_ref‖p), JSD(p_ref, p), or floor: NLL only where an answer fell below the model before the request (never trained above it)",
     )
 
+    anchor_weight: float = Field(
+        0.0, ge=0, description="weight of the anchor term: passages the run's start model wrote, each pulled back up to the start's log-prob (floor), never above (0: off; needs a sequential run)",
+    )
+    anchor_passages: int = Field(len(ANCHOR_TOPICS), ge=1, le=len(ANCHOR_TOPICS), description="how many anchor passages")
+
     uses_frozen: ClassVar[bool] = False  # the forget term itself needs a frozen model (UNDIAL)
 
     @property
     def needs_retain(self) -> bool:
-        return self.alpha > 0
+        return self.alpha > 0 or self.anchor_weight > 0
+
+    @property
+    def anchor_wanted(self) -> int:
+        return self.anchor_passages if self.anchor_weight > 0 else 0
+
+    def retain_records(self, kept: list[Record], context: UnlearnContext) -> list[Record]:
+        """The retain set (α > 0), then the anchor passages (`anchor_weight` > 0), whose floors are
+        the start model's log-probs (`methods/anchor.py`); `retain_term` tells them apart by index."""
+        kept = kept if self.alpha > 0 else []
+        if self.alpha > 0 and not kept:
+            raise UnlearnkitError(f"method '{self.registry_name}': needs a retain set (--retain FILE)")
+        if not self.anchor_wanted:
+            return kept
+        anchor = context.anchor[: self.anchor_passages]
+        if not anchor:
+            raise UnlearnkitError(f"method '{self.registry_name}': anchor_weight needs the run's anchor passages, which a sequential run writes (unlearnkit run)")
+        floors = [float("nan")] * len(kept) + [float(r.meta[START_LOGPROB]) for r in anchor]
+        self._cache.update(anchor_from=len(kept), ref_anchor=torch.tensor(floors))
+        return [*kept, *anchor]
 
     def prepare(self, subject: Subject, forget: list[Example], retain: list[Example]) -> None:
         if self.uses_frozen or (self.needs_retain and self.retain_loss in ("kl", "jsd")):
@@ -137,14 +164,30 @@ class Unlearning(LossMethod):
             return L.kl_to_reference(logits, ref, mask)
         return L.jensun_retain(logits, ref, mask)
 
+    def anchor_term(self, model: Any, anchor: Batch) -> torch.Tensor:
+        """Mean over the anchor passages of max(0, (log π_start − log π)/|y|)."""
+        part = anchor["x"]
+        logp = L.sequence_logprob(L.forward_logits(model, part), part["labels"])
+        return L.floor_hinge(logp, L.answer_lengths(part["labels"]), self.reference("ref_anchor", anchor))
+
     def loss(self, model: Any, forget: Batch, retain: Batch | None) -> tuple[torch.Tensor, Logs]:
         forget_loss, logs = self.forget_loss(model, forget)
         total = self.gamma * forget_loss
         logs["forget_loss"] = forget_loss.item()
-        if self.needs_retain and retain is not None:
-            retain_loss = self.retain_term(model, retain)
+        if not self.needs_retain or retain is None:
+            return total, logs
+        # A retain batch draws from the retain set and the anchor passages alike: each part
+        # runs on its own rows (no QA padded to a passage's length).
+        start = self._cache.get("anchor_from")
+        is_anchor = retain["index"] >= start if start is not None else torch.zeros_like(retain["index"], dtype=torch.bool)
+        if self.alpha > 0 and not is_anchor.all():
+            retain_loss = self.retain_term(model, select_rows(retain, ~is_anchor) if is_anchor.any() else retain)
             total = total + self.alpha * retain_loss
             logs["retain_loss"] = retain_loss.item()
+        if self.anchor_weight > 0 and is_anchor.any():
+            anchor_loss = self.anchor_term(model, select_rows(retain, is_anchor))
+            total = total + self.anchor_weight * anchor_loss
+            logs["anchor_loss"] = anchor_loss.item()
         return total, logs
 
 
