@@ -114,7 +114,7 @@ class Unlearning(LossMethod):
 
     def retain_records(self, kept: list[Record], context: UnlearnContext) -> list[Record]:
         """The retain set (α > 0), then the anchor passages (`anchor_weight` > 0), whose floors are
-        the start model's log-probs (`methods/anchor.py`); `retain_term` tells them apart by index."""
+        the start model's log-probs (`methods/anchor.py`); `loss` tells them apart by index."""
         kept = kept if self.alpha > 0 else []
         if self.alpha > 0 and not kept:
             raise UnlearnkitError(f"method '{self.registry_name}': needs a retain set (--retain FILE)")
