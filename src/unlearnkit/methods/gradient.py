@@ -153,8 +153,7 @@ class Unlearning(LossMethod):
             # On one request of the stream world, NLL training retain answers above where they
             # were moved general text most (docs/sequential.md, "What costs fluency over a
             # stream"); this only restores what a retain answer lost.
-            logp = L.sequence_logprob(logits, part["labels"])
-            return L.floor_hinge(logp, L.answer_lengths(part["labels"]), self.reference("ref_retain", retain))
+            return self.floor_term(logits, retain, "ref_retain")
         # Distribution matching over every real (non-pad) position, prompt included: the whole
         # next-token behaviour on retain inputs should stay (open-unlearning does not mask at
         # all; pad positions carry no meaning, so they are left out here).
@@ -164,11 +163,14 @@ class Unlearning(LossMethod):
             return L.kl_to_reference(logits, ref, mask)
         return L.jensun_retain(logits, ref, mask)
 
+    def floor_term(self, logits: torch.Tensor, batch: Batch, reference: str) -> torch.Tensor:
+        """Mean over rows of max(0, (log π_ref − log π)/|y|), log π_ref the cached `reference`."""
+        labels = batch["x"]["labels"]
+        return L.floor_hinge(L.sequence_logprob(logits, labels), L.answer_lengths(labels), self.reference(reference, batch))
+
     def anchor_term(self, model: Any, anchor: Batch) -> torch.Tensor:
         """Mean over the anchor passages of max(0, (log π_start − log π)/|y|)."""
-        part = anchor["x"]
-        logp = L.sequence_logprob(L.forward_logits(model, part), part["labels"])
-        return L.floor_hinge(logp, L.answer_lengths(part["labels"]), self.reference("ref_anchor", anchor))
+        return self.floor_term(L.forward_logits(model, anchor["x"]), anchor, "ref_anchor")
 
     def loss(self, model: Any, forget: Batch, retain: Batch | None) -> tuple[torch.Tensor, Logs]:
         forget_loss, logs = self.forget_loss(model, forget)
